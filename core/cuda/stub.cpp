@@ -1,0 +1,15 @@
+// Built when no CUDA compiler was found: every CUDA entry point says so plainly.
+#include "core/storage.h"
+
+namespace nmperm {
+
+bool cuda_available() { return false; }
+void* cuda_alloc(size_t) {
+  NMPERM_FAIL("CUDA was requested but this build has no CUDA backend (configure with nvcc present)");
+}
+void cuda_free(void*) {}
+void cuda_copy(void*, const void*, size_t, CopyKind) {
+  NMPERM_FAIL("CUDA was requested but this build has no CUDA backend (configure with nvcc present)");
+}
+
+}  // namespace nmperm

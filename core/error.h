@@ -1,0 +1,25 @@
+// Errors: one exception type and one checking macro.
+// NMPERM_CHECK(cond, "fmt {}", args...) throws nmperm::Error whose message names the
+// failed condition, the place, and whatever shapes/dtypes/devices the caller formats in.
+#pragma once
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <stdexcept>
+#include <string>
+
+namespace nmperm {
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
+
+}  // namespace nmperm
+
+#define NMPERM_CHECK(cond, ...)                                                    \
+  do {                                                                             \
+    if (!(cond)) ::nmperm::throw_error(__FILE__, __LINE__, fmt::format(__VA_ARGS__)); \
+  } while (0)
+
+#define NMPERM_FAIL(...) ::nmperm::throw_error(__FILE__, __LINE__, fmt::format(__VA_ARGS__))

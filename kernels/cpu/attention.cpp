@@ -1,0 +1,141 @@
+// CPU attention: per (batch, head) the (T, S) score block lives only in a thread-local
+// buffer; two gemms and a row softmax make the forward, four gemms the backward.
+// The backward runs per (batch, kv head) so one thread owns each dk/dv block (GQA sums
+// over the query heads of a group without races or atomics).
+#include "kernels/attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/blas.h"
+#include "kernels/dispatch.h"
+
+namespace nmperm::kernels {
+
+namespace {
+
+struct Dims {
+  int64_t B, H, Hkv, T, S, D, group, shift;  // causal: key s visible to query t iff s <= t + shift
+};
+
+Dims check_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
+  NMPERM_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, "attention: q, k, v must be (B, H, T, D), got {} {} {}",
+               q.shape(), k.shape(), v.shape());
+  Dims d{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2), q.shape(3), 1, 0};
+  NMPERM_CHECK(k.shape() == v.shape() && k.shape(0) == d.B && k.shape(3) == d.D,
+               "attention: k {} and v {} must be (B, Hkv, S, D) matching q {}", k.shape(), v.shape(), q.shape());
+  NMPERM_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: {} query heads are not a multiple of {} kv heads", d.H, d.Hkv);
+  d.group = d.H / d.Hkv;
+  d.shift = d.S - d.T;
+  return d;
+}
+
+// P = softmax(scale * Q K^T) into p (T, S) with row lse; masked entries are exactly 0.
+template <class T>
+void scores(const Dims& d, const T* qh, const T* kh, T scale, bool causal, T* p, T* lse, bool have_lse) {
+  gemm<T>(false, true, d.T, d.S, d.D, scale, qh, d.D, kh, d.D, T(0), p, d.S);
+  for (int64_t t = 0; t < d.T; ++t) {
+    T* row = p + t * d.S;
+    int64_t visible = causal ? std::clamp<int64_t>(t + d.shift + 1, 0, d.S) : d.S;
+    if (have_lse) {
+      T l = lse[t];
+      for (int64_t s = 0; s < visible; ++s) row[s] = std::exp(row[s] - l);
+    } else {
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t s = 0; s < visible; ++s) m = std::max(m, row[s]);
+      T sum = 0;
+      for (int64_t s = 0; s < visible; ++s) {
+        row[s] = std::exp(row[s] - m);
+        sum += row[s];
+      }
+      T inv = sum > 0 ? T(1) / sum : T(0);
+      for (int64_t s = 0; s < visible; ++s) row[s] *= inv;
+      lse[t] = visible > 0 ? m + std::log(sum) : -std::numeric_limits<T>::infinity();
+    }
+    for (int64_t s = visible; s < d.S; ++s) row[s] = 0;
+  }
+}
+
+}  // namespace
+
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal) {
+  require_cpu("attention", q, k, v, out, lse);
+  Dims d = check_dims(q, k, v);
+  dispatch_float(q.dtype(), [&]<class T>() {
+    const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
+    T *op = out.data<T>(), *lp = lse.data<T>();
+    int64_t BH = d.B * d.H;
+    auto one = [&](int64_t bh, std::vector<T>& buf) {
+      int64_t b = bh / d.H, h = bh % d.H, kvh = b * d.Hkv + h / d.group;
+      scores<T>(d, qp + bh * d.T * d.D, kp + kvh * d.S * d.D, T(scale), causal, buf.data(), lp + bh * d.T, false);
+      gemm<T>(false, false, d.T, d.D, d.S, T(1), buf.data(), d.S, vp + kvh * d.S * d.D, d.D, T(0),
+              op + bh * d.T * d.D, d.D);
+    };
+    if (BH >= omp_get_max_threads() && BH > 1) {
+      BlasSingleThread single;
+#pragma omp parallel
+      {
+        std::vector<T> buf(static_cast<size_t>(d.T * d.S));
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < BH; ++bh) one(bh, buf);
+      }
+    } else {
+      std::vector<T> buf(static_cast<size_t>(d.T * d.S));
+      for (int64_t bh = 0; bh < BH; ++bh) one(bh, buf);
+    }
+  });
+}
+
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal) {
+  require_cpu("attention_backward", q, k, v, out, lse, dout, dq, dk, dv);
+  Dims d = check_dims(q, k, v);
+  dispatch_float(q.dtype(), [&]<class T>() {
+    const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>(), *op = out.data<T>(), *lp = lse.data<T>(),
+            *gp = dout.data<T>();
+    T *dqp = dq.data<T>(), *dkp = dk.data<T>(), *dvp = dv.data<T>();
+    int64_t BK = d.B * d.Hkv;
+    auto one = [&](int64_t bk, std::vector<T>& p, std::vector<T>& dp) {
+      int64_t b = bk / d.Hkv, kh = bk % d.Hkv;
+      const T *kb = kp + bk * d.S * d.D, *vb = vp + bk * d.S * d.D;
+      T *dkb = dkp + bk * d.S * d.D, *dvb = dvp + bk * d.S * d.D;
+      for (int64_t g = 0; g < d.group; ++g) {
+        int64_t bh = b * d.H + kh * d.group + g;
+        const T *qh = qp + bh * d.T * d.D, *oh = op + bh * d.T * d.D, *gh = gp + bh * d.T * d.D;
+        T* dqh = dqp + bh * d.T * d.D;
+        scores<T>(d, qh, kb, T(scale), causal, p.data(), const_cast<T*>(lp + bh * d.T), true);
+        // dV += P^T dO ; dP = dO V^T
+        gemm<T>(true, false, d.S, d.D, d.T, T(1), p.data(), d.S, gh, d.D, g == 0 ? T(0) : T(1), dvb, d.D);
+        gemm<T>(false, true, d.T, d.S, d.D, T(1), gh, d.D, vb, d.D, T(0), dp.data(), d.S);
+        // dS = P * (dP - rowsum(dO * O))
+        for (int64_t t = 0; t < d.T; ++t) {
+          T di = 0;
+          for (int64_t e = 0; e < d.D; ++e) di += gh[t * d.D + e] * oh[t * d.D + e];
+          T *pr = p.data() + t * d.S, *dr = dp.data() + t * d.S;
+          for (int64_t s = 0; s < d.S; ++s) dr[s] = pr[s] * (dr[s] - di);
+        }
+        // dQ = scale dS K ; dK += scale dS^T Q
+        gemm<T>(false, false, d.T, d.D, d.S, T(scale), dp.data(), d.S, kb, d.D, T(0), dqh, d.D);
+        gemm<T>(true, false, d.S, d.D, d.T, T(scale), dp.data(), d.S, qh, d.D, g == 0 ? T(0) : T(1), dkb, d.D);
+      }
+    };
+    if (BK >= omp_get_max_threads() && BK > 1) {
+      BlasSingleThread single;
+#pragma omp parallel
+      {
+        std::vector<T> p(static_cast<size_t>(d.T * d.S)), dp(static_cast<size_t>(d.T * d.S));
+#pragma omp for schedule(static)
+        for (int64_t bk = 0; bk < BK; ++bk) one(bk, p, dp);
+      }
+    } else {
+      std::vector<T> p(static_cast<size_t>(d.T * d.S)), dp(static_cast<size_t>(d.T * d.S));
+      for (int64_t bk = 0; bk < BK; ++bk) one(bk, p, dp);
+    }
+  });
+}
+
+}  // namespace nmperm::kernels

@@ -1,0 +1,26 @@
+// Thin CBLAS helpers shared by the CPU kernels: a typed row-major gemm and a scope that
+// runs OpenBLAS single-threaded while our own OpenMP loop hands out independent gemms.
+#pragma once
+#include <cblas.h>
+
+#include <type_traits>
+
+namespace nmperm::kernels {
+
+template <class T>
+inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                 int64_t ldb, T beta, T* C, int64_t ldc) {
+  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, TA, TB, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, TA, TB, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+struct BlasSingleThread {
+  int saved;
+  BlasSingleThread() : saved(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~BlasSingleThread() { openblas_set_num_threads(saved); }
+};
+
+}  // namespace nmperm::kernels

@@ -1,0 +1,257 @@
+// CPU elementwise kernels. Contiguous inputs take a flat loop the compiler vectorizes;
+// broadcast or strided inputs walk the output with an index whose last dim is the inner loop.
+#include "kernels/elementwise.h"
+
+#include <omp.h>
+#include <xmmintrin.h>
+
+#include <array>
+#include <cmath>
+
+#include "kernels/dispatch.h"
+
+namespace nmperm::kernels {
+
+void cpu_init() {
+  static bool done = false;
+  if (done) return;
+#pragma omp parallel
+  { _mm_setcsr(_mm_getcsr() | 0x8040); }
+  done = true;
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+extern "C" void openblas_set_num_threads(int);
+void set_num_threads(int n) {
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+  // New pool threads need the denormal flags too.
+#pragma omp parallel
+  { _mm_setcsr(_mm_getcsr() | 0x8040); }
+}
+
+const char* unary_name(UnaryOp op) {
+  static const char* names[] = {"neg", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid",
+                                "relu", "gelu", "gelu_tanh", "silu", "abs", "pow", "square"};
+  return names[int(op)];
+}
+const char* binary_name(BinaryOp op) {
+  static const char* names[] = {"add", "sub", "mul", "div", "maximum", "minimum",
+                                "eq", "ne", "lt", "le", "gt", "ge"};
+  return names[int(op)];
+}
+
+namespace {
+
+constexpr int64_t kParallelGrain = 32768;
+
+template <class T> inline T unary_fn(UnaryOp op, T x, T p) {
+  constexpr T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588);
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return std::exp(x);
+    case UnaryOp::Log: return std::log(x);
+    case UnaryOp::Sqrt: return std::sqrt(x);
+    case UnaryOp::Rsqrt: return T(1) / std::sqrt(x);
+    case UnaryOp::Tanh: return std::tanh(x);
+    case UnaryOp::Sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * kSqrt2Inv));
+    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + std::tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x)));
+    case UnaryOp::Silu: return x / (T(1) + std::exp(-x));
+    case UnaryOp::Abs: return std::abs(x);
+    case UnaryOp::Pow: return std::pow(x, p);
+    case UnaryOp::Square: return x * x;
+  }
+  return x;
+}
+
+// Derivative times upstream gradient.
+template <class T> inline T unary_grad(UnaryOp op, T x, T y, T g, T p) {
+  constexpr T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588),
+              kInvSqrt2Pi = T(0.39894228040143267794);
+  switch (op) {
+    case UnaryOp::Neg: return -g;
+    case UnaryOp::Exp: return g * y;
+    case UnaryOp::Log: return g / x;
+    case UnaryOp::Sqrt: return g * T(0.5) / y;
+    case UnaryOp::Rsqrt: return g * T(-0.5) * y * y * y;
+    case UnaryOp::Tanh: return g * (T(1) - y * y);
+    case UnaryOp::Sigmoid: return g * y * (T(1) - y);
+    case UnaryOp::Relu: return x > T(0) ? g : T(0);
+    case UnaryOp::GeluErf:
+      return g * (T(0.5) * (T(1) + std::erf(x * kSqrt2Inv)) + x * kInvSqrt2Pi * std::exp(T(-0.5) * x * x));
+    case UnaryOp::GeluTanh: {
+      T u = kSqrt2OverPi * (x + T(0.044715) * x * x * x), t = std::tanh(u);
+      T du = kSqrt2OverPi * (T(1) + T(3 * 0.044715) * x * x);
+      return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
+    }
+    case UnaryOp::Silu: {
+      T s = T(1) / (T(1) + std::exp(-x));
+      return g * s * (T(1) + x * (T(1) - s));
+    }
+    case UnaryOp::Abs: return x > T(0) ? g : (x < T(0) ? -g : T(0));
+    case UnaryOp::Pow: return p == T(0) ? T(0) : g * p * std::pow(x, p - T(1));
+    case UnaryOp::Square: return g * T(2) * x;
+  }
+  return g;
+}
+
+template <class T> inline T binary_fn(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    case BinaryOp::Maximum: return a > b ? a : b;  // NaN-propagation aside, PyTorch-compatible for finite
+    case BinaryOp::Minimum: return a < b ? a : b;
+    case BinaryOp::Eq: return T(a == b);
+    case BinaryOp::Ne: return T(a != b);
+    case BinaryOp::Lt: return T(a < b);
+    case BinaryOp::Le: return T(a <= b);
+    case BinaryOp::Gt: return T(a > b);
+    case BinaryOp::Ge: return T(a >= b);
+  }
+  return a;
+}
+
+// Runs f(out_index, offsets...) over all elements of `shape`, parallel over the outer
+// index, with the inputs' strides. Each thread restarts its index from its first row.
+template <size_t N, class F>
+void strided_loop(const Shape& shape, const std::array<const Shape*, N>& strides, const std::array<int64_t, N>& base,
+                  F&& f) {
+  int64_t n = numel(shape);
+  if (n == 0) return;
+  int64_t nd = int64_t(shape.size());
+  int64_t inner = nd ? shape[nd - 1] : 1, rows = n / std::max<int64_t>(inner, 1);
+#pragma omp parallel for if (n > kParallelGrain) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::array<int64_t, N> off = base;
+    int64_t rem = r;
+    for (int64_t d = nd - 2; d >= 0; --d) {
+      int64_t i = rem % shape[d];
+      rem /= shape[d];
+      for (size_t k = 0; k < N; ++k) off[k] += i * (*strides[k])[d];
+    }
+    std::array<int64_t, N> inner_stride;
+    for (size_t k = 0; k < N; ++k) inner_stride[k] = nd ? (*strides[k])[nd - 1] : 0;
+    f(r * inner, inner, off, inner_stride);
+  }
+}
+
+}  // namespace
+
+void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
+  require_cpu(unary_name(op), x, out);
+  NMPERM_CHECK(x.shape() == out.shape() && out.is_contiguous(), "{}: bad output for input {}", unary_name(op),
+               describe(x));
+  dispatch_float(x.dtype(), [&]<class T>() {
+    Tensor xc = x.contiguous();
+    const T* xp = xc.data<T>();
+    T* yp = out.data<T>();
+    int64_t n = x.numel();
+    T p = T(scalar);
+#pragma omp parallel for if (n > kParallelGrain) schedule(static)
+    for (int64_t i = 0; i < n; ++i) yp[i] = unary_fn<T>(op, xp[i], p);
+  });
+}
+
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, double scalar) {
+  require_cpu(unary_name(op), x, y, dy, dx);
+  dispatch_float(x.dtype(), [&]<class T>() {
+    Tensor xc = x.contiguous(), yc = y.contiguous(), gc = dy.contiguous();
+    const T *xp = xc.data<T>(), *yp = yc.data<T>(), *gp = gc.data<T>();
+    T* dp = dx.data<T>();
+    int64_t n = x.numel();
+    T p = T(scalar);
+#pragma omp parallel for if (n > kParallelGrain) schedule(static)
+    for (int64_t i = 0; i < n; ++i) dp[i] = unary_grad<T>(op, xp[i], yp[i], gp[i], p);
+  });
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  require_cpu(binary_name(op), a, b, out);
+  NMPERM_CHECK(a.dtype() == b.dtype(), "{}: dtypes differ: {} and {}", binary_name(op), describe(a), describe(b));
+  NMPERM_CHECK(a.shape() == out.shape() && b.shape() == out.shape() && out.is_contiguous(),
+               "{}: inputs must be expanded to the output shape", binary_name(op));
+  dispatch_float(a.dtype(), [&]<class T>() {
+    T* o = out.data<T>();
+    const T* ap = static_cast<const T*>(a.storage()->data);
+    const T* bp = static_cast<const T*>(b.storage()->data);
+    int64_t n = out.numel();
+    if (a.is_contiguous() && b.is_contiguous()) {
+      ap += a.offset();
+      bp += b.offset();
+#pragma omp parallel for if (n > kParallelGrain) schedule(static)
+      for (int64_t i = 0; i < n; ++i) o[i] = binary_fn<T>(op, ap[i], bp[i]);
+      return;
+    }
+    strided_loop<2>(out.shape(), {&a.strides(), &b.strides()}, {a.offset(), b.offset()},
+                    [&](int64_t start, int64_t len, const std::array<int64_t, 2>& off, const std::array<int64_t, 2>& st) {
+                      const T* pa = ap + off[0];
+                      const T* pb = bp + off[1];
+                      T* po = o + start;
+                      if (st[0] == 1 && st[1] == 0) {
+                        T bv = *pb;
+                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, pa[i], bv);
+                      } else if (st[0] == 0 && st[1] == 1) {
+                        T av = *pa;
+                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, av, pb[i]);
+                      } else if (st[0] == 1 && st[1] == 1) {
+                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, pa[i], pb[i]);
+                      } else {
+                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, pa[i * st[0]], pb[i * st[1]]);
+                      }
+                    });
+  });
+}
+
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  require_cpu("where", cond, a, b, out);
+  NMPERM_CHECK(a.dtype() == b.dtype(), "where: dtypes differ: {} and {}", describe(a), describe(b));
+  dispatch_float(a.dtype(), [&]<class T>() {
+    dispatch_all(cond.dtype(), [&]<class C>() {
+      T* o = out.data<T>();
+      const C* cp = static_cast<const C*>(cond.storage()->data);
+      const T* ap = static_cast<const T*>(a.storage()->data);
+      const T* bp = static_cast<const T*>(b.storage()->data);
+      strided_loop<3>(out.shape(), {&cond.strides(), &a.strides(), &b.strides()},
+                      {cond.offset(), a.offset(), b.offset()},
+                      [&](int64_t start, int64_t len, const std::array<int64_t, 3>& off,
+                          const std::array<int64_t, 3>& st) {
+                        for (int64_t i = 0; i < len; ++i)
+                          o[start + i] = cp[off[0] + i * st[0]] != C(0) ? ap[off[1] + i * st[1]] : bp[off[2] + i * st[2]];
+                      });
+    });
+  });
+}
+
+void axpby(const Tensor& a, double alpha, const Tensor& b, double beta, Tensor& out) {
+  require_cpu("axpby", a, b, out);
+  NMPERM_CHECK(a.shape() == b.shape() && a.shape() == out.shape(), "axpby: shapes {} {} {}", a.shape(), b.shape(),
+               out.shape());
+  dispatch_float(a.dtype(), [&]<class T>() {
+    Tensor ac = a.contiguous(), bc = b.contiguous();
+    const T *ap = ac.data<T>(), *bp = bc.data<T>();
+    T* o = out.data<T>();
+    T al = T(alpha), be = T(beta);
+    int64_t n = out.numel();
+#pragma omp parallel for if (n > kParallelGrain) schedule(static)
+    for (int64_t i = 0; i < n; ++i) o[i] = al * ap[i] + be * bp[i];
+  });
+}
+
+void scale_(Tensor& t, double s) {
+  require_cpu("scale_", t);
+  NMPERM_CHECK(t.is_contiguous(), "scale_: needs a contiguous tensor");
+  dispatch_float(t.dtype(), [&]<class T>() {
+    T* p = t.data<T>();
+    T ss = T(s);
+    int64_t n = t.numel();
+#pragma omp parallel for if (n > kParallelGrain) schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] *= ss;
+  });
+}
+
+}  // namespace nmperm::kernels

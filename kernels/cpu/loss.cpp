@@ -1,0 +1,71 @@
+#include "kernels/loss.h"
+
+#include <cmath>
+#include <limits>
+
+#include "kernels/dispatch.h"
+
+namespace nmperm::kernels {
+
+void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
+                   Tensor& loss_rows, Tensor& lse) {
+  require_cpu("cross_entropy", logits, target, loss_rows, lse);
+  int64_t N = logits.shape(0), V = logits.shape(1);
+  dispatch_index(target.dtype(), [&]<class I>() {
+    const I* tp = target.data<I>();
+    for (int64_t n = 0; n < N; ++n)
+      NMPERM_CHECK(int64_t(tp[n]) == ignore_index || (tp[n] >= 0 && tp[n] < V),
+                   "cross_entropy: target {} at row {} is outside [0, {})", int64_t(tp[n]), n, V);
+    dispatch_float(logits.dtype(), [&]<class T>() {
+      const T* xp = logits.data<T>();
+      T *lp = loss_rows.data<T>(), *sp = lse.data<T>();
+      T ls = T(label_smoothing);
+#pragma omp parallel for if (N * V > 16384)
+      for (int64_t n = 0; n < N; ++n) {
+        const T* row = xp + n * V;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t v = 0; v < V; ++v) m = std::max(m, row[v]);
+        T s = 0, sum = 0;
+        for (int64_t v = 0; v < V; ++v) {
+          s += std::exp(row[v] - m);
+          sum += row[v];
+        }
+        T l = m + std::log(s);
+        sp[n] = l;
+        if (int64_t(tp[n]) == ignore_index) {
+          lp[n] = 0;
+          continue;
+        }
+        lp[n] = (T(1) - ls) * (l - row[tp[n]]) + ls * (l - sum / T(V));
+      }
+    });
+  });
+}
+
+void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad_rows,
+                            int64_t ignore_index, double label_smoothing, Tensor& dlogits) {
+  require_cpu("cross_entropy_backward", logits, target, lse, grad_rows, dlogits);
+  int64_t N = logits.shape(0), V = logits.shape(1);
+  dispatch_index(target.dtype(), [&]<class I>() {
+    const I* tp = target.data<I>();
+    dispatch_float(logits.dtype(), [&]<class T>() {
+      const T *xp = logits.data<T>(), *sp = lse.data<T>(), *gp = grad_rows.data<T>();
+      T* dp = dlogits.data<T>();
+      T ls = T(label_smoothing);
+#pragma omp parallel for if (N * V > 16384)
+      for (int64_t n = 0; n < N; ++n) {
+        const T* row = xp + n * V;
+        T* dr = dp + n * V;
+        if (int64_t(tp[n]) == ignore_index) {
+          for (int64_t v = 0; v < V; ++v) dr[v] = 0;
+          continue;
+        }
+        T g = gp[n], l = sp[n], off = ls / T(V);
+        for (int64_t v = 0; v < V; ++v) dr[v] = g * (std::exp(row[v] - l) - off);
+        dr[tp[n]] -= g * (T(1) - ls);
+      }
+    });
+  });
+}
+
+}  // namespace nmperm::kernels

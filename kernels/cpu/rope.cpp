@@ -1,0 +1,51 @@
+#include "kernels/rope.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/dispatch.h"
+
+namespace nmperm::kernels {
+
+void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeStyle style, bool inverse) {
+  require_cpu("rope", x, out);
+  NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", x.shape());
+  int64_t BH = x.shape(0) * x.shape(1), T = x.shape(2), D = x.shape(3), half = D / 2;
+  dispatch_float(x.dtype(), [&]<class F>() {
+    // cos/sin table (T, D/2), computed in double like the reference implementations' f32
+    // angle would be too coarse at long contexts.
+    std::vector<F> cs(static_cast<size_t>(T * half)), sn(static_cast<size_t>(T * half));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < half; ++i) {
+        double inv_freq = std::pow(theta, -double(2 * i) / double(D));
+        double a = double(pos_offset + t) * inv_freq;
+        cs[size_t(t * half + i)] = F(std::cos(a));
+        sn[size_t(t * half + i)] = F(inverse ? -std::sin(a) : std::sin(a));
+      }
+    const F* xp = x.data<F>();
+    F* op = out.data<F>();
+#pragma omp parallel for collapse(2) if (BH * T * D > 32768)
+    for (int64_t bh = 0; bh < BH; ++bh)
+      for (int64_t t = 0; t < T; ++t) {
+        const F* xr = xp + (bh * T + t) * D;
+        F* orow = op + (bh * T + t) * D;
+        const F* c = cs.data() + t * half;
+        const F* s = sn.data() + t * half;
+        if (style == RopeStyle::RotateHalf) {
+          for (int64_t i = 0; i < half; ++i) {
+            F a = xr[i], b = xr[i + half];
+            orow[i] = a * c[i] - b * s[i];
+            orow[i + half] = b * c[i] + a * s[i];
+          }
+        } else {
+          for (int64_t i = 0; i < half; ++i) {
+            F a = xr[2 * i], b = xr[2 * i + 1];
+            orow[2 * i] = a * c[i] - b * s[i];
+            orow[2 * i + 1] = b * c[i] + a * s[i];
+          }
+        }
+      }
+  });
+}
+
+}  // namespace nmperm::kernels

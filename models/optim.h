@@ -1,0 +1,28 @@
+// Optimizer and gradient clipping over a parameter list (the kernels are in kernels/optim.h).
+#pragma once
+#include <vector>
+
+#include "kernels/optim.h"
+
+namespace nmperm {
+
+// AdamW with decoupled weight decay. Parameters whose gradient is undefined are skipped
+// that step. State (m, v, step) is public so checkpoints can save and restore it.
+struct AdamW {
+  std::vector<Tensor> params;
+  kernels::AdamWParams hp;
+  std::vector<double> decay;  // per-parameter weight decay (defaults to hp.weight_decay)
+  std::vector<Tensor> m, v;
+  int64_t step_count = 0;
+
+  AdamW(std::vector<Tensor> params, kernels::AdamWParams hp);
+  void step();
+  void zero_grad();
+};
+
+// Scales all gradients so their global L2 norm is at most max_norm; returns the norm
+// before clipping. A non-finite norm throws (the caller decides whether to stop).
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+double grad_norm(const std::vector<Tensor>& params);
+
+}  // namespace nmperm
