@@ -30,18 +30,24 @@ bool view_strides(const Tensor& t, const Shape& shape, Shape& out) {
   if (t.numel() == 0) { out = contiguous_strides(shape); return true; }
   const Shape &os = t.shape(), &ot = t.strides();
   out.assign(shape.size(), 0);
+  if (os.empty()) { for (auto& s : out) s = 1; return true; }
   int64_t view_d = int64_t(shape.size()) - 1;
-  int64_t chunk = 1, tensor_numel = 1;
+  int64_t base_stride = ot.back(), tensor_numel = 1, view_numel = 1;
   for (int64_t d = int64_t(os.size()) - 1; d >= 0; --d) {
     tensor_numel *= os[size_t(d)];
-    if (d == 0 || (os[size_t(d - 1)] != 1 && ot[size_t(d - 1)] != tensor_numel * ot[size_t(d)])) {
-      while (view_d >= 0 && (chunk < tensor_numel || shape[size_t(view_d)] == 1)) {
-        out[size_t(view_d)] = chunk * ot[size_t(d)];
-        chunk *= shape[size_t(view_d)];
+    // A chunk ends where the next-outer dim is not laid out right after this run.
+    if (d == 0 || (os[size_t(d - 1)] != 1 && ot[size_t(d - 1)] != tensor_numel * base_stride)) {
+      while (view_d >= 0 && (view_numel < tensor_numel || shape[size_t(view_d)] == 1)) {
+        out[size_t(view_d)] = view_numel * base_stride;
+        view_numel *= shape[size_t(view_d)];
         --view_d;
       }
-      if (chunk != tensor_numel) return false;
-      if (d > 0) { chunk = 1; tensor_numel = 1; }
+      if (view_numel != tensor_numel) return false;
+      if (d > 0) {
+        base_stride = ot[size_t(d - 1)];
+        tensor_numel = 1;
+        view_numel = 1;
+      }
     }
   }
   return view_d == -1;

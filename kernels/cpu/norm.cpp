@@ -1,13 +1,12 @@
 // CPU layer_norm / rms_norm. Rows run in parallel; weight/bias gradients are reduced
-// per thread in fixed chunks and then summed in thread order, so results do not depend
-// on scheduling.
+// per fixed row chunk and then summed in chunk order, so results do not depend on the
+// thread count or scheduling.
 #include "kernels/norm.h"
-
-#include <omp.h>
 
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/chunks.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -43,11 +42,11 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, T
 
 namespace {
 
-// Sums per-thread partial rows of length C into out (or overwrites out), in thread order.
-template <class T> void reduce_partials(const std::vector<T>& part, int nt, int64_t C, T* out) {
+// Sums per-chunk partial rows of length C into out, in chunk order.
+template <class T> void reduce_partials(const std::vector<T>& part, int64_t n, int64_t C, T* out) {
   for (int64_t c = 0; c < C; ++c) {
     T s = 0;
-    for (int t = 0; t < nt; ++t) s += part[size_t(t) * size_t(C) + size_t(c)];
+    for (int64_t t = 0; t < n; ++t) s += part[size_t(t) * size_t(C) + size_t(c)];
     out[c] = s;
   }
 }
@@ -62,16 +61,14 @@ void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
     const T *xp = x.data<T>(), *mp = mean.data<T>(), *rp = rstd.data<T>(), *gp = dy.data<T>();
     const T* wp = w.defined() ? w.data<T>() : nullptr;
     T* dxp = dx.defined() ? dx.data<T>() : nullptr;
-    int nt = omp_get_max_threads();
+    RowChunks ch(R);
     bool want_w = dw.defined(), want_b = db.defined();
-    std::vector<T> pw(want_w ? size_t(nt) * size_t(C) : 0, T(0)), pb(want_b ? size_t(nt) * size_t(C) : 0, T(0));
-#pragma omp parallel num_threads(nt)
-    {
-      int t = omp_get_thread_num();
-      T* tw = want_w ? pw.data() + size_t(t) * size_t(C) : nullptr;
-      T* tb = want_b ? pb.data() + size_t(t) * size_t(C) : nullptr;
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < R; ++r) {
+    std::vector<T> pw(want_w ? size_t(ch.count * C) : 0, T(0)), pb(want_b ? size_t(ch.count * C) : 0, T(0));
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t t = 0; t < ch.count; ++t) {
+      T* tw = want_w ? pw.data() + size_t(t * C) : nullptr;
+      T* tb = want_b ? pb.data() + size_t(t * C) : nullptr;
+      for (int64_t r = ch.begin(t); r < ch.end(t, R); ++r) {
         const T *xr = xp + r * C, *gr = gp + r * C;
         T m = mp[r], rs = rp[r], s1 = 0, s2 = 0;
         for (int64_t c = 0; c < C; ++c) {
@@ -92,8 +89,8 @@ void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
         }
       }
     }
-    if (want_w) reduce_partials(pw, nt, C, dw.data<T>());
-    if (want_b) reduce_partials(pb, nt, C, db.data<T>());
+    if (want_w) reduce_partials(pw, ch.count, C, dw.data<T>());
+    if (want_b) reduce_partials(pb, ch.count, C, db.data<T>());
   });
 }
 
@@ -126,15 +123,13 @@ void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, con
     const T *xp = x.data<T>(), *rp = rstd.data<T>(), *gp = dy.data<T>();
     const T* wp = w.defined() ? w.data<T>() : nullptr;
     T* dxp = dx.defined() ? dx.data<T>() : nullptr;
-    int nt = omp_get_max_threads();
+    RowChunks ch(R);
     bool want_w = dw.defined();
-    std::vector<T> pw(want_w ? size_t(nt) * size_t(C) : 0, T(0));
-#pragma omp parallel num_threads(nt)
-    {
-      int t = omp_get_thread_num();
-      T* tw = want_w ? pw.data() + size_t(t) * size_t(C) : nullptr;
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < R; ++r) {
+    std::vector<T> pw(want_w ? size_t(ch.count * C) : 0, T(0));
+#pragma omp parallel for schedule(static) if (R * C > 16384)
+    for (int64_t t = 0; t < ch.count; ++t) {
+      T* tw = want_w ? pw.data() + size_t(t * C) : nullptr;
+      for (int64_t r = ch.begin(t); r < ch.end(t, R); ++r) {
         const T *xr = xp + r * C, *gr = gp + r * C;
         T rs = rp[r], s = 0;
         for (int64_t c = 0; c < C; ++c) {
@@ -149,7 +144,7 @@ void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, con
         }
       }
     }
-    if (want_w) reduce_partials(pw, nt, C, dw.data<T>());
+    if (want_w) reduce_partials(pw, ch.count, C, dw.data<T>());
   });
 }
 

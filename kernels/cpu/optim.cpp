@@ -1,7 +1,9 @@
 #include "kernels/optim.h"
 
 #include <cmath>
+#include <vector>
 
+#include "kernels/cpu/chunks.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -36,10 +38,17 @@ double sum_squares(const Tensor& t) {
   return dispatch_float(t.dtype(), [&]<class T>() {
     Tensor c = t.contiguous();
     const T* p = c.data<T>();
-    double s = 0;
     int64_t n = c.numel();
-#pragma omp parallel for reduction(+ : s) if (n > 32768) schedule(static)
-    for (int64_t i = 0; i < n; ++i) s += double(p[i]) * double(p[i]);
+    RowChunks ch(n, 256, 4096);
+    std::vector<double> part(size_t(ch.count), 0.0);
+#pragma omp parallel for if (n > 32768) schedule(static)
+    for (int64_t t = 0; t < ch.count; ++t) {
+      double s = 0;
+      for (int64_t i = ch.begin(t); i < ch.end(t, n); ++i) s += double(p[i]) * double(p[i]);
+      part[size_t(t)] = s;
+    }
+    double s = 0;
+    for (double x : part) s += x;  // in chunk order: the same for any thread count
     return s;
   });
 }

@@ -1,0 +1,124 @@
+// Kernel behaviour the op-level tests do not pin down: matmul layouts against a naive
+// loop, top-k ordering and ties, AdamW against its formula, clipping, thread-count
+// independence of reductions.
+#include "helpers.h"
+#include "kernels/dispatch.h"
+#include "models/optim.h"
+
+namespace nmperm {
+namespace {
+
+using test::all_close;
+using test::randn64;
+
+Tensor naive_matmul(const Tensor& a, const Tensor& b) {  // 2-d
+  int64_t M = a.shape(0), K = a.shape(1), N = b.shape(1);
+  auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+  std::vector<double> c(size_t(M * N), 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j) c[size_t(i * N + j)] += av[size_t(i * K + k)] * bv[size_t(k * N + j)];
+  return from_vector(c, {M, N});
+}
+
+TEST(Kernels, MatmulEveryLayoutAndOddSizes) {
+  for (int64_t M : {1, 7, 33})
+    for (int64_t K : {1, 7, 33})
+      for (int64_t N : {1, 5, 33}) {
+        Tensor a = randn64({M, K}, 1), b = randn64({K, N}, 2), ref = naive_matmul(a, b);
+        Tensor at = transpose(contiguous(transpose(a, 0, 1)), 0, 1);  // column-major storage
+        Tensor bt = transpose(contiguous(transpose(b, 0, 1)), 0, 1);
+        EXPECT_TRUE(all_close(matmul(a, b), ref, 1e-12, 1e-10)) << M << "x" << K << "x" << N;
+        EXPECT_TRUE(all_close(matmul(at, bt), ref, 1e-12, 1e-10)) << "transposed " << M << "x" << K << "x" << N;
+        EXPECT_TRUE(all_close(matmul(a.to(DType::F32), bt.to(DType::F32)), ref, 1e-4, 1e-4));
+      }
+}
+
+TEST(Kernels, BatchedMatmulMatchesPerBatch) {
+  Tensor a = randn64({3, 4, 7, 5}, 3), b = randn64({4, 5, 6}, 4);
+  Tensor c = matmul(a, b);
+  ASSERT_EQ(c.shape(), Shape({3, 4, 7, 6}));
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < 4; ++j) {
+      Tensor ai = reshape(narrow(narrow(a, 0, i, 1), 1, j, 1), {7, 5}), bj = reshape(narrow(b, 0, j, 1), {5, 6});
+      EXPECT_TRUE(all_close(reshape(narrow(narrow(c, 0, i, 1), 1, j, 1), {7, 6}), naive_matmul(ai, bj), 1e-12, 1e-10));
+    }
+}
+
+TEST(Kernels, TopkSortsAndBreaksTiesByIndex) {
+  Tensor x = from_vector<double>({3, 1, 3, 2, 5, 5}, {1, 6});
+  auto [v, i] = topk(x, 4);
+  EXPECT_EQ(v.to_vector<double>(), (std::vector<double>{5, 5, 3, 3}));
+  EXPECT_EQ(i.to_vector<int64_t>(), (std::vector<int64_t>{4, 5, 0, 2}));
+  auto [vs, is] = topk(x, 2, false);
+  EXPECT_EQ(is.to_vector<int64_t>(), (std::vector<int64_t>{1, 3}));
+  EXPECT_THROW_MSG(topk(x, 7), "k = 7 must lie in [0, 6]");
+}
+
+TEST(Kernels, ArgmaxAndReductionsOverSeveralDims) {
+  Tensor x = reshape(arange(0, 24, 1, DType::F64), {2, 3, 4});
+  EXPECT_EQ(argmax(x, 1).to_vector<int64_t>(), std::vector<int64_t>(8, 2));
+  EXPECT_EQ(sum(x, {0, 2}).to_vector<double>(), (std::vector<double>{60, 92, 124}));
+  EXPECT_EQ(sum(x, {0, 2}, true).shape(), Shape({1, 3, 1}));
+  EXPECT_DOUBLE_EQ(max(x).item(), 23);
+  EXPECT_NEAR(logsumexp(x).item(), 23 + std::log(1 / (1 - std::exp(-1.0))), 1e-6);
+}
+
+TEST(Kernels, AdamWFollowsItsFormula) {
+  Tensor p = from_vector<double>({1.0, -2.0}, {2}).set_requires_grad();
+  kernels::AdamWParams hp{.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.5};
+  AdamW opt({p}, hp);
+  std::vector<double> pv{1.0, -2.0}, m(2, 0), v(2, 0);
+  for (int step = 1; step <= 3; ++step) {
+    p.set_grad(from_vector<double>({0.3 * step, -0.1}, {2}));
+    opt.step();
+    std::vector<double> g{0.3 * step, -0.1};
+    for (int i = 0; i < 2; ++i) {
+      pv[size_t(i)] *= 1 - hp.lr * hp.weight_decay;
+      m[size_t(i)] = 0.9 * m[size_t(i)] + 0.1 * g[size_t(i)];
+      v[size_t(i)] = 0.99 * v[size_t(i)] + 0.01 * g[size_t(i)] * g[size_t(i)];
+      double mh = m[size_t(i)] / (1 - std::pow(0.9, step)), vh = v[size_t(i)] / (1 - std::pow(0.99, step));
+      pv[size_t(i)] -= hp.lr * mh / (std::sqrt(vh) + hp.eps);
+    }
+  }
+  EXPECT_TRUE(all_close(p.detach(), from_vector(pv, {2}), 1e-12, 1e-10));
+}
+
+TEST(Kernels, ClipGradNormScalesToTheLimit) {
+  Tensor a = zeros({2}, DType::F64).set_requires_grad(), b = zeros({1}, DType::F64).set_requires_grad();
+  a.set_grad(from_vector<double>({3, 0}, {2}));
+  b.set_grad(from_vector<double>({4}, {1}));
+  EXPECT_DOUBLE_EQ(clip_grad_norm({a, b}, 1.0), 5.0);
+  EXPECT_NEAR(grad_norm({a, b}), 1.0, 1e-6);
+  EXPECT_NEAR(b.grad().item(), 0.8, 1e-6);
+  b.set_grad(from_vector<double>({NAN}, {1}));
+  EXPECT_THROW_MSG(clip_grad_norm({a, b}, 1.0), "NaN/Inf");
+}
+
+TEST(Kernels, ResultsDoNotDependOnThreadCount) {
+  int saved = kernels::num_threads();
+  auto run = [] {
+    Generator g(5);
+    Tensor x = randn({64, 300}, g).set_requires_grad(), w = randn({300}, g).set_requires_grad();
+    Tensor y = sum(mul(layer_norm(x, w, Tensor()), softmax(x, 0)));
+    backward(y);
+    return std::make_pair(y.item(), w.grad().to_vector<float>());
+  };
+  kernels::set_num_threads(1);
+  auto one = run();
+  kernels::set_num_threads(2);
+  auto two = run();
+  kernels::set_num_threads(saved);
+  EXPECT_EQ(one.first, two.first);
+  EXPECT_EQ(one.second, two.second);
+}
+
+TEST(Kernels, IndexErrorsNameTheBadIndex) {
+  Tensor w = zeros({5, 3});
+  EXPECT_THROW_MSG(embedding(w, from_vector<int64_t>({0, 5}, {2})), "index 5 out of range [0, 5)");
+  EXPECT_THROW_MSG(cross_entropy(zeros({2, 3}), from_vector<int64_t>({0, 3}, {2})), "target 3 at row 1");
+  EXPECT_THROW_MSG(index_select(w, 0, zeros({2})), "indices must be i32 or i64");
+}
+
+}  // namespace
+}  // namespace nmperm
