@@ -60,12 +60,17 @@ void backward(const Tensor& root, const Tensor& seed, bool retain_graph) {
   NMPERM_CHECK(g0.shape() == root.shape(), "backward(): seed {} does not match root {}", describe(g0), describe(root));
   NoGradGuard no_grad;
 
-  auto accumulate_leaf = [](AutogradMeta& m, const Tensor& g) {
-    // Out of place: several leaves may receive the very same gradient tensor.
-    m.grad = m.grad.defined() ? add(m.grad, g) : g.clone();
+  auto accumulate_leaf = [](AutogradMeta& m, Tensor&& g) {
+    // Out of place: several leaves may receive the very same gradient tensor. A gradient
+    // nothing else references (the usual case) is adopted without a copy.
+    if (m.grad.defined()) m.grad = add(m.grad, g);
+    else if (g.storage().use_count() == 1 && g.is_contiguous() &&
+             size_t(g.numel()) * dtype_size(g.dtype()) == g.storage()->nbytes)
+      m.grad = std::move(g);
+    else m.grad = g.clone();
   };
   if (!root.grad_fn()) {
-    accumulate_leaf(*root.meta(), g0);
+    accumulate_leaf(*root.meta(), g0.clone());
     return;
   }
 
@@ -102,7 +107,7 @@ void backward(const Tensor& root, const Tensor& seed, bool retain_graph) {
     for (size_t i = 0; i < in_grads.size(); ++i) {
       Edge& e = n->inputs[i];
       if (!e.wanted()) continue;
-      const Tensor& gi = in_grads[i];
+      Tensor& gi = in_grads[i];
       if (gi.defined())
         NMPERM_CHECK(gi.shape() == e.shape, "{} backward: gradient {} for input {} of shape {}", n->name(),
                      describe(gi), i, e.shape);
@@ -117,7 +122,7 @@ void backward(const Tensor& root, const Tensor& seed, bool retain_graph) {
           ready.push_back(e.fn.get());
         }
       } else if (gi.defined()) {
-        accumulate_leaf(*e.leaf, gi);
+        accumulate_leaf(*e.leaf, std::move(gi));
       }
     }
     if (!retain_graph) {

@@ -3,6 +3,7 @@
 #include "autograd/ops.h"
 #include "core/view.h"
 #include "kernels/matmul.h"
+#include "kernels/reduce.h"
 
 namespace nmperm {
 
@@ -60,15 +61,57 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+namespace {
+
+// Linear as one node: the bias is written into the output before a beta = 1 gemm, and
+// the backward is two gemms and a column sum, with no broadcast tensors in between.
+struct LinearNode : Node {
+  Tensor x2, w;  // x as (R, in)
+  LinearNode(Tensor xx, Tensor ww) : x2(std::move(xx)), w(std::move(ww)) {}
+  const char* name() const override { return "linear"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    int64_t R = x2.shape(0), I = x2.shape(1), O = w.shape(0);
+    Tensor g2 = view::reshape(g.contiguous(), {1, R, O}), gx, gw, gb;
+    if (needs(0)) {
+      gx = Tensor::empty(inputs[0].shape, g.dtype(), g.device());
+      Tensor c = view::reshape(gx, {1, R, I});
+      kernels::matmul(g2, view::reshape(w, {1, O, I}), c);  // dx = g W
+    }
+    if (needs(1)) {
+      gw = Tensor::empty({O, I}, g.dtype(), g.device());
+      Tensor c = view::reshape(gw, {1, O, I});
+      kernels::matmul(view::transpose(g2, 1, 2), view::reshape(x2, {1, R, I}), c);  // dW = g^T x
+    }
+    if (needs(2)) {
+      gb = Tensor::empty({O}, g.dtype(), g.device());
+      kernels::reduce_cols(kernels::ReduceOp::Sum, view::reshape(g2, {R, O}), gb);
+    }
+    return {gx, gw, gb};
+  }
+  void release() override { x2 = w = Tensor(); }
+};
+
+}  // namespace
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   NMPERM_CHECK(w.ndim() == 2 && x.ndim() >= 1 && x.shape(-1) == w.shape(1),
                "linear: input {} does not fit weight {} (out, in)", describe(x), describe(w));
-  Tensor y = matmul(x, transpose(w, 0, 1));
-  if (b.defined()) {
-    NMPERM_CHECK(b.ndim() == 1 && b.shape(0) == w.shape(0), "linear: bias {} for weight {}", describe(b), describe(w));
-    y = add(y, b);
-  }
-  return y;
+  NMPERM_CHECK(x.dtype() == w.dtype() && x.device() == w.device(), "linear: input {} and weight {} differ",
+               describe(x), describe(w));
+  if (b.defined())
+    NMPERM_CHECK(b.ndim() == 1 && b.shape(0) == w.shape(0) && b.dtype() == w.dtype(),
+                 "linear: bias {} for weight {}", describe(b), describe(w));
+  int64_t I = w.shape(1), O = w.shape(0), R = x.numel() / std::max<int64_t>(I, 1);
+  Tensor x2 = view::reshape(x.contiguous(), {R, I}), wc = w.contiguous();
+  Shape out_shape = x.shape();
+  out_shape.back() = O;
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  Tensor c = view::reshape(out, {1, R, O});
+  if (b.defined()) view::reshape(out, {R, O}).copy_from(view::expand(b, {R, O}));
+  kernels::matmul(view::reshape(x2, {1, R, I}), view::transpose(view::reshape(wc, {1, O, I}), 1, 2), c, 1.0,
+                  b.defined() ? 1.0 : 0.0);
+  if (any_requires_grad({&x, &w, &b})) attach(out, std::make_shared<LinearNode>(x2, wc.detach()), {&x, &w, &b});
+  return out;
 }
 
 }  // namespace nmperm

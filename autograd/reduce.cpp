@@ -55,6 +55,12 @@ Tensor as_rows(const Tensor& x, const Plan& p) {
 Tensor run(ReduceOp op, const Tensor& x, const Plan& p, int64_t correction = 1) {
   bool index = op == ReduceOp::ArgMax || op == ReduceOp::ArgMin;
   Tensor out = Tensor::empty(p.out_shape, index ? DType::I64 : x.dtype(), x.device());
+  // Sums over leading dims of a contiguous tensor (bias and broadcast gradients): column sums.
+  bool leading = !p.reduced.empty() && p.reduced.back() == int64_t(p.reduced.size()) - 1;
+  if ((op == ReduceOp::Sum || op == ReduceOp::Mean) && leading && !p.kept.empty() && x.is_contiguous()) {
+    kernels::reduce_cols(op, view::reshape(x, {p.K, p.R}), out);
+    return out;
+  }
   Tensor rows = as_rows(x, p);
   kernels::reduce_rows(op, rows, out, correction);
   return out;

@@ -1,18 +1,109 @@
 #include "core/storage.h"
 
+#include <bit>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <unordered_map>
 
 namespace nmperm {
 
-void* host_alloc(size_t nbytes) {
-  size_t rounded = (nbytes + 63) / 64 * 64;
-  if (rounded == 0) rounded = 64;
-  void* p = std::aligned_alloc(64, rounded);
-  NMPERM_CHECK(p != nullptr, "out of host memory allocating {} bytes", nbytes);
+// Host memory: small blocks come straight from aligned_alloc; large blocks are cached by
+// size class, because returning them to the OS and faulting fresh pages in on every
+// training step cost more than the arithmetic of a small model's layer.
+namespace {
+
+constexpr size_t kCacheMinBytes = size_t(1) << 16;
+
+struct HostCache {
+  std::mutex mu;
+  std::multimap<size_t, void*> free_blocks;     // class size -> block
+  std::unordered_map<void*, size_t> live_size;  // cached-class blocks in use
+  HostMemoryStats stats;
+  size_t limit = size_t(2) << 30;  // keep at most 2 GiB of free blocks
+};
+HostCache& cache() {
+  static HostCache* c = new HostCache();  // never destroyed: frees may run during static destruction
+  return *c;
+}
+
+// Four classes per power of two: at most 25% of a block is slack.
+size_t size_class(size_t n) {
+  size_t top = std::bit_floor(n), step = std::max<size_t>(top / 4, 64);
+  return (n + step - 1) / step * step;
+}
+
+void* raw_alloc(size_t n) {
+  void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
+  NMPERM_CHECK(p != nullptr, "out of host memory allocating {} bytes", n);
   return p;
 }
 
-void host_free(void* p) { std::free(p); }
+}  // namespace
+
+void* host_alloc(size_t nbytes) {
+  if (nbytes < kCacheMinBytes) return raw_alloc(nbytes == 0 ? 64 : nbytes);
+  size_t cls = size_class(nbytes);
+  HostCache& c = cache();
+  {
+    std::lock_guard lock(c.mu);
+    auto it = c.free_blocks.find(cls);
+    if (it != c.free_blocks.end()) {
+      void* p = it->second;
+      c.free_blocks.erase(it);
+      c.stats.cached_bytes -= cls;
+      c.live_size[p] = cls;
+      c.stats.active_bytes += cls;
+      c.stats.peak_active_bytes = std::max(c.stats.peak_active_bytes, c.stats.active_bytes);
+      return p;
+    }
+  }
+  void* p;
+  try {
+    p = raw_alloc(cls);
+  } catch (const Error&) {
+    release_host_cache();  // free what is cached and retry once
+    p = raw_alloc(cls);
+  }
+  std::lock_guard lock(c.mu);
+  c.live_size[p] = cls;
+  c.stats.active_bytes += cls;
+  c.stats.peak_active_bytes = std::max(c.stats.peak_active_bytes, c.stats.active_bytes);
+  return p;
+}
+
+void host_free(void* p) {
+  if (!p) return;
+  HostCache& c = cache();
+  std::lock_guard lock(c.mu);
+  auto it = c.live_size.find(p);
+  if (it == c.live_size.end()) {
+    std::free(p);
+    return;
+  }
+  size_t cls = it->second;
+  c.live_size.erase(it);
+  c.stats.active_bytes -= cls;
+  if (c.stats.cached_bytes + cls > c.limit) {
+    std::free(p);
+    return;
+  }
+  c.free_blocks.emplace(cls, p);
+  c.stats.cached_bytes += cls;
+}
+
+HostMemoryStats host_memory_stats() {
+  std::lock_guard lock(cache().mu);
+  return cache().stats;
+}
+
+void release_host_cache() {
+  HostCache& c = cache();
+  std::lock_guard lock(c.mu);
+  for (auto& [cls, p] : c.free_blocks) std::free(p);
+  c.free_blocks.clear();
+  c.stats.cached_bytes = 0;
+}
 
 std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
   auto s = std::make_shared<Storage>();

@@ -23,6 +23,15 @@ struct Storage {
 void* host_alloc(size_t nbytes);  // 64-byte aligned; throws nmperm::Error on failure
 void host_free(void* p);
 
+// Blocks of 64 KiB and more are kept in a size-class cache after they are freed.
+struct HostMemoryStats {
+  size_t active_bytes = 0;       // in cached-class blocks now in use
+  size_t peak_active_bytes = 0;
+  size_t cached_bytes = 0;       // free blocks kept for reuse
+};
+HostMemoryStats host_memory_stats();
+void release_host_cache();  // returns every cached free block to the system
+
 // CUDA runtime entry points (core/cuda/runtime.cu, or core/cuda/stub.cpp which throws).
 bool cuda_available();
 void* cuda_alloc(size_t nbytes);

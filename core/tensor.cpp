@@ -54,17 +54,31 @@ void Tensor::copy_from(const Tensor& src) {
     std::memcpy(raw_data(), src.raw_data(), size_t(numel()) * dtype_size(dtype_));
     return;
   }
+  // Strided copy: rows (every dim but the last) in parallel, the last dim as the inner loop.
   dispatch_all(dtype_, [&]<class D>() {
     dispatch_all(src.dtype_, [&]<class S>() {
       D* d = static_cast<D*>(storage_->data);
       const S* s = static_cast<const S*>(src.storage_->data);
-      if (is_contiguous()) {
-        D* dd = d + offset_;
-        for_each_offset(shape_, src.strides_, src.offset_, [&](int64_t i, int64_t so) { dd[i] = D(s[so]); });
-      } else {
-        Tensor sc = src.contiguous();
-        const S* ss = sc.data<S>();
-        for_each_offset(shape_, strides_, offset_, [&](int64_t i, int64_t doff) { d[doff] = D(ss[i]); });
+      int64_t nd = ndim(), n = numel();
+      if (n == 0) return;
+      if (nd == 0) { d[offset_] = D(s[src.offset_]); return; }
+      int64_t inner = shape_[size_t(nd - 1)], rows = n / inner;
+      int64_t ds = strides_[size_t(nd - 1)], ss = src.strides_[size_t(nd - 1)];
+#pragma omp parallel for if (n > 65536) schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        int64_t doff = offset_, soff = src.offset_, rem = r;
+        for (int64_t k = nd - 2; k >= 0; --k) {
+          int64_t i = rem % shape_[size_t(k)];
+          rem /= shape_[size_t(k)];
+          doff += i * strides_[size_t(k)];
+          soff += i * src.strides_[size_t(k)];
+        }
+        D* dr = d + doff;
+        const S* sr = s + soff;
+        if (ds == 1 && ss == 1)
+          for (int64_t j = 0; j < inner; ++j) dr[j] = D(sr[j]);
+        else
+          for (int64_t j = 0; j < inner; ++j) dr[j * ds] = D(sr[j * ss]);
       }
     });
   });

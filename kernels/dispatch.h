@@ -2,6 +2,8 @@
 // an op. Launchers in kernels/<op>.h take tensors on one device; today every op has a
 // CPU kernel, and a tensor on another device gets a clear error naming the op.
 #pragma once
+#include <string>
+
 #include "core/tensor.h"
 
 namespace nmperm::kernels {
@@ -22,5 +24,14 @@ template <class... Ts> void require_cpu(const char* op, const Ts&... ts) {
 // Number of OpenMP threads the CPU kernels use.
 int num_threads();
 void set_num_threads(int n);  // also sets OpenBLAS's thread count
+
+// OpenBLAS picks its kernels when it loads, from the CPU model; on CPUs it does not know
+// (new models, some virtual machines) it falls back to SSE3 "Prescott" kernels, 4-9x
+// slower than the AVX-512 ones the CPU can run. Programs call this first thing in main:
+// when that happened, it sets OPENBLAS_CORETYPE to the best kernel set the CPU supports
+// and re-executes the program (same arguments). Setting OPENBLAS_CORETYPE or
+// NMPERM_KEEP_BLAS_CORE yourself turns this off.
+void select_blas_kernels(char** argv);
+std::string blas_core();  // the kernel set OpenBLAS is using
 
 }  // namespace nmperm::kernels

@@ -8,5 +8,8 @@ namespace nmperm::kernels {
 enum class ReduceOp { Sum, Mean, Max, Min, LogSumExp, Var, ArgMax, ArgMin };
 // Var divides by (K - correction). ArgMax/ArgMin write i64 indices (first on ties).
 void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction = 1);
+// Column sums of a contiguous (K, N) tensor into out (N) (Sum or Mean): reducing leading
+// dims (bias gradients, broadcast gradients) without transposing the data first.
+void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out);
 
 }  // namespace nmperm::kernels

@@ -43,7 +43,8 @@ Tensor init_linear(int64_t out, int64_t in, Generator& gen) {
 int run_demo(const DemoOptions& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   std::printf("nmperm demo (engine showcase): a 2-layer MLP on Fashion-MNIST, trained with nmperm's own autograd\n");
-  std::printf("threads: %d, data: %s\n", kernels::num_threads(), o.data.c_str());
+  std::printf("threads: %d, OpenBLAS kernels: %s, data: %s\n", kernels::num_threads(), kernels::blas_core().c_str(),
+              o.data.c_str());
   ImageSet train = load_fashion_mnist(o.data, "train"), test = load_fashion_mnist(o.data, "t10k");
   int64_t N = train.size(), D = train.images.numel() / N;
   std::printf("train %lld images, test %lld images, %lld features\n", (long long)N, (long long)test.size(),
@@ -103,6 +104,7 @@ int run_demo(const DemoOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kernels::select_blas_kernels(argv);
   CLI::App app{"nmperm: tensors, autodiff, transformers and learned channel permutations for N:M sparsity"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "nmperm 0.1.0");

@@ -2,34 +2,12 @@
 // broadcast or strided inputs walk the output with an index whose last dim is the inner loop.
 #include "kernels/elementwise.h"
 
-#include <omp.h>
-#include <xmmintrin.h>
-
 #include <array>
 #include <cmath>
 
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
-
-void cpu_init() {
-  static bool done = false;
-  if (done) return;
-#pragma omp parallel
-  { _mm_setcsr(_mm_getcsr() | 0x8040); }
-  done = true;
-}
-
-int num_threads() { return omp_get_max_threads(); }
-
-extern "C" void openblas_set_num_threads(int);
-void set_num_threads(int n) {
-  omp_set_num_threads(n);
-  openblas_set_num_threads(n);
-  // New pool threads need the denormal flags too.
-#pragma omp parallel
-  { _mm_setcsr(_mm_getcsr() | 0x8040); }
-}
 
 const char* unary_name(UnaryOp op) {
   static const char* names[] = {"neg", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid",

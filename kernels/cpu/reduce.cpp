@@ -1,6 +1,7 @@
 // CPU row reductions, accumulating in double for f32 sums so long rows stay accurate.
 #include "kernels/reduce.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -71,6 +72,34 @@ void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) 
         }
         default: break;
       }
+    }
+  });
+}
+
+void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out) {
+  require_cpu("reduce", x, out);
+  NMPERM_CHECK((op == ReduceOp::Sum || op == ReduceOp::Mean) && x.ndim() == 2 && x.is_contiguous() &&
+                   out.numel() == x.shape(1),
+               "reduce_cols: bad arguments {} -> {}", x.shape(), out.shape());
+  int64_t K = x.shape(0), N = x.shape(1);
+  dispatch_float(x.dtype(), [&]<class T>() {
+    const T* xp = x.data<T>();
+    T* o = out.data<T>();
+    // Each thread owns a block of columns and walks all rows in order: deterministic for
+    // any thread count, and the inner loop runs along contiguous memory.
+    constexpr int64_t kBlock = 256;
+    int64_t nblocks = (N + kBlock - 1) / kBlock;
+#pragma omp parallel for if (K * N > 32768) schedule(static)
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      int64_t c0 = blk * kBlock, c1 = std::min(N, c0 + kBlock);
+      double acc[kBlock] = {};
+      for (int64_t k = 0; k < K; ++k) {
+        const T* row = xp + k * N;
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) acc[c - c0] += double(row[c]);
+      }
+      double scale = op == ReduceOp::Mean ? 1.0 / double(K) : 1.0;
+      for (int64_t c = c0; c < c1; ++c) o[c] = T(acc[c - c0] * scale);
     }
   });
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/vmath.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -17,23 +18,20 @@ void softmax_rows(const Tensor& x, Tensor& y, bool log) {
     T* yp = y.data<T>();
 #pragma omp parallel for if (R * K > 16384) schedule(static)
     for (int64_t r = 0; r < R; ++r) {
-      const T* xr = xp + r * K;
-      T* yr = yp + r * K;
-      T m = -std::numeric_limits<T>::infinity();
-      for (int64_t k = 0; k < K; ++k) m = std::max(m, xr[k]);
-      if (std::isinf(m) && m < 0) m = 0;  // a fully masked row: keep the NaN-free convention of exp(-inf) = 0
+      const T* __restrict xr = xp + r * K;
+      T* __restrict yr = yp + r * K;
+      T m = max_of(xr, K);
+      if (std::isinf(m) && m < 0) m = 0;  // a fully masked row: exp(-inf) = 0 everywhere, no NaN from inf - inf
       T s = 0;
       if (log) {
-        for (int64_t k = 0; k < K; ++k) s += std::exp(xr[k] - m);
+        s = exp_shift_sum<T>(xr, m, nullptr, K);
         T lse = m + std::log(s);
+#pragma omp simd
         for (int64_t k = 0; k < K; ++k) yr[k] = xr[k] - lse;
       } else {
-        for (int64_t k = 0; k < K; ++k) {
-          T e = std::exp(xr[k] - m);
-          yr[k] = e;
-          s += e;
-        }
+        s = exp_shift_sum<T>(xr, m, yr, K);
         T inv = T(1) / s;
+#pragma omp simd
         for (int64_t k = 0; k < K; ++k) yr[k] *= inv;
       }
     }
@@ -48,14 +46,17 @@ void softmax_rows_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool l
     T* dp = dx.data<T>();
 #pragma omp parallel for if (R * K > 16384) schedule(static)
     for (int64_t r = 0; r < R; ++r) {
-      const T *yr = yp + r * K, *gr = gp + r * K;
-      T* dr = dp + r * K;
+      const T *__restrict yr = yp + r * K, *__restrict gr = gp + r * K;
+      T* __restrict dr = dp + r * K;
       T s = 0;
       if (log) {
-        for (int64_t k = 0; k < K; ++k) s += gr[k];
-        for (int64_t k = 0; k < K; ++k) dr[k] = gr[k] - std::exp(yr[k]) * s;
+        s = dot<T>(gr, nullptr, K);
+        exp_shift_sum<T>(yr, T(0), dr, K);  // softmax = exp(log_softmax)
+#pragma omp simd
+        for (int64_t k = 0; k < K; ++k) dr[k] = gr[k] - dr[k] * s;
       } else {
-        for (int64_t k = 0; k < K; ++k) s += gr[k] * yr[k];
+        s = dot<T>(gr, yr, K);
+#pragma omp simd
         for (int64_t k = 0; k < K; ++k) dr[k] = yr[k] * (gr[k] - s);
       }
     }

@@ -1,2 +1,119 @@
-// Placeholder replaced below.
-int main() { return 0; }
+// CPU op benchmarks (Google Benchmark). tools/bench/compare.py runs this binary and the
+// same ops in PyTorch at the same thread count and prints the ratios.
+//   NMPERM_THREADS=N bench_ops [--benchmark_format=json] [--benchmark_filter=REGEX]
+// Shapes are those of the embedded models (hidden 128, T 128) and a larger layer.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <cstdlib>
+
+#include "autograd/ops.h"
+#include "kernels/dispatch.h"
+
+using namespace nmperm;
+
+namespace {
+
+Tensor rnd(const Shape& s, uint64_t seed, bool grad = false) {
+  Generator g(seed);
+  Tensor t = randn(s, g);
+  return grad ? t.set_requires_grad() : t;
+}
+
+void BM_matmul(benchmark::State& st) {
+  int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+  Tensor a = rnd({M, K}, 1), b = rnd({K, N}, 2);
+  for (auto _ : st) benchmark::DoNotOptimize(matmul(a, b).raw_data());
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
+// The same product through cblas_sgemm directly: the ceiling our matmul should reach.
+void BM_openblas_sgemm(benchmark::State& st) {
+  int M = int(st.range(0)), K = int(st.range(1)), N = int(st.range(2));
+  Tensor a = rnd({M, K}, 1), b = rnd({K, N}, 2), c = zeros({M, N});
+  for (auto _ : st) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a.data<float>(), K, b.data<float>(), N,
+                0.0f, c.data<float>(), N);
+    benchmark::DoNotOptimize(c.raw_data());
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
+// Linear layer forward + backward (x (R, in) @ W^T), as in the models.
+void BM_linear_fwdbwd(benchmark::State& st) {
+  int64_t R = st.range(0), I = st.range(1), O = st.range(2);
+  Tensor x = rnd({R, I}, 1, true), w = rnd({O, I}, 2, true), b = rnd({O}, 3, true), g = rnd({R, O}, 4);
+  for (auto _ : st) {
+    backward(linear(x, w, b), g);
+    x.zero_grad(); w.zero_grad(); b.zero_grad();
+  }
+}
+
+template <bool Backward> void BM_softmax(benchmark::State& st) {
+  int64_t R = st.range(0), C = st.range(1);
+  Tensor x = rnd({R, C}, 1, Backward), g = rnd({R, C}, 2);
+  for (auto _ : st) {
+    Tensor y = softmax(x, -1);
+    if (Backward) { backward(y, g); x.zero_grad(); }
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+}
+
+template <bool Backward> void BM_layer_norm(benchmark::State& st) {
+  int64_t R = st.range(0), C = st.range(1);
+  Tensor x = rnd({R, C}, 1, Backward), w = rnd({C}, 2, Backward), b = rnd({C}, 3, Backward), g = rnd({R, C}, 4);
+  for (auto _ : st) {
+    Tensor y = layer_norm(x, w, b, 1e-5);
+    if (Backward) { backward(y, g); x.zero_grad(); w.zero_grad(); b.zero_grad(); }
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+}
+
+template <bool Backward> void BM_rms_norm(benchmark::State& st) {
+  int64_t R = st.range(0), C = st.range(1);
+  Tensor x = rnd({R, C}, 1, Backward), w = rnd({C}, 2, Backward), g = rnd({R, C}, 4);
+  for (auto _ : st) {
+    Tensor y = rms_norm(x, w, 1e-6);
+    if (Backward) { backward(y, g); x.zero_grad(); w.zero_grad(); }
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+}
+
+template <bool Backward> void BM_attention(benchmark::State& st) {
+  int64_t B = st.range(0), H = st.range(1), T = st.range(2), D = st.range(3), Hkv = st.range(4);
+  bool causal = st.range(5);
+  Tensor q = rnd({B, H, T, D}, 1, Backward), k = rnd({B, Hkv, T, D}, 2, Backward), v = rnd({B, Hkv, T, D}, 3, Backward);
+  Tensor g = rnd({B, H, T, D}, 4);
+  for (auto _ : st) {
+    Tensor y = scaled_dot_product_attention(q, k, v, causal);
+    if (Backward) { backward(y, g); q.zero_grad(); k.zero_grad(); v.zero_grad(); }
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+}
+
+}  // namespace
+
+// Args are mirrored in compare.py; keep the two lists in step.
+BENCHMARK(BM_matmul)->Args({256, 256, 256})->Args({1024, 1024, 1024})->Args({4096, 128, 512})->Args({4096, 512, 128})->UseRealTime();
+BENCHMARK(BM_openblas_sgemm)->Args({256, 256, 256})->Args({1024, 1024, 1024})->Args({4096, 128, 512})->Args({4096, 512, 128})->UseRealTime();
+BENCHMARK(BM_linear_fwdbwd)->Args({4096, 128, 512})->Args({4096, 512, 128})->UseRealTime();
+BENCHMARK(BM_softmax<false>)->Name("BM_softmax_fwd")->Args({4096, 128})->Args({1024, 1024})->UseRealTime();
+BENCHMARK(BM_softmax<true>)->Name("BM_softmax_fwdbwd")->Args({4096, 128})->Args({1024, 1024})->UseRealTime();
+BENCHMARK(BM_layer_norm<false>)->Name("BM_layer_norm_fwd")->Args({4096, 128})->Args({4096, 768})->UseRealTime();
+BENCHMARK(BM_layer_norm<true>)->Name("BM_layer_norm_fwdbwd")->Args({4096, 128})->Args({4096, 768})->UseRealTime();
+BENCHMARK(BM_rms_norm<false>)->Name("BM_rms_norm_fwd")->Args({4096, 128})->Args({4096, 768})->UseRealTime();
+BENCHMARK(BM_rms_norm<true>)->Name("BM_rms_norm_fwdbwd")->Args({4096, 128})->Args({4096, 768})->UseRealTime();
+BENCHMARK(BM_attention<false>)->Name("BM_attention_fwd")->Args({32, 4, 128, 32, 2, 1})->Args({8, 8, 256, 64, 8, 0})->UseRealTime();
+BENCHMARK(BM_attention<true>)->Name("BM_attention_fwdbwd")->Args({32, 4, 128, 32, 2, 1})->Args({8, 8, 256, 64, 8, 0})->UseRealTime();
+
+int main(int argc, char** argv) {
+  kernels::select_blas_kernels(argv);
+  if (const char* t = std::getenv("NMPERM_THREADS")) kernels::set_num_threads(std::atoi(t));
+  benchmark::AddCustomContext("nmperm_threads", std::to_string(kernels::num_threads()));
+  benchmark::AddCustomContext("blas", openblas_get_config());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

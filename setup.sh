@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# nmperm set-up and entry point for a fresh Debian 12 machine.
+#
+#   ./setup.sh demo [ARGS...]   install what is missing, build, run `nmperm demo ARGS...`
+#   ./setup.sh test             install what is missing, build, run the whole test suite
+#   ./setup.sh test-asan        the test suite under AddressSanitizer + UBSan (build-asan/)
+#   ./setup.sh bench            build and run the CPU benchmarks against PyTorch and OpenBLAS
+#   ./setup.sh build            install what is missing and build only
+#
+# Packages come from Debian's archive and are installed only when missing (as root, or
+# through sudo). CUDA is compiled in automatically when nvcc is found (/usr/local/cuda).
+# Environment: BUILD_DIR (default build), JOBS (default: number of cores).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUILD_PKGS=(build-essential cmake pkg-config git libfmt-dev libgtest-dev libbenchmark-dev libopenblas-dev
+            libcli11-dev nlohmann-json3-dev zlib1g-dev)
+DATA_PKGS=(dataset-fashion-mnist)
+BENCH_PKGS=(python3-torch python3-numpy)
+JOBS=${JOBS:-$(nproc)}
+
+install_missing() {
+  local missing=()
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "setup: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build() {  # build DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  demo)
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    build "${BUILD_DIR:-build}"
+    exec "${BUILD_DIR:-build}/nmperm" demo "$@" ;;
+  test)
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    build "${BUILD_DIR:-build}"
+    cd "${BUILD_DIR:-build}" && exec ctest --output-on-failure -j "$JOBS" ;;
+  test-asan)
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_SANITIZE=ON -DNMPERM_CUDA=OFF
+    cd build-asan && ASAN_OPTIONS=detect_leaks=1 exec ctest --output-on-failure -j "$JOBS" ;;
+  bench)
+    install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}"
+    build "${BUILD_DIR:-build}"
+    exec /usr/bin/python3 tools/bench/compare.py --bench "${BUILD_DIR:-build}/bench_ops" "$@" ;;
+  build)
+    install_missing "${BUILD_PKGS[@]}"
+    build "${BUILD_DIR:-build}" ;;
+  -h|--help|"")
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *)
+    echo "setup.sh: unknown command '$cmd' (try ./setup.sh --help)" >&2
+    exit 2 ;;
+esac
