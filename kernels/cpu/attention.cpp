@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/vmath.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -42,16 +43,10 @@ void scores(const Dims& d, const T* qh, const T* kh, T scale, bool causal, T* p,
     T* row = p + t * d.S;
     int64_t visible = causal ? std::clamp<int64_t>(t + d.shift + 1, 0, d.S) : d.S;
     if (have_lse) {
-      T l = lse[t];
-      for (int64_t s = 0; s < visible; ++s) row[s] = std::exp(row[s] - l);
+      exp_shift_sum<T>(row, lse[t], row, visible);
     } else {
-      T m = -std::numeric_limits<T>::infinity();
-      for (int64_t s = 0; s < visible; ++s) m = std::max(m, row[s]);
-      T sum = 0;
-      for (int64_t s = 0; s < visible; ++s) {
-        row[s] = std::exp(row[s] - m);
-        sum += row[s];
-      }
+      T m = max_of(row, visible);
+      T sum = visible > 0 ? exp_shift_sum<T>(row, m, row, visible) : T(0);
       T inv = sum > 0 ? T(1) / sum : T(0);
       for (int64_t s = 0; s < visible; ++s) row[s] *= inv;
       lse[t] = visible > 0 ? m + std::log(sum) : -std::numeric_limits<T>::infinity();
@@ -113,8 +108,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
         gemm<T>(false, true, d.T, d.S, d.D, T(1), gh, d.D, vb, d.D, T(0), dp.data(), d.S);
         // dS = P * (dP - rowsum(dO * O))
         for (int64_t t = 0; t < d.T; ++t) {
-          T di = 0;
-          for (int64_t e = 0; e < d.D; ++e) di += gh[t * d.D + e] * oh[t * d.D + e];
+          T di = dot(gh + t * d.D, oh + t * d.D, d.D);
           T *pr = p.data() + t * d.S, *dr = dp.data() + t * d.S;
           for (int64_t s = 0; s < d.S; ++s) dr[s] = pr[s] * (dr[s] - di);
         }

@@ -2,9 +2,12 @@
 // broadcast or strided inputs walk the output with an index whose last dim is the inner loop.
 #include "kernels/elementwise.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 
+#include "kernels/cpu/vmath.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -24,56 +27,116 @@ namespace {
 
 constexpr int64_t kParallelGrain = 32768;
 
-template <class T> inline T unary_fn(UnaryOp op, T x, T p) {
-  constexpr T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588);
-  switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return std::log(x);
-    case UnaryOp::Sqrt: return std::sqrt(x);
-    case UnaryOp::Rsqrt: return T(1) / std::sqrt(x);
-    case UnaryOp::Tanh: return std::tanh(x);
-    case UnaryOp::Sigmoid: return T(1) / (T(1) + std::exp(-x));
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
-    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + std::erf(x * kSqrt2Inv));
-    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + std::tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x)));
-    case UnaryOp::Silu: return x / (T(1) + std::exp(-x));
-    case UnaryOp::Abs: return std::abs(x);
-    case UnaryOp::Pow: return std::pow(x, p);
-    case UnaryOp::Square: return x * x;
-  }
-  return x;
+// Math on V = T (double or float) or f32x8: exp and erf for float use the vectorized
+// forms from vmath.h (also for scalar tails, so every element gets the same formula).
+template <class V> inline V exp_any(V x) {
+  if constexpr (std::is_same_v<V, double>) return std::exp(x);
+  else return exp_v(x);
+}
+template <class V> inline V erf_any(V x) {
+  if constexpr (std::is_same_v<V, double>) return std::erf(x);
+  else return erf_v(x);
 }
 
-// Derivative times upstream gradient.
-template <class T> inline T unary_grad(UnaryOp op, T x, T y, T g, T p) {
+// Ops whose float form runs 8 lanes at a time; the rest call libm per element.
+constexpr bool lane_op(UnaryOp op) {
+  return op != UnaryOp::Log && op != UnaryOp::Tanh && op != UnaryOp::GeluTanh && op != UnaryOp::Pow &&
+         op != UnaryOp::Sqrt && op != UnaryOp::Rsqrt;
+}
+
+template <UnaryOp OP, class V, class T> inline V unary_fn(V x, T p) {
+  constexpr T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588);
+  if constexpr (OP == UnaryOp::Neg) return -x;
+  else if constexpr (OP == UnaryOp::Exp) return exp_any(x);
+  else if constexpr (OP == UnaryOp::Log) return std::log(x);
+  else if constexpr (OP == UnaryOp::Sqrt) return std::sqrt(x);
+  else if constexpr (OP == UnaryOp::Rsqrt) return T(1) / std::sqrt(x);
+  else if constexpr (OP == UnaryOp::Tanh) return std::tanh(x);
+  else if constexpr (OP == UnaryOp::Sigmoid) return T(1) / (T(1) + exp_any(-x));
+  else if constexpr (OP == UnaryOp::Relu) return x > T(0) ? x : V{} + T(0);
+  else if constexpr (OP == UnaryOp::GeluErf) return T(0.5) * x * (T(1) + erf_any(x * kSqrt2Inv));
+  else if constexpr (OP == UnaryOp::GeluTanh)
+    return T(0.5) * x * (T(1) + std::tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x)));
+  else if constexpr (OP == UnaryOp::Silu) return x / (T(1) + exp_any(-x));
+  else if constexpr (OP == UnaryOp::Abs) return x < T(0) ? -x : x;
+  else if constexpr (OP == UnaryOp::Pow) return std::pow(x, p);
+  else return x * x;  // Square
+}
+
+// Derivative times upstream gradient g; y = op(x).
+template <UnaryOp OP, class V, class T> inline V unary_grad(V x, V y, V g, T p) {
   constexpr T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588),
               kInvSqrt2Pi = T(0.39894228040143267794);
+  if constexpr (OP == UnaryOp::Neg) return -g;
+  else if constexpr (OP == UnaryOp::Exp) return g * y;
+  else if constexpr (OP == UnaryOp::Log) return g / x;
+  else if constexpr (OP == UnaryOp::Sqrt) return g * T(0.5) / y;
+  else if constexpr (OP == UnaryOp::Rsqrt) return g * T(-0.5) * y * y * y;
+  else if constexpr (OP == UnaryOp::Tanh) return g * (T(1) - y * y);
+  else if constexpr (OP == UnaryOp::Sigmoid) return g * y * (T(1) - y);
+  else if constexpr (OP == UnaryOp::Relu) return x > T(0) ? g : V{} + T(0);
+  else if constexpr (OP == UnaryOp::GeluErf)
+    return g * (T(0.5) * (T(1) + erf_any(x * kSqrt2Inv)) + x * kInvSqrt2Pi * exp_any(T(-0.5) * x * x));
+  else if constexpr (OP == UnaryOp::GeluTanh) {
+    V t = std::tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x));
+    V du = kSqrt2OverPi * (T(1) + T(3 * 0.044715) * x * x);
+    return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
+  } else if constexpr (OP == UnaryOp::Silu) {
+    V sg = T(1) / (T(1) + exp_any(-x));
+    return g * sg * (T(1) + x * (T(1) - sg));
+  } else if constexpr (OP == UnaryOp::Abs) return x > T(0) ? g : (x < T(0) ? -g : V{} + T(0));
+  else if constexpr (OP == UnaryOp::Pow) return p == T(0) ? V{} + T(0) : g * p * std::pow(x, p - T(1));
+  else return g * T(2) * x;  // Square
+}
+
+// Runs f(i) over [0, n) in parallel chunks of whole 8-lane blocks.
+template <class F> void parallel_blocks(int64_t n, F&& f) {
+  int64_t blocks = (n + 7) / 8;
+#pragma omp parallel for if (n > kParallelGrain) schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) f(b * 8, std::min<int64_t>(8, n - b * 8));
+}
+
+template <UnaryOp OP, class T> void unary_loop(const T* x, T* y, int64_t n, T p) {
+  parallel_blocks(n, [&](int64_t i, int64_t len) {
+    if constexpr (std::is_same_v<T, float> && lane_op(OP)) {
+      if (len == 8) {
+        f32x8 v;
+        std::memcpy(&v, x + i, sizeof v);
+        f32x8 r = unary_fn<OP, f32x8, float>(v, p);
+        std::memcpy(y + i, &r, sizeof r);
+        return;
+      }
+    }
+    for (int64_t k = i; k < i + len; ++k) y[k] = unary_fn<OP, T, T>(x[k], p);
+  });
+}
+
+template <UnaryOp OP, class T> void unary_grad_loop(const T* x, const T* y, const T* g, T* dx, int64_t n, T p) {
+  parallel_blocks(n, [&](int64_t i, int64_t len) {
+    if constexpr (std::is_same_v<T, float> && lane_op(OP)) {
+      if (len == 8) {
+        f32x8 vx, vy, vg;
+        std::memcpy(&vx, x + i, sizeof vx);
+        std::memcpy(&vy, y + i, sizeof vy);
+        std::memcpy(&vg, g + i, sizeof vg);
+        f32x8 r = unary_grad<OP, f32x8, float>(vx, vy, vg, p);
+        std::memcpy(dx + i, &r, sizeof r);
+        return;
+      }
+    }
+    for (int64_t k = i; k < i + len; ++k) dx[k] = unary_grad<OP, T, T>(x[k], y[k], g[k], p);
+  });
+}
+
+// Calls f.template operator()<OP>() with the runtime op as a compile-time constant.
+template <class F> void with_op(UnaryOp op, F&& f) {
   switch (op) {
-    case UnaryOp::Neg: return -g;
-    case UnaryOp::Exp: return g * y;
-    case UnaryOp::Log: return g / x;
-    case UnaryOp::Sqrt: return g * T(0.5) / y;
-    case UnaryOp::Rsqrt: return g * T(-0.5) * y * y * y;
-    case UnaryOp::Tanh: return g * (T(1) - y * y);
-    case UnaryOp::Sigmoid: return g * y * (T(1) - y);
-    case UnaryOp::Relu: return x > T(0) ? g : T(0);
-    case UnaryOp::GeluErf:
-      return g * (T(0.5) * (T(1) + std::erf(x * kSqrt2Inv)) + x * kInvSqrt2Pi * std::exp(T(-0.5) * x * x));
-    case UnaryOp::GeluTanh: {
-      T u = kSqrt2OverPi * (x + T(0.044715) * x * x * x), t = std::tanh(u);
-      T du = kSqrt2OverPi * (T(1) + T(3 * 0.044715) * x * x);
-      return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
-    }
-    case UnaryOp::Silu: {
-      T s = T(1) / (T(1) + std::exp(-x));
-      return g * s * (T(1) + x * (T(1) - s));
-    }
-    case UnaryOp::Abs: return x > T(0) ? g : (x < T(0) ? -g : T(0));
-    case UnaryOp::Pow: return p == T(0) ? T(0) : g * p * std::pow(x, p - T(1));
-    case UnaryOp::Square: return g * T(2) * x;
+#define NMPERM_OP(X) case UnaryOp::X: return f.template operator()<UnaryOp::X>();
+    NMPERM_OP(Neg) NMPERM_OP(Exp) NMPERM_OP(Log) NMPERM_OP(Sqrt) NMPERM_OP(Rsqrt) NMPERM_OP(Tanh)
+    NMPERM_OP(Sigmoid) NMPERM_OP(Relu) NMPERM_OP(GeluErf) NMPERM_OP(GeluTanh) NMPERM_OP(Silu) NMPERM_OP(Abs)
+    NMPERM_OP(Pow) NMPERM_OP(Square)
+#undef NMPERM_OP
   }
-  return g;
 }
 
 template <class T> inline T binary_fn(BinaryOp op, T a, T b) {
@@ -126,12 +189,7 @@ void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
                describe(x));
   dispatch_float(x.dtype(), [&]<class T>() {
     Tensor xc = x.contiguous();
-    const T* xp = xc.data<T>();
-    T* yp = out.data<T>();
-    int64_t n = x.numel();
-    T p = T(scalar);
-#pragma omp parallel for if (n > kParallelGrain) schedule(static)
-    for (int64_t i = 0; i < n; ++i) yp[i] = unary_fn<T>(op, xp[i], p);
+    with_op(op, [&]<UnaryOp OP>() { unary_loop<OP, T>(xc.data<T>(), out.data<T>(), x.numel(), T(scalar)); });
   });
 }
 
@@ -139,12 +197,9 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
   require_cpu(unary_name(op), x, y, dy, dx);
   dispatch_float(x.dtype(), [&]<class T>() {
     Tensor xc = x.contiguous(), yc = y.contiguous(), gc = dy.contiguous();
-    const T *xp = xc.data<T>(), *yp = yc.data<T>(), *gp = gc.data<T>();
-    T* dp = dx.data<T>();
-    int64_t n = x.numel();
-    T p = T(scalar);
-#pragma omp parallel for if (n > kParallelGrain) schedule(static)
-    for (int64_t i = 0; i < n; ++i) dp[i] = unary_grad<T>(op, xp[i], yp[i], gp[i], p);
+    with_op(op, [&]<UnaryOp OP>() {
+      unary_grad_loop<OP, T>(xc.data<T>(), yc.data<T>(), gc.data<T>(), dx.data<T>(), x.numel(), T(scalar));
+    });
   });
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/vmath.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -23,14 +24,8 @@ void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_in
 #pragma omp parallel for if (N * V > 16384)
       for (int64_t n = 0; n < N; ++n) {
         const T* row = xp + n * V;
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t v = 0; v < V; ++v) m = std::max(m, row[v]);
-        T s = 0, sum = 0;
-        for (int64_t v = 0; v < V; ++v) {
-          s += std::exp(row[v] - m);
-          sum += row[v];
-        }
-        T l = m + std::log(s);
+        T m = max_of(row, V);
+        T l = m + std::log(exp_shift_sum<T>(row, m, nullptr, V)), sum = dot<T>(row, nullptr, V);
         sp[n] = l;
         if (int64_t(tp[n]) == ignore_index) {
           lp[n] = 0;
@@ -60,8 +55,9 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
           for (int64_t v = 0; v < V; ++v) dr[v] = 0;
           continue;
         }
-        T g = gp[n], l = sp[n], off = ls / T(V);
-        for (int64_t v = 0; v < V; ++v) dr[v] = g * (std::exp(row[v] - l) - off);
+        T g = gp[n], off = ls / T(V);
+        exp_shift_sum<T>(row, sp[n], dr, V);  // softmax of the row
+        for (int64_t v = 0; v < V; ++v) dr[v] = g * (dr[v] - off);
         dr[tp[n]] -= g * (T(1) - ls);
       }
     });

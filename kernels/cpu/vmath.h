@@ -5,6 +5,7 @@
 // bits. Max relative error about 2 ulp; below the float range the result is exactly 0
 // (so exp(-inf) = 0); NaN stays NaN. Double keeps std::exp (gradcheck precision).
 #pragma once
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -14,32 +15,42 @@ namespace nmperm::kernels {
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 
-inline f32x8 exp_f32x8(f32x8 x) {
-  const f32x8 lo = f32x8{} - 87.0f, hi = f32x8{} + 88.0f;
-  f32x8 xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  const float kMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  f32x8 n = (xc * 1.44269504088896341f + kMagic) - kMagic;
-  f32x8 r = xc - n * 0.693359375f - n * -2.12194440e-4f;
-  f32x8 p = f32x8{} + 1.9875691500e-4f;
+// exp for V = float or f32x8 (one body, so scalar tails match the vector lanes exactly).
+template <class V> inline V exp_v(V x) {
+  const float kLo = -87.0f, kHi = 88.0f, kMagic = 12582912.0f;  // 1.5 * 2^23 rounds to an integer
+  V xc = x < kLo ? V{} + kLo : x;
+  xc = xc > kHi ? V{} + kHi : xc;
+  V n = (xc * 1.44269504088896341f + kMagic) - kMagic;
+  V r = xc - n * 0.693359375f - n * -2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  f32x8 y = p * r * r + r + 1.0f;
-  i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
-  f32x8 scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  f32x8 out = y * scale;
-  out = x < lo ? f32x8{} : out;
-  out = x > hi ? f32x8{} + INFINITY : out;
+  V y = p * r * r + r + 1.0f;
+  V scale;
+  if constexpr (sizeof(V) == 4) {
+    scale = std::bit_cast<float>((int32_t(n) + 127) << 23);
+  } else {
+    i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
+    std::memcpy(&scale, &bits, sizeof scale);
+  }
+  V out = y * scale;
+  out = x < kLo ? V{} : out;
+  out = x > kHi ? V{} + INFINITY : out;
   return x != x ? x : out;
 }
+inline f32x8 exp_f32x8(f32x8 x) { return exp_v(x); }
+inline float exp_f32(float x) { return exp_v(x); }
 
-inline float exp_f32(float x) {
-  f32x8 v = f32x8{} + x;
-  return exp_f32x8(v)[0];
+// erf for V = float or f32x8: Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
+template <class V> inline V erf_v(V x) {
+  V ax = x < 0.0f ? -x : x;
+  V t = 1.0f / (1.0f + 0.3275911f * ax);
+  V poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  V y = 1.0f - poly * exp_v(-ax * ax);
+  return x < 0.0f ? -y : y;
 }
 
 // y[i] = exp(x[i] - shift) (y may be null), returns the sum. x and y may be the same array.

@@ -174,54 +174,96 @@ def blas_in_use():
     return desc
 
 
+def torch_worker(cases, min_time, threads):
+    """Times the given cases in this process (started with the thread count in its env)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    set_blas_threads(threads)
+    out = []
+    for name, args in cases:
+        fn = torch_case(name, tuple(args))
+        out.append(None if fn is None else time_torch(fn, min_time) * 1e3)
+    return {"times": out, "threads": torch.get_num_threads(), "blas": blas_in_use(), "torch": torch.__version__}
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", default="build/bench_ops", help="path to the bench_ops binary")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts to compare")
     ap.add_argument("--filter", default="", help="Google Benchmark filter regex for our side")
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement")
+    ap.add_argument("--repeats", type=int, default=3, help="measurements per op and side; the median is reported")
     ap.add_argument("--json", help="also write all rows to this file")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker:  # internal: time PyTorch cases listed in a JSON file, print JSON
+        job = json.load(open(a.worker))
+        print(json.dumps(torch_worker(job["cases"], a.min_time, job["threads"])))
+        return 0
 
-    torch.manual_seed(0)
-    print(f"PyTorch {torch.__version__}; BLAS loaded by PyTorch: {blas_in_use()}")
     rows = []
     for threads in a.threads:
-        env = dict(os.environ, NMPERM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+        # Both sides get the thread count through the environment of a fresh process, so
+        # OpenMP and every OpenBLAS copy start with it.
+        env = dict(os.environ, NMPERM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads))
+        # Alternate the two sides, one round each at a time, so a noisy stretch of the
+        # machine hits both; report medians.
         cmd = [a.bench, "--benchmark_format=json", f"--benchmark_min_time={a.min_time}"]
         if a.filter:
             cmd.append(f"--benchmark_filter={a.filter}")
-        res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
-        ctx = res["context"]
-        torch.set_num_threads(threads)
-        set_blas_threads(threads)
-        print(f"\nthreads: nmperm {ctx.get('nmperm_threads')}, PyTorch {torch.get_num_threads()}; "
-              f"nmperm BLAS: {ctx.get('blas', '?')}")
-        ours = {}
-        for b in res["benchmarks"]:
-            parts = b["name"].split("/")
-            ours[(parts[0], tuple(int(p) for p in parts[1:] if p.isdigit()))] = b["real_time"] / 1e6  # ns -> ms
-        print(f"{'op':24} {'shape':22} {'nmperm ms':>10} {'peer ms':>10} {'ratio':>7}  peer")
-        for (name, args), ms in ours.items():
-            if name == "BM_openblas_sgemm":
-                continue
+        import tempfile
+        runs, peers, cases, job, ctx = {}, [], None, None, {}
+        for _ in range(a.repeats):
+            res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+            ctx = res["context"]
+            for b in res["benchmarks"]:
+                parts = b["name"].split("/")
+                key = (parts[0], tuple(int(p) for p in parts[1:] if p.isdigit()))
+                runs.setdefault(key, []).append(b["real_time"] / 1e6)  # ns -> ms
+            if cases is None:
+                cases = [(name, list(args)) for (name, args) in runs if name != "BM_openblas_sgemm"]
+                with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                    json.dump({"cases": cases, "threads": threads}, f)
+                job = f.name
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", job,
+                                  "--min-time", str(a.min_time)], env=env, check=True, capture_output=True, text=True)
+            peers.append(json.loads(out.stdout))
+        os.unlink(job)
+        ours = {k: median(v) for k, v in runs.items()}
+        torch_ms = [median([p["times"][i] for p in peers]) if peers[0]["times"][i] is not None else None
+                    for i in range(len(cases))]
+        print(f"\nthreads: nmperm {ctx.get('nmperm_threads')}, PyTorch {peers[0]['threads']}")
+        print(f"  nmperm BLAS: {ctx.get('blas', '?')}")
+        print(f"  PyTorch {peers[0]['torch']} BLAS: {peers[0]['blas']}")
+        print(f"{'op':24} {'shape':22} {'nmperm ms':>10} {'peer ms':>10} {'ratio':>7}  peer   (medians of {a.repeats})")
+        for i, (name, args) in enumerate(cases):
+            args = tuple(args)
+            ms = ours[(name, args)]
             if name == "BM_matmul" and ("BM_openblas_sgemm", args) in ours:
                 peer = ours[("BM_openblas_sgemm", args)]
                 rows.append(dict(op=name, args=args, threads=threads, ours=ms, peer=peer, peer_name="OpenBLAS sgemm"))
                 print(f"{name[3:]:24} {str(args):22} {ms:10.3f} {peer:10.3f} {ms / peer:7.2f}  OpenBLAS direct")
-            fn = torch_case(name, args)
-            if fn is None:
+            if torch_ms[i] is None:
                 continue
-            peer = time_torch(fn, a.min_time) * 1e3
+            peer = torch_ms[i]
             rows.append(dict(op=name, args=args, threads=threads, ours=ms, peer=peer, peer_name="PyTorch"))
             print(f"{name[3:]:24} {str(args):22} {ms:10.3f} {peer:10.3f} {ms / peer:7.2f}  PyTorch")
-    worst = max((r for r in rows if r["peer_name"] == "PyTorch"), key=lambda r: r["ours"] / r["peer"], default=None)
-    if worst:
-        print(f"\nworst ratio against PyTorch: {worst['ours'] / worst['peer']:.2f} "
-              f"({worst['op'][3:]} {worst['args']} at {worst['threads']} threads)")
+    for peer_name in ("PyTorch", "OpenBLAS sgemm"):
+        sel = [r for r in rows if r["peer_name"] == peer_name]
+        if sel:
+            w = max(sel, key=lambda r: r["ours"] / r["peer"])
+            print(f"worst ratio against {peer_name}: {w['ours'] / w['peer']:.2f} "
+                  f"({w['op'][3:]} {w['args']} at {w['threads']} threads)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
