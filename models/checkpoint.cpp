@@ -1,0 +1,174 @@
+#include "models/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/safetensors.h"
+
+namespace nmperm {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  NMPERM_CHECK(f, "cannot open '{}'", p.string());
+  try {
+    return json::parse(f);
+  } catch (const json::exception& e) {
+    NMPERM_FAIL("'{}' is not valid JSON: {}", p.string(), e.what());
+  }
+}
+
+// Tensors some exporters include that carry no parameters of these architectures.
+bool ignorable(const std::string& name) {
+  return name.starts_with("vit.pooler.") || name.ends_with(".rotary_emb.inv_freq");
+}
+
+}  // namespace
+
+ImagePreprocess ImagePreprocess::from_json(const json& j) {
+  ImagePreprocess p;
+  try {
+    if (j.contains("do_rescale")) p.do_rescale = j["do_rescale"].get<bool>();
+    if (j.contains("do_normalize")) p.do_normalize = j["do_normalize"].get<bool>();
+    if (j.contains("rescale_factor")) p.rescale_factor = j["rescale_factor"].get<double>();
+    auto vec = [](const json& v) {
+      return v.is_array() ? v.get<std::vector<double>>() : std::vector<double>{v.get<double>()};
+    };
+    if (j.contains("image_mean")) p.image_mean = vec(j["image_mean"]);
+    if (j.contains("image_std")) p.image_std = vec(j["image_std"]);
+  } catch (const json::exception& e) {
+    NMPERM_FAIL("preprocessor_config.json: {}", e.what());
+  }
+  NMPERM_CHECK(!p.image_mean.empty() && p.image_mean.size() == p.image_std.size(),
+               "preprocessor_config.json: image_mean and image_std must have the same non-zero length");
+  for (double s : p.image_std) NMPERM_CHECK(s > 0, "preprocessor_config.json: image_std must be positive");
+  return p;
+}
+
+json ImagePreprocess::to_json() const {
+  return {{"image_processor_type", "ViTImageProcessor"}, {"do_rescale", do_rescale},
+          {"rescale_factor", rescale_factor},          {"do_normalize", do_normalize},
+          {"image_mean", image_mean},                  {"image_std", image_std},
+          {"do_resize", false}};
+}
+
+Tensor ImagePreprocess::apply(const Tensor& images01) const {
+  NoGradGuard ng;
+  int64_t C = images01.shape(1);
+  Tensor x = do_rescale ? mul(images01, 255.0 * rescale_factor) : mul(images01, 255.0);
+  if (!do_normalize) return x;
+  NMPERM_CHECK(image_mean.size() == 1 || int64_t(image_mean.size()) == C,
+               "preprocessor: {} mean values for {} channels", image_mean.size(), C);
+  std::vector<float> m(static_cast<size_t>(C)), s(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    m[size_t(c)] = float(image_mean[image_mean.size() == 1 ? 0 : size_t(c)]);
+    s[size_t(c)] = float(image_std[image_std.size() == 1 ? 0 : size_t(c)]);
+  }
+  return div(sub(x, from_vector(m, {1, C, 1, 1})), from_vector(s, {1, C, 1, 1}));
+}
+
+void Model::visit(const ParamVisitor& f) {
+  if (vit) vit->visit(f);
+  else llama->visit(f);
+}
+
+std::vector<Tensor> Model::parameters() {
+  std::vector<Tensor> out;
+  visit([&](const std::string&, Tensor& t) { out.push_back(t); });
+  return out;
+}
+
+int64_t Model::num_parameters() {
+  int64_t n = 0;
+  visit([&](const std::string&, Tensor& t) { n += t.numel(); });
+  return n;
+}
+
+json Model::config_json() const { return vit ? vit->cfg.to_json() : llama->cfg.to_json(); }
+
+void assign_parameters(Model& model, const SafeTensors& st, const std::string& what) {
+  std::set<std::string> used;
+  model.visit([&](const std::string& name, Tensor& p) {
+    const Tensor* t = st.find(name);
+    NMPERM_CHECK(t, "{}: tensor '{}' is missing (the {} architecture needs it)", what, name, model.arch());
+    NMPERM_CHECK(t->shape() == p.shape(), "{}: tensor '{}' has shape {}, the model needs {}", what, name, t->shape(),
+                 p.shape());
+    NMPERM_CHECK(is_floating(t->dtype()), "{}: tensor '{}' has dtype {}, expected floating point", what, name,
+                 t->dtype());
+    p.copy_from(*t);  // in place: tied weights stay tied
+    used.insert(name);
+  });
+  for (auto& [name, t] : st.tensors) {
+    bool tied_head = name == "lm_head.weight" && model.llama && model.llama->cfg.tie_word_embeddings;
+    NMPERM_CHECK(used.count(name) || ignorable(name) || tied_head,
+                 "{}: unexpected tensor '{}' for a {} model (is this checkpoint for another architecture?)", what, name,
+                 model.arch());
+  }
+}
+
+Model load_checkpoint(const std::string& path) {
+  fs::path p(path);
+  NMPERM_CHECK(fs::exists(p), "checkpoint '{}' does not exist", path);
+  fs::path dir = fs::is_directory(p) ? p : p.parent_path();
+  if (dir.empty()) dir = ".";
+  fs::path cfg_path = dir / "config.json";
+  NMPERM_CHECK(fs::exists(cfg_path), "checkpoint '{}': no config.json in '{}'", path, dir.string());
+  json cfg = read_json(cfg_path);
+  std::string type = cfg.value("model_type", "");
+  if (type.empty() && cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty()) {
+    std::string a = cfg["architectures"][0].get<std::string>();
+    type = a.starts_with("ViT") ? "vit" : a.starts_with("Llama") ? "llama" : a;
+  }
+  Model m;
+  Generator gen(0);
+  if (type == "vit") m.vit = std::make_unique<ViT>(ViTConfig::from_json(cfg), gen);
+  else if (type == "llama") m.llama = std::make_unique<Llama>(LlamaConfig::from_json(cfg), gen);
+  else NMPERM_FAIL("checkpoint '{}': model_type '{}' is not supported (vit, llama)", path, type);
+
+  // Weights: the given file, model.safetensors, or the shards of an index.
+  std::vector<fs::path> files;
+  if (!fs::is_directory(p)) files.push_back(p);
+  else if (fs::exists(dir / "model.safetensors")) files.push_back(dir / "model.safetensors");
+  else if (fs::exists(dir / "model.safetensors.index.json")) {
+    json idx = read_json(dir / "model.safetensors.index.json");
+    NMPERM_CHECK(idx.contains("weight_map") && idx["weight_map"].is_object(),
+                 "'{}': model.safetensors.index.json has no weight_map", path);
+    std::set<std::string> shards;
+    for (auto& [k, v] : idx["weight_map"].items()) shards.insert(v.get<std::string>());
+    for (auto& s : shards) files.push_back(dir / s);
+  } else {
+    NMPERM_FAIL("checkpoint '{}': no model.safetensors (or index) in '{}'", path, dir.string());
+  }
+  SafeTensors all;
+  for (auto& f : files) {
+    SafeTensors s = load_safetensors(f.string());
+    for (auto& t : s.tensors) {
+      NMPERM_CHECK(!all.find(t.first), "checkpoint '{}': tensor '{}' appears in two shards", path, t.first);
+      all.tensors.push_back(std::move(t));
+    }
+  }
+  assign_parameters(m, all, path);
+  if (m.vit && fs::exists(dir / "preprocessor_config.json"))
+    m.preprocess = ImagePreprocess::from_json(read_json(dir / "preprocessor_config.json"));
+  return m;
+}
+
+void save_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata) {
+  fs::create_directories(dir);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  model.visit([&](const std::string& name, Tensor& t) { tensors.emplace_back(name, t.detach()); });
+  std::map<std::string, std::string> meta = metadata;
+  meta["format"] = "pt";  // what transformers expects in the safetensors metadata
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, meta);
+  write_file_atomic((fs::path(dir) / "config.json").string(), model.config_json().dump(2) + "\n");
+  if (model.vit)
+    write_file_atomic((fs::path(dir) / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
+}
+
+}  // namespace nmperm

@@ -1,0 +1,50 @@
+// Building blocks of the transformers, made only of autograd ops. Each block is a plain
+// struct of parameter tensors plus a forward; `visit` walks the parameters with their
+// Hugging Face names, which is how checkpoints load and save and how optimizers find them.
+// Dimension names: B batch, T tokens, C channels, H heads, D head dim.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "autograd/ops.h"
+
+namespace nmperm {
+
+using ParamVisitor = std::function<void(const std::string& name, Tensor& param)>;
+
+// y = x W^T + b; W (out, in), b optional.
+struct Linear {
+  Tensor weight, bias;
+  Tensor operator()(const Tensor& x) const { return linear(x, weight, bias); }
+  void visit(const std::string& prefix, const ParamVisitor& f);
+  int64_t in() const { return weight.shape(1); }
+  int64_t out() const { return weight.shape(0); }
+};
+
+// LayerNorm (weight and bias) or RMSNorm (weight only) over the last dim.
+struct Norm {
+  Tensor weight, bias;
+  double eps = 1e-5;
+  bool rms = false;
+  Tensor operator()(const Tensor& x) const { return rms ? rms_norm(x, weight, eps) : layer_norm(x, weight, bias, eps); }
+  void visit(const std::string& prefix, const ParamVisitor& f);
+};
+
+// Multi-head attention with grouped-query heads and optional RoPE.
+struct Attention {
+  Linear q, k, v, o;
+  int64_t heads = 1, kv_heads = 1;
+  bool causal = false;
+  bool rope = false;
+  double rope_theta = 10000.0;
+  Tensor operator()(const Tensor& x) const;  // (B, T, C) -> (B, T, C)
+};
+
+// Initialisers (Hugging Face's defaults: normal(0, std) weights, zero biases, unit norms).
+// Parameters are created requiring grad (like PyTorch's nn.Parameter), so every copy of
+// the Tensor handle shares the gradient slot; evaluate under NoGradGuard.
+Linear make_linear(int64_t in, int64_t out, bool bias, double std, Generator& gen);
+Norm make_norm(int64_t dim, double eps, bool rms);
+Tensor normal_tensor(const Shape& shape, double std, Generator& gen);
+
+}  // namespace nmperm

@@ -1,0 +1,151 @@
+#include "models/vit.h"
+
+#include <cmath>
+
+namespace nmperm {
+
+namespace {
+template <class T> void get(const nlohmann::json& j, const char* key, T& out) {
+  if (j.contains(key) && !j[key].is_null()) out = j[key].get<T>();
+}
+}  // namespace
+
+ViTConfig ViTConfig::from_json(const nlohmann::json& j) {
+  ViTConfig c;
+  try {
+    get(j, "image_size", c.image_size);
+    get(j, "patch_size", c.patch_size);
+    get(j, "num_channels", c.num_channels);
+    get(j, "hidden_size", c.hidden_size);
+    get(j, "num_hidden_layers", c.num_hidden_layers);
+    get(j, "num_attention_heads", c.num_attention_heads);
+    get(j, "intermediate_size", c.intermediate_size);
+    get(j, "layer_norm_eps", c.layer_norm_eps);
+    get(j, "initializer_range", c.initializer_range);
+    get(j, "hidden_act", c.hidden_act);
+    get(j, "qkv_bias", c.qkv_bias);
+    if (j.contains("id2label") && j["id2label"].is_object()) c.num_labels = int64_t(j["id2label"].size());
+    get(j, "num_labels", c.num_labels);
+  } catch (const nlohmann::json::exception& e) {
+    NMPERM_FAIL("ViT config.json: {}", e.what());
+  }
+  c.validate();
+  return c;
+}
+
+nlohmann::json ViTConfig::to_json() const {
+  nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
+  for (int64_t i = 0; i < num_labels; ++i) {
+    id2label[std::to_string(i)] = fmt::format("LABEL_{}", i);
+    label2id[fmt::format("LABEL_{}", i)] = i;
+  }
+  return {{"architectures", {"ViTForImageClassification"}},
+          {"model_type", "vit"},
+          {"image_size", image_size},
+          {"patch_size", patch_size},
+          {"num_channels", num_channels},
+          {"hidden_size", hidden_size},
+          {"num_hidden_layers", num_hidden_layers},
+          {"num_attention_heads", num_attention_heads},
+          {"intermediate_size", intermediate_size},
+          {"hidden_act", hidden_act},
+          {"layer_norm_eps", layer_norm_eps},
+          {"initializer_range", initializer_range},
+          {"qkv_bias", qkv_bias},
+          {"hidden_dropout_prob", 0.0},
+          {"attention_probs_dropout_prob", 0.0},
+          {"encoder_stride", patch_size},
+          {"id2label", id2label},
+          {"label2id", label2id},
+          {"torch_dtype", "float32"}};
+}
+
+void ViTConfig::validate() const {
+  NMPERM_CHECK(image_size > 0 && patch_size > 0 && image_size % patch_size == 0,
+               "ViT config: image_size {} must be a positive multiple of patch_size {}", image_size, patch_size);
+  NMPERM_CHECK(num_channels > 0 && hidden_size > 0 && num_hidden_layers >= 0 && intermediate_size > 0 && num_labels > 0,
+               "ViT config: sizes must be positive");
+  NMPERM_CHECK(num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
+               "ViT config: hidden_size {} is not a multiple of num_attention_heads {}", hidden_size, num_attention_heads);
+  NMPERM_CHECK(hidden_act == "gelu" || hidden_act == "gelu_new" || hidden_act == "gelu_pytorch_tanh",
+               "ViT config: hidden_act '{}' is not supported (gelu, gelu_new, gelu_pytorch_tanh)", hidden_act);
+}
+
+ViT::ViT(const ViTConfig& c, Generator& gen) : cfg(c) {
+  cfg.validate();
+  int64_t C = c.hidden_size, P = c.patch_size;
+  double sd = c.initializer_range;
+  patch_weight = normal_tensor({C, c.num_channels, P, P}, sd, gen);
+  patch_bias = zeros({C}).set_requires_grad();
+  cls_token = normal_tensor({1, 1, C}, sd, gen);
+  pos_embed = normal_tensor({1, c.num_patches() + 1, C}, sd, gen);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    ViTLayer l;
+    l.ln_before = make_norm(C, c.layer_norm_eps, false);
+    l.ln_after = make_norm(C, c.layer_norm_eps, false);
+    l.attn.q = make_linear(C, C, c.qkv_bias, sd, gen);
+    l.attn.k = make_linear(C, C, c.qkv_bias, sd, gen);
+    l.attn.v = make_linear(C, C, c.qkv_bias, sd, gen);
+    l.attn.o = make_linear(C, C, true, sd, gen);
+    l.attn.heads = l.attn.kv_heads = c.num_attention_heads;
+    l.fc1 = make_linear(C, c.intermediate_size, true, sd, gen);
+    l.fc2 = make_linear(c.intermediate_size, C, true, sd, gen);
+    layers.push_back(std::move(l));
+  }
+  final_norm = make_norm(C, c.layer_norm_eps, false);
+  classifier = make_linear(C, c.num_labels, true, sd, gen);
+}
+
+Tensor image_patches(const Tensor& images, int64_t P) {
+  int64_t B = images.shape(0), C = images.shape(1), H = images.shape(2), W = images.shape(3);
+  Tensor x = reshape(images, {B, C, H / P, P, W / P, P});
+  x = permute(x, {0, 2, 4, 1, 3, 5});  // (B, H/P, W/P, C, P, P)
+  return reshape(x, {B, (H / P) * (W / P), C * P * P});
+}
+
+Tensor ViT::embed(const Tensor& images) const {
+  NMPERM_CHECK(images.ndim() == 4 && images.shape(1) == cfg.num_channels && images.shape(2) == cfg.image_size &&
+                   images.shape(3) == cfg.image_size,
+               "ViT: images {} do not match the model's {}x{}x{} input", describe(images), cfg.num_channels,
+               cfg.image_size, cfg.image_size);
+  int64_t B = images.shape(0), C = cfg.hidden_size;
+  Tensor patches = image_patches(images, cfg.patch_size);                                   // (B, N, Cin P P)
+  Tensor x = linear(patches, reshape(patch_weight, {C, -1}), patch_bias);                   // (B, N, C)
+  x = cat({expand(cls_token, {B, 1, C}), x}, 1);                                             // (B, N + 1, C)
+  return add(x, pos_embed);
+}
+
+Tensor ViT::forward(const Tensor& images) const {
+  bool tanh_gelu = cfg.hidden_act != "gelu";
+  Tensor x = embed(images);  // (B, T, C)
+  for (const ViTLayer& l : layers) {
+    x = add(x, l.attn(l.ln_before(x)));
+    x = add(x, l.fc2(gelu(l.fc1(l.ln_after(x)), tanh_gelu)));
+  }
+  x = final_norm(x);
+  Tensor cls = reshape(narrow(x, 1, 0, 1), {x.shape(0), cfg.hidden_size});  // (B, C)
+  return classifier(cls);
+}
+
+void ViT::visit(const ParamVisitor& f) {
+  f("vit.embeddings.cls_token", cls_token);
+  f("vit.embeddings.position_embeddings", pos_embed);
+  f("vit.embeddings.patch_embeddings.projection.weight", patch_weight);
+  f("vit.embeddings.patch_embeddings.projection.bias", patch_bias);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    std::string p = fmt::format("vit.encoder.layer.{}.", i);
+    ViTLayer& l = layers[i];
+    l.attn.q.visit(p + "attention.attention.query", f);
+    l.attn.k.visit(p + "attention.attention.key", f);
+    l.attn.v.visit(p + "attention.attention.value", f);
+    l.attn.o.visit(p + "attention.output.dense", f);
+    l.fc1.visit(p + "intermediate.dense", f);
+    l.fc2.visit(p + "output.dense", f);
+    l.ln_before.visit(p + "layernorm_before", f);
+    l.ln_after.visit(p + "layernorm_after", f);
+  }
+  final_norm.visit("vit.layernorm", f);
+  classifier.visit("classifier", f);
+}
+
+}  // namespace nmperm

@@ -1,0 +1,53 @@
+// Vision Transformer (Dosovitskiy et al. 2021) as Hugging Face's ViTForImageClassification:
+// patch embedding (a stride-P convolution, done as a linear map of flattened patches),
+// class token, learned position embeddings, pre-LN encoder blocks with a GELU MLP, a
+// final LayerNorm and a linear classifier on the class token.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "models/modules.h"
+
+namespace nmperm {
+
+struct ViTConfig {
+  int64_t image_size = 28, patch_size = 4, num_channels = 1;
+  int64_t hidden_size = 128, num_hidden_layers = 4, num_attention_heads = 4, intermediate_size = 512;
+  int64_t num_labels = 10;
+  double layer_norm_eps = 1e-12;  // Hugging Face's ViT default
+  double initializer_range = 0.02;
+  std::string hidden_act = "gelu";  // "gelu" (erf) or "gelu_new"/"gelu_pytorch_tanh" (tanh form)
+  bool qkv_bias = true;
+
+  static ViTConfig from_json(const nlohmann::json& j);  // a Hugging Face config.json
+  nlohmann::json to_json() const;
+  void validate() const;
+  int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
+};
+
+struct ViTLayer {
+  Norm ln_before, ln_after;
+  Attention attn;
+  Linear fc1, fc2;  // intermediate.dense, output.dense
+};
+
+struct ViT {
+  ViTConfig cfg;
+  Tensor patch_weight, patch_bias;  // (C_hidden, C_in, P, P) as stored by Hugging Face, (C_hidden)
+  Tensor cls_token, pos_embed;      // (1, 1, C), (1, N + 1, C)
+  std::vector<ViTLayer> layers;
+  Norm final_norm;
+  Linear classifier;
+
+  ViT() = default;
+  ViT(const ViTConfig& cfg, Generator& gen);  // fresh initialisation
+  Tensor forward(const Tensor& images) const;  // (B, C_in, H, W) -> logits (B, num_labels)
+  Tensor embed(const Tensor& images) const;    // -> (B, N + 1, C) before the encoder
+  void visit(const ParamVisitor& f);
+};
+
+// Patches of (B, C, H, W) images as rows, in the order of a conv kernel (c, py, px):
+// (B, N, C * P * P). Differentiable.
+Tensor image_patches(const Tensor& images, int64_t patch);
+
+}  // namespace nmperm

@@ -1,0 +1,162 @@
+// ViT and Llama against Hugging Face transformers (fixtures from tools/make_model_fixtures.py):
+// the checkpoints load through our Hugging Face loader unchanged, and logits, loss, every
+// parameter gradient and 5 AdamW steps match PyTorch. Tolerances are for float32:
+// logits and loss 1e-5 absolute + 1e-4 relative, gradients 1e-5 + 1e-3 relative.
+#include <filesystem>
+
+#include "core/safetensors.h"
+#include "helpers.h"
+#include "models/checkpoint.h"
+#include "models/optim.h"
+
+namespace nmperm {
+namespace {
+
+using test::all_close;
+namespace fs = std::filesystem;
+
+std::string fixture(const std::string& name) { return std::string(NMPERM_FIXTURES) + "/" + name; }
+
+Tensor llama_loss(const Tensor& logits, const Tensor& ids) {
+  int64_t B = ids.shape(0), T = ids.shape(1), V = logits.shape(2);
+  Tensor lg = reshape(narrow(logits, 1, 0, T - 1), {B * (T - 1), V});
+  Tensor tg = reshape(contiguous(narrow(ids, 1, 1, T - 1)), {B * (T - 1)});
+  return cross_entropy(lg, tg);
+}
+
+Tensor model_loss(Model& m, const SafeTensors& ref, Tensor* logits_out = nullptr) {
+  Tensor logits, loss;
+  if (m.vit) {
+    logits = m.vit->forward(ref.at("pixel_values"));
+    loss = cross_entropy(logits, from_vector<int64_t>({0, 2, 1}, {3}));
+  } else {
+    logits = m.llama->forward(ref.at("input_ids"));
+    loss = llama_loss(logits, ref.at("input_ids"));
+  }
+  if (logits_out) *logits_out = logits;
+  return loss;
+}
+
+void check_against_pytorch(const std::string& name) {
+  SCOPED_TRACE(name);
+  Model m = load_checkpoint(fixture(name));
+  SafeTensors ref = load_safetensors(fixture(name + "_reference.safetensors"));
+  Tensor logits;
+  Tensor loss = model_loss(m, ref, &logits);
+  EXPECT_TRUE(all_close(logits, ref.at("logits"), 1e-5, 1e-4)) << "logits";
+  EXPECT_NEAR(loss.item(), ref.at("loss").item(), 1e-5 + 1e-4 * std::abs(ref.at("loss").item()));
+  backward(loss);
+  int checked = 0;
+  m.visit([&](const std::string& pname, Tensor& p) {
+    const Tensor* g = ref.find("grad." + pname);
+    if (!g && pname == "model.embed_tokens.weight") g = ref.find("grad.lm_head.weight");  // tied, seen as one
+    ASSERT_TRUE(g) << "no reference gradient for " << pname;
+    EXPECT_TRUE(all_close(p.grad(), *g, 1e-5, 1e-3)) << "gradient of " << pname;
+    ++checked;
+  });
+  EXPECT_GT(checked, 10);
+
+  // Five AdamW steps (PyTorch's defaults but lr 1e-3, weight decay 0.01) on the same batch.
+  for (Tensor& p : m.parameters()) p.zero_grad();
+  AdamW opt(m.parameters(), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01});
+  auto expected = ref.at("adamw_losses").to_vector<double>();
+  for (size_t s = 0; s < expected.size(); ++s) {
+    opt.zero_grad();
+    Tensor l = model_loss(m, ref);
+    backward(l);
+    opt.step();
+    EXPECT_NEAR(l.item(), expected[s], 1e-5 + 1e-4 * std::abs(expected[s])) << "AdamW step " << s;
+  }
+}
+
+TEST(Models, ViTMatchesTransformers) { check_against_pytorch("vit_tiny"); }
+TEST(Models, LlamaMatchesTransformers) { check_against_pytorch("llama_tiny"); }
+TEST(Models, LlamaWithTiedEmbeddingsMatchesTransformers) { check_against_pytorch("llama_tiny_tied"); }
+
+TEST(Models, LoadsBf16Checkpoints) {
+  Model m = load_checkpoint(fixture("llama_tiny_bf16"));
+  int64_t nonzero = 0;
+  m.visit([&](const std::string& name, Tensor& p) {
+    EXPECT_EQ(p.dtype(), DType::F32) << name;
+    for (float v : p.to_vector<float>()) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      EXPECT_EQ(bits & 0xffffu, 0u) << name << " holds a value bf16 cannot";
+      nonzero += v != 0;
+    }
+  });
+  EXPECT_GT(nonzero, 1000);
+  Tensor logits = m.llama->forward(from_vector<int64_t>({1, 2, 3}, {1, 3}));
+  EXPECT_TRUE(std::isfinite(sum(logits).item()));
+}
+
+TEST(Models, SaveThenLoadRoundTrips) {
+  for (const char* name : {"vit_tiny", "llama_tiny_tied"}) {
+    Model m = load_checkpoint(fixture(name));
+    std::string dir = (fs::temp_directory_path() / fmt::format("nmperm_rt_{}_{}", getpid(), name)).string();
+    save_checkpoint(m, dir, {{"note", "round trip"}});
+    Model back = load_checkpoint(dir);
+    auto a = m.parameters(), b = back.parameters();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].to_vector<float>(), b[i].to_vector<float>());
+    EXPECT_EQ(m.config_json(), back.config_json());
+    if (back.llama && back.llama->cfg.tie_word_embeddings)
+      EXPECT_TRUE(back.llama->lm_head.weight.same_data(back.llama->embed_tokens));
+    fs::remove_all(dir);
+  }
+}
+
+// A copy of a fixture checkpoint with its tensors edited, for the error tests.
+std::string edited_copy(const std::string& name,
+                        const std::function<void(std::vector<std::pair<std::string, Tensor>>&)>& edit) {
+  std::string dir = (fs::temp_directory_path() / fmt::format("nmperm_bad_{}_{}", getpid(), name)).string();
+  fs::remove_all(dir);
+  fs::copy(fixture(name), dir);
+  SafeTensors st = load_safetensors(dir + "/model.safetensors");
+  edit(st.tensors);
+  save_safetensors(dir + "/model.safetensors", st.tensors);
+  return dir;
+}
+
+TEST(ModelsBadCheckpoint, MissingTensorIsNamed) {
+  std::string dir = edited_copy("vit_tiny", [](auto& ts) {
+    std::erase_if(ts, [](auto& t) { return t.first == "vit.encoder.layer.1.output.dense.bias"; });
+  });
+  EXPECT_THROW_MSG(load_checkpoint(dir), "tensor 'vit.encoder.layer.1.output.dense.bias' is missing");
+  fs::remove_all(dir);
+}
+
+TEST(ModelsBadCheckpoint, UnexpectedTensorIsNamed) {
+  std::string dir = edited_copy("llama_tiny", [](auto& ts) { ts.emplace_back("model.extra.weight", zeros({2})); });
+  EXPECT_THROW_MSG(load_checkpoint(dir), "unexpected tensor 'model.extra.weight'");
+  fs::remove_all(dir);
+}
+
+TEST(ModelsBadCheckpoint, MisShapedTensorIsNamed) {
+  std::string dir = edited_copy("llama_tiny", [](auto& ts) {
+    for (auto& [n, t] : ts)
+      if (n == "model.layers.0.mlp.up_proj.weight") t = zeros({47, 32});
+  });
+  EXPECT_THROW_MSG(load_checkpoint(dir), "'model.layers.0.mlp.up_proj.weight' has shape [47, 32], the model needs [48, 32]");
+  fs::remove_all(dir);
+}
+
+TEST(ModelsBadCheckpoint, WrongArchitectureIsRefused) {
+  std::string dir = (fs::temp_directory_path() / fmt::format("nmperm_arch_{}", getpid())).string();
+  fs::remove_all(dir);
+  fs::copy(fixture("llama_tiny"), dir);
+  fs::copy_file(fixture("vit_tiny/config.json"), dir + "/config.json", fs::copy_options::overwrite_existing);
+  EXPECT_THROW_MSG(load_checkpoint(dir), "is missing (the vit architecture needs it)");
+  fs::remove_all(dir);
+  EXPECT_THROW_MSG(load_checkpoint("/nonexistent/ckpt"), "does not exist");
+}
+
+TEST(Models, ConfigErrorsAreClear) {
+  EXPECT_THROW_MSG(ViTConfig::from_json({{"image_size", 30}, {"patch_size", 4}}), "multiple of patch_size");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"num_attention_heads", 4}, {"num_key_value_heads", 3}}),
+                   "not a multiple of num_key_value_heads");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"rope_scaling", {{"type", "linear"}}}}), "rope_scaling is not supported");
+}
+
+}  // namespace
+}  // namespace nmperm
