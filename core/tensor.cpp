@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -199,9 +200,10 @@ const std::shared_ptr<Node>& Tensor::grad_fn() const {
 
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor t = Tensor::empty(shape, dtype, Device::CPU);
+  int64_t n = t.numel();
   dispatch_all(dtype, [&]<class T>() {
     T* p = t.data<T>();
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = T(value);
+    std::fill(p, p + n, T(value));
   });
   return device == Device::CPU ? t : t.to(device);
 }

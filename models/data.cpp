@@ -1,8 +1,12 @@
 #include "models/data.h"
 
+#include "core/safetensors.h"
+
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -93,6 +97,102 @@ ImageSet load_fashion_mnist(const std::string& dir, const std::string& split) {
     return probe ? base + ".gz" : base;
   };
   return load_idx_pair(path("images-idx3-ubyte"), path("labels-idx1-ubyte"));
+}
+
+std::vector<int32_t> load_token_file(const std::string& path, const std::string& format_in) {
+  std::string b = read_file_maybe_gz(path), format = format_in;
+  auto le32 = [&](size_t at) {
+    return uint32_t(uint8_t(b[at])) | uint32_t(uint8_t(b[at + 1])) << 8 | uint32_t(uint8_t(b[at + 2])) << 16 |
+           uint32_t(uint8_t(b[at + 3])) << 24;
+  };
+  if (format == "auto") {
+    if (b.size() >= 1024 && le32(0) == 20240520u) format = "llmc";
+    else if (path.ends_with(".u32")) format = "u32";
+    else if (path.ends_with(".u16")) format = "u16";
+    else NMPERM_FAIL("'{}': not an llm.c .bin token file (magic 20240520) and no .u16/.u32 extension; "
+                     "pass --token-format u16|u32 for raw arrays", path);
+  }
+  std::vector<int32_t> out;
+  if (format == "llmc") {
+    NMPERM_CHECK(b.size() >= 1024, "'{}': too short for an llm.c header (1024 bytes)", path);
+    NMPERM_CHECK(le32(0) == 20240520u, "'{}': bad llm.c magic {} (expected 20240520)", path, le32(0));
+    NMPERM_CHECK(le32(4) == 1u, "'{}': llm.c token file version {} is not supported (1 = uint16 tokens)", path, le32(4));
+    uint64_t n = le32(8);
+    NMPERM_CHECK(b.size() - 1024 == 2 * n, "'{}': header says {} tokens, the file holds {} bytes of tokens", path, n,
+                 b.size() - 1024);
+    out.resize(n);
+    for (uint64_t i = 0; i < n; ++i) out[i] = int32_t(uint8_t(b[1024 + 2 * i]) | uint8_t(b[1025 + 2 * i]) << 8);
+  } else if (format == "u16") {
+    NMPERM_CHECK(b.size() % 2 == 0, "'{}': {} bytes is not a whole number of uint16 tokens", path, b.size());
+    out.resize(b.size() / 2);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = int32_t(uint8_t(b[2 * i]) | uint8_t(b[2 * i + 1]) << 8);
+  } else if (format == "u32") {
+    NMPERM_CHECK(b.size() % 4 == 0, "'{}': {} bytes is not a whole number of uint32 tokens", path, b.size());
+    out.resize(b.size() / 4);
+    for (size_t i = 0; i < out.size(); ++i) {
+      uint32_t v = le32(4 * i);
+      NMPERM_CHECK(v <= uint32_t(INT32_MAX), "'{}': token {} at position {} is too large", path, v, i);
+      out[i] = int32_t(v);
+    }
+  } else {
+    NMPERM_FAIL("unknown token format '{}' (auto, llmc, u16, u32)", format);
+  }
+  NMPERM_CHECK(!out.empty(), "'{}' holds no tokens", path);
+  return out;
+}
+
+void split_chunks(const std::vector<int32_t>& all, int64_t chunk, int64_t every, TokenData& d) {
+  d.train.clear();
+  d.val.clear();
+  for (size_t at = 0, i = 0; at < all.size(); at += size_t(chunk), ++i) {
+    auto& dst = (int64_t(i) % every == every - 1) ? d.val : d.train;
+    dst.insert(dst.end(), all.begin() + long(at), all.begin() + long(std::min(all.size(), at + size_t(chunk))));
+  }
+}
+
+TokenData load_kjv_bytes(const std::string& cache_dir) {
+  namespace fs = std::filesystem;
+  fs::path cached = fs::path(cache_dir) / "kjv.txt";
+  if (!fs::exists(cached)) {
+    fs::create_directories(cache_dir);
+    FILE* p = popen("bible -p /usr/share/bible-kjv 'Gen1:1-Rev22:21' 2>/dev/null || bible 'Gen1:1-Rev22:21'", "r");
+    NMPERM_CHECK(p, "cannot run the 'bible' program (Debian package bible-kjv)");
+    std::string text;
+    char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+    int rc = pclose(p);
+    NMPERM_CHECK(rc == 0 && text.size() > 1000000,
+                 "exporting the KJV text with 'bible' failed (exit {}, {} bytes); install Debian's bible-kjv", rc,
+                 text.size());
+    write_file_atomic(cached.string(), text);
+  }
+  std::string text = read_file_maybe_gz(cached.string());
+  std::vector<int32_t> all(text.size());
+  for (size_t i = 0; i < text.size(); ++i) all[i] = uint8_t(text[i]);
+  TokenData d;
+  d.vocab = 256;
+  split_chunks(all, 8192, 10, d);
+  d.description = fmt::format("KJV bytes ({} train, {} validation)", d.train.size(), d.val.size());
+  return d;
+}
+
+TokenData load_token_data(const std::string& train_path, const std::string& val_path, const std::string& format) {
+  TokenData d;
+  d.train = load_token_file(train_path, format);
+  if (!val_path.empty()) {
+    d.val = load_token_file(val_path, format);
+  } else {
+    size_t cut = d.train.size() - std::max<size_t>(d.train.size() / 20, 1);
+    d.val.assign(d.train.begin() + long(cut), d.train.end());
+    d.train.resize(cut);
+  }
+  int32_t mx = 0;
+  for (int32_t t : d.train) mx = std::max(mx, t);
+  for (int32_t t : d.val) mx = std::max(mx, t);
+  d.vocab = int64_t(mx) + 1;
+  d.description = fmt::format("{} ({} train, {} validation tokens)", train_path, d.train.size(), d.val.size());
+  return d;
 }
 
 }  // namespace nmperm

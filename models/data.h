@@ -25,3 +25,26 @@ ImageSet load_fashion_mnist(const std::string& dir, const std::string& split);
 extern const char* kFashionMnistDir;  // where Debian's dataset-fashion-mnist installs it
 
 }  // namespace nmperm
+
+namespace nmperm {
+
+// A token stream for language modelling, split into train and validation parts.
+struct TokenData {
+  std::vector<int32_t> train, val;
+  int64_t vocab = 0;  // tokens are < vocab
+  std::string description;
+};
+
+// llm.c's .bin token file: 256 int32 header (magic 20240520, version 1, token count),
+// then uint16 tokens. Raw arrays: "u16" or "u32" little-endian tokens with no header.
+std::vector<int32_t> load_token_file(const std::string& path, const std::string& format = "auto");
+// The King James Bible as UTF-8 bytes (vocab 256), exported by the `bible` program of
+// Debian's bible-kjv package (cached under cache_dir). Split: every 10th 8 KiB chunk is
+// validation, the rest training.
+TokenData load_kjv_bytes(const std::string& cache_dir);
+// Any token file(s): val_path empty -> the last 5% of the training file is validation.
+TokenData load_token_data(const std::string& train_path, const std::string& val_path, const std::string& format);
+// Splits a stream into train/validation by interleaved chunks (every `every`-th chunk to validation).
+void split_chunks(const std::vector<int32_t>& all, int64_t chunk, int64_t every, TokenData& out);
+
+}  // namespace nmperm

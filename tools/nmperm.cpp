@@ -1,4 +1,6 @@
 // nmperm command-line tool.
+//   nmperm train  train a ViT (Fashion-MNIST) or a Llama (KJV bytes or a token file)
+//   nmperm eval   evaluate any ViT / Llama checkpoint (ours or exported by Hugging Face)
 //   nmperm demo   end-to-end showcase of the engine: trains an MLP on Fashion-MNIST with
 //                 our autograd, AdamW and CBLAS matmuls, then reports test accuracy.
 // Exit codes: 0 success, 1 runtime error (bad file, bad data, ...), 2 usage error.
@@ -10,8 +12,13 @@
 
 #include "autograd/ops.h"
 #include "kernels/dispatch.h"
+#include <filesystem>
+#include <fstream>
+
+#include "models/checkpoint.h"
 #include "models/data.h"
 #include "models/optim.h"
+#include "models/train.h"
 
 using namespace nmperm;
 
@@ -101,6 +108,133 @@ int run_demo(const DemoOptions& o) {
   return 0;
 }
 
+std::string default_cache() {
+  if (const char* c = std::getenv("NMPERM_CACHE")) return c;
+  if (const char* x = std::getenv("XDG_CACHE_HOME")) return std::string(x) + "/nmperm";
+  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.cache/nmperm";
+  return ".nmperm-cache";
+}
+
+struct DataOptions {
+  std::string data;          // vit: IDX folder; llama: "kjv" or a token file
+  std::string val;           // llama: validation token file
+  std::string token_format = "auto";
+  std::string cache = default_cache();
+};
+
+TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train) {
+  TrainData d;
+  if (arch == "vit") {
+    std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
+    if (need_train) d.train_images = load_fashion_mnist(dir, "train");
+    d.test_images = load_fashion_mnist(dir, "t10k");
+  } else {
+    d.tokens = (o.data.empty() || o.data == "kjv") ? load_kjv_bytes(o.cache)
+                                                   : load_token_data(o.data, o.val, o.token_format);
+  }
+  return d;
+}
+
+// The embedded default architectures.
+ViTConfig default_vit() { return ViTConfig{}; }  // 28x28x1, patch 4, hidden 128, 4 layers, 4 heads, MLP 512
+LlamaConfig default_llama() { return LlamaConfig{}; }  // bytes, hidden 128, 4 layers, 4/2 heads, 384, ctx 128
+
+struct TrainCli {
+  TrainConfig cfg;
+  DataOptions data;
+  std::string model_config, init;
+  bool resume = false;
+  int threads = 0;
+};
+
+int run_train(TrainCli& o) {
+  if (o.threads > 0) kernels::set_num_threads(o.threads);
+  TrainConfig& cfg = o.cfg;
+  NMPERM_CHECK(cfg.arch == "vit" || cfg.arch == "llama", "--arch must be vit or llama, got '{}'", cfg.arch);
+  TrainData data = load_data(cfg.arch, o.data, true);
+  Model model;
+  if (!o.init.empty()) {
+    model = load_checkpoint(o.init);
+    NMPERM_CHECK(model.arch() == cfg.arch, "--init checkpoint is a {} model, --arch says {}", model.arch(), cfg.arch);
+  } else {
+    Generator gen(cfg.seed);
+    nlohmann::json mc = nlohmann::json::object();
+    if (!o.model_config.empty()) {
+      std::ifstream f(o.model_config);
+      NMPERM_CHECK(f, "cannot open --model-config '{}'", o.model_config);
+      mc = nlohmann::json::parse(f, nullptr, false);
+      NMPERM_CHECK(!mc.is_discarded(), "--model-config '{}' is not valid JSON", o.model_config);
+    }
+    if (cfg.arch == "vit") {
+      ViTConfig vc = mc.empty() ? default_vit() : ViTConfig::from_json(mc);
+      const ImageSet& tr = data.train_images;
+      NMPERM_CHECK(tr.images.shape(2) == vc.image_size && tr.images.shape(1) == vc.num_channels,
+                   "the data's images are {}x{}x{}, the model expects {}x{}x{}", tr.images.shape(1),
+                   tr.images.shape(2), tr.images.shape(3), vc.num_channels, vc.image_size, vc.image_size);
+      model.vit = std::make_unique<ViT>(vc, gen);
+      // Normalise with the training set's statistics (written to preprocessor_config.json).
+      double mu = mean(tr.images).item(), sd = std::sqrt(var(tr.images, {}, 0).item());
+      model.preprocess.image_mean = {mu};
+      model.preprocess.image_std = {sd};
+    } else {
+      LlamaConfig lc = mc.empty() ? default_llama() : LlamaConfig::from_json(mc);
+      if (mc.empty()) lc.vocab_size = std::max<int64_t>(lc.vocab_size, data.tokens.vocab);
+      model.llama = std::make_unique<Llama>(lc, gen);
+    }
+  }
+  std::printf("nmperm train: %s, %lld parameters, %s; %lld steps of batch %lld on %d threads (OpenBLAS %s)\n",
+              model.arch().c_str(), (long long)model.num_parameters(),
+              cfg.arch == "vit" ? fmt::format("{} training images", data.train_images.size()).c_str()
+                                : data.tokens.description.c_str(),
+              (long long)cfg.steps, (long long)cfg.batch, kernels::num_threads(), kernels::blas_core().c_str());
+  auto t0 = std::chrono::steady_clock::now();
+  EvalResult r = train(model, cfg, data, o.resume);
+  std::printf("done in %.1fs: %s\ncheckpoint: %s\n", seconds_since(t0), r.to_json(model.arch()).dump().c_str(),
+              cfg.out_dir.c_str());
+  return 0;
+}
+
+struct EvalCli {
+  std::string checkpoint;
+  DataOptions data;
+  int64_t windows = 0;
+  int threads = 0;
+  bool json = false;
+};
+
+int run_eval(EvalCli& o) {
+  if (o.threads > 0) kernels::set_num_threads(o.threads);
+  Model model = load_checkpoint(o.checkpoint);
+  TrainData data = load_data(model.arch(), o.data, false);
+  auto t0 = std::chrono::steady_clock::now();
+  EvalResult r = evaluate(model, data, o.windows);
+  nlohmann::json j = r.to_json(model.arch());
+  j["checkpoint"] = o.checkpoint;
+  j["arch"] = model.arch();
+  j["seconds"] = seconds_since(t0);
+  bool bytes = model.llama && (o.data.data.empty() || o.data.data == "kjv");
+  if (bytes) j["bits_per_byte"] = r.loss / std::log(2.0);
+  if (o.json) {
+    std::printf("%s\n", j.dump().c_str());
+  } else if (model.vit) {
+    std::printf("%s: test accuracy %.4f, test loss %.4f (%lld images)\n", o.checkpoint.c_str(), r.accuracy, r.loss,
+                (long long)r.count);
+  } else {
+    std::printf("%s: validation loss %.4f, perplexity %.3f, bits per %s %.4f (%lld tokens)\n", o.checkpoint.c_str(),
+                r.loss, std::exp(r.loss), bytes ? "byte" : "token", r.loss / std::log(2.0), (long long)r.count);
+  }
+  return 0;
+}
+
+void add_data_options(CLI::App* c, DataOptions& d) {
+  c->add_option("--data", d.data,
+                "vit: folder with Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist); "
+                "llama: 'kjv' (default, the King James Bible as bytes) or a token file (llm.c .bin, .u16, .u32)");
+  c->add_option("--val", d.val, "llama: validation token file (default: the last 5% of --data)");
+  c->add_option("--token-format", d.token_format, "auto, llmc, u16 or u32")->capture_default_str();
+  c->add_option("--cache", d.cache, "cache folder (exported KJV text)")->capture_default_str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,6 +254,36 @@ int main(int argc, char** argv) {
   d->add_option("--seed", demo.seed, "Random seed (initialisation and shuffling)")->capture_default_str();
   d->add_option("--threads", demo.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
 
+  TrainCli tr;
+  auto* t = app.add_subcommand("train", "Train a ViT or Llama (fresh, from --init, or resumed)");
+  t->add_option("--arch", tr.cfg.arch, "vit or llama")->required()->check(CLI::IsMember({"vit", "llama"}));
+  t->add_option("--out", tr.cfg.out_dir, "output folder (checkpoints, metrics.jsonl)")->required();
+  t->add_option("--model-config", tr.model_config,
+                "Hugging Face config.json for a fresh model (default: the embedded default architecture)");
+  t->add_option("--init", tr.init, "start from this checkpoint instead of a fresh model");
+  t->add_flag("--resume", tr.resume, "continue from the newest checkpoint in --out");
+  t->add_option("--steps", tr.cfg.steps, "optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--batch", tr.cfg.batch, "images or token windows per step")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--lr", tr.cfg.lr, "peak learning rate (AdamW)")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--min-lr-ratio", tr.cfg.min_lr_ratio, "final lr as a fraction of --lr (cosine)")->capture_default_str();
+  t->add_option("--warmup", tr.cfg.warmup, "linear warm-up steps")->capture_default_str()->check(CLI::NonNegativeNumber);
+  t->add_option("--weight-decay", tr.cfg.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  t->add_option("--clip", tr.cfg.clip, "global gradient-norm clip (0 = off)")->capture_default_str();
+  t->add_option("--eval-every", tr.cfg.eval_every, "steps between evaluations")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--ckpt-every", tr.cfg.ckpt_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
+  t->add_option("--eval-windows", tr.cfg.eval_windows, "llama: validation windows per evaluation (0 = all)")->capture_default_str();
+  t->add_option("--seed", tr.cfg.seed, "seed for initialisation and data order")->capture_default_str();
+  t->add_option("--threads", tr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  add_data_options(t, tr.data);
+
+  EvalCli ev;
+  auto* e = app.add_subcommand("eval", "Evaluate a checkpoint: ViT test accuracy, or Llama loss/perplexity/bits per byte");
+  e->add_option("--checkpoint", ev.checkpoint, "checkpoint folder or .safetensors file (config.json beside it)")->required();
+  e->add_option("--windows", ev.windows, "llama: at most this many validation windows (0 = all)")->capture_default_str();
+  e->add_option("--threads", ev.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  e->add_flag("--json", ev.json, "print one JSON object");
+  add_data_options(e, ev.data);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -129,6 +293,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (d->parsed()) return run_demo(demo);
+    if (t->parsed()) return run_train(tr);
+    if (e->parsed()) return run_eval(ev);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nerror: %s\n", e.what());
     return 1;

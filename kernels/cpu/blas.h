@@ -17,10 +17,20 @@ inline void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, con
     cblas_dgemm(CblasRowMajor, TA, TB, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
+// An OpenMP build of OpenBLAS already runs single-threaded inside our parallel regions
+// (and its set_num_threads would resize our own pool), so only the pthreads build needs it.
 struct BlasSingleThread {
-  int saved;
-  BlasSingleThread() : saved(openblas_get_num_threads()) { openblas_set_num_threads(1); }
-  ~BlasSingleThread() { openblas_set_num_threads(saved); }
+  int saved = 0;
+  bool active = openblas_get_parallel() == 1;  // 0 sequential, 1 pthreads, 2 OpenMP
+  BlasSingleThread() {
+    if (active) {
+      saved = openblas_get_num_threads();
+      openblas_set_num_threads(1);
+    }
+  }
+  ~BlasSingleThread() {
+    if (active) openblas_set_num_threads(saved);
+  }
 };
 
 }  // namespace nmperm::kernels

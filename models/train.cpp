@@ -1,0 +1,284 @@
+#include "models/train.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "models/optim.h"
+
+namespace nmperm {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+json TrainConfig::to_json() const {
+  return {{"arch", arch},          {"steps", steps},
+          {"batch", batch},        {"warmup", warmup},
+          {"lr", lr},              {"min_lr_ratio", min_lr_ratio},
+          {"weight_decay", weight_decay}, {"clip", clip},
+          {"beta1", beta1},        {"beta2", beta2},
+          {"eval_every", eval_every}, {"ckpt_every", ckpt_every},
+          {"keep_checkpoints", keep_checkpoints}, {"eval_windows", eval_windows},
+          {"seed", seed}};
+}
+
+TrainConfig TrainConfig::from_json(const json& j) {
+  TrainConfig c;
+  c.arch = j.value("arch", c.arch);
+  c.steps = j.value("steps", c.steps);
+  c.batch = j.value("batch", c.batch);
+  c.warmup = j.value("warmup", c.warmup);
+  c.lr = j.value("lr", c.lr);
+  c.min_lr_ratio = j.value("min_lr_ratio", c.min_lr_ratio);
+  c.weight_decay = j.value("weight_decay", c.weight_decay);
+  c.clip = j.value("clip", c.clip);
+  c.beta1 = j.value("beta1", c.beta1);
+  c.beta2 = j.value("beta2", c.beta2);
+  c.eval_every = j.value("eval_every", c.eval_every);
+  c.ckpt_every = j.value("ckpt_every", c.ckpt_every);
+  c.keep_checkpoints = j.value("keep_checkpoints", c.keep_checkpoints);
+  c.eval_windows = j.value("eval_windows", c.eval_windows);
+  c.seed = j.value("seed", c.seed);
+  return c;
+}
+
+json EvalResult::to_json(const std::string& arch) const {
+  if (arch == "vit") return {{"accuracy", accuracy}, {"loss", loss}, {"examples", count}};
+  return {{"loss", loss}, {"perplexity", std::exp(loss)}, {"bits_per_token", loss / std::log(2.0)}, {"tokens", count}};
+}
+
+double lr_at(const TrainConfig& c, int64_t step) {
+  if (step < c.warmup) return c.lr * double(step + 1) / double(c.warmup);
+  double t = c.steps > c.warmup ? double(step - c.warmup) / double(c.steps - c.warmup) : 1.0;
+  t = std::min(1.0, std::max(0.0, t));
+  double min_lr = c.lr * c.min_lr_ratio;
+  return min_lr + 0.5 * (c.lr - min_lr) * (1.0 + std::cos(M_PI * t));
+}
+
+int64_t context_of(const Model& m) { return m.llama ? m.llama->cfg.max_position_embeddings : 0; }
+
+namespace {
+
+// Rows [start, start + n) of an image set's seeded epoch order.
+std::vector<int64_t> epoch_order(int64_t N, uint64_t seed, int64_t epoch) {
+  std::vector<int64_t> order(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) order[size_t(i)] = i;
+  Generator g(seed * 1000003 + uint64_t(epoch) + 1);
+  for (int64_t i = N - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(g.randint(i + 1))]);
+  return order;
+}
+
+// The (B, T + 1) token windows of training step `step` (pure function of seed and step).
+Tensor token_windows(const std::vector<int32_t>& tokens, int64_t B, int64_t T, uint64_t seed, int64_t step) {
+  int64_t span = int64_t(tokens.size()) - T - 1;
+  NMPERM_CHECK(span > 0, "the token stream ({} tokens) is shorter than one window of {}", tokens.size(), T + 1);
+  Tensor w = Tensor::empty({B, T + 1}, DType::I64);
+  int64_t* p = w.data<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    auto r = philox4x32(seed ^ 0x5eedULL, uint64_t(step) * uint64_t(B) + uint64_t(b));
+    uint64_t x = (uint64_t(r[0]) << 32) | r[1];
+    int64_t start = int64_t(x % uint64_t(span + 1));
+    for (int64_t t = 0; t <= T; ++t) p[b * (T + 1) + t] = tokens[size_t(start + t)];
+  }
+  return w;
+}
+
+Tensor lm_loss(const Llama& m, const Tensor& windows) {
+  int64_t B = windows.shape(0), T = windows.shape(1) - 1;
+  Tensor inputs = contiguous(narrow(windows, 1, 0, T)), targets = contiguous(narrow(windows, 1, 1, T));
+  Tensor logits = m.forward(inputs);  // (B, T, V)
+  return cross_entropy(reshape(logits, {B * T, logits.shape(2)}), reshape(targets, {B * T}));
+}
+
+void check_vocab(const Model& m, const TrainData& d) {
+  if (!m.llama) return;
+  NMPERM_CHECK(d.tokens.vocab <= m.llama->cfg.vocab_size, "the data uses token ids up to {} but the model's vocab is {}",
+               d.tokens.vocab - 1, m.llama->cfg.vocab_size);
+}
+
+std::string step_dir(int64_t step) { return fmt::format("step_{:07d}", step); }
+
+void save_training_state(Model& model, AdamW& opt, const TrainConfig& cfg, int64_t step) {
+  fs::path dir = fs::path(cfg.out_dir) / step_dir(step);
+  save_checkpoint(model, dir.string(), {{"step", std::to_string(step)}});
+  std::vector<std::pair<std::string, Tensor>> state;
+  size_t i = 0;
+  model.visit([&](const std::string& name, Tensor&) {
+    state.emplace_back("m." + name, opt.m[i]);
+    state.emplace_back("v." + name, opt.v[i]);
+    ++i;
+  });
+  save_safetensors((dir / "trainer_state.safetensors").string(), state,
+                   {{"step", std::to_string(step)}, {"train_config", cfg.to_json().dump()}});
+  // Publish: only now does the checkpoint become the one a resume uses.
+  write_file_atomic((fs::path(cfg.out_dir) / "latest").string(), step_dir(step) + "\n");
+  // Keep the newest few.
+  std::vector<std::string> dirs;
+  for (auto& e : fs::directory_iterator(cfg.out_dir))
+    if (e.is_directory() && e.path().filename().string().starts_with("step_")) dirs.push_back(e.path().string());
+  std::sort(dirs.begin(), dirs.end());
+  for (size_t k = 0; k + size_t(cfg.keep_checkpoints) < dirs.size(); ++k) fs::remove_all(dirs[k]);
+}
+
+// Restores parameters, moments and the step from OUT/latest; returns the step (0 if none).
+int64_t restore_training_state(Model& model, AdamW& opt, const TrainConfig& cfg) {
+  fs::path latest = fs::path(cfg.out_dir) / "latest";
+  if (!fs::exists(latest)) return 0;
+  std::ifstream f(latest);
+  std::string name;
+  f >> name;
+  fs::path dir = fs::path(cfg.out_dir) / name;
+  Model saved = load_checkpoint(dir.string());
+  NMPERM_CHECK(saved.arch() == model.arch() && saved.config_json() == model.config_json(),
+               "cannot resume: the checkpoint in '{}' is for a different model configuration", dir.string());
+  SafeTensors weights = load_safetensors((dir / "model.safetensors").string());
+  assign_parameters(model, weights, dir.string());
+  SafeTensors state = load_safetensors((dir / "trainer_state.safetensors").string());
+  size_t i = 0;
+  model.visit([&](const std::string& pname, Tensor&) {
+    opt.m[i].copy_from(state.at("m." + pname));
+    opt.v[i].copy_from(state.at("v." + pname));
+    ++i;
+  });
+  int64_t step = std::stoll(state.metadata.at("step"));
+  opt.step_count = step;
+  return step;
+}
+
+std::string fmt_time(double s) {
+  if (!std::isfinite(s) || s < 0) return "--:--";
+  int64_t t = int64_t(s + 0.5);
+  return t >= 3600 ? fmt::format("{}:{:02d}:{:02d}", t / 3600, t / 60 % 60, t % 60)
+                   : fmt::format("{:02d}:{:02d}", t / 60, t % 60);
+}
+
+}  // namespace
+
+Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, int64_t step) {
+  if (model.vit) {
+    int64_t N = data.train_images.size(), per_epoch = std::max<int64_t>(N / cfg.batch, 1);
+    NMPERM_CHECK(N >= cfg.batch, "{} training images is fewer than one batch of {}", N, cfg.batch);
+    int64_t epoch = step / per_epoch, pos = step % per_epoch;
+    std::vector<int64_t> order = epoch_order(N, cfg.seed, epoch);
+    std::vector<int64_t> idx(order.begin() + pos * cfg.batch, order.begin() + (pos + 1) * cfg.batch);
+    Tensor ix = from_vector(idx, {cfg.batch});
+    Tensor x = model.preprocess.apply(index_select(data.train_images.images, 0, ix));
+    return cross_entropy(model.vit->forward(x), index_select(data.train_images.labels, 0, ix));
+  }
+  Tensor w = token_windows(data.tokens.train, cfg.batch, context_of(model), cfg.seed, step);
+  return lm_loss(*model.llama, w);
+}
+
+EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, int64_t batch) {
+  NoGradGuard ng;
+  EvalResult r;
+  check_vocab(model, data);
+  if (model.vit) {
+    const ImageSet& s = data.test_images;
+    NMPERM_CHECK(s.size() > 0, "no evaluation images");
+    batch = batch > 0 ? batch : 500;
+    double loss_sum = 0;
+    int64_t correct = 0;
+    for (int64_t at = 0; at < s.size(); at += batch) {
+      int64_t n = std::min(batch, s.size() - at);
+      Tensor x = model.preprocess.apply(contiguous(narrow(s.images, 0, at, n)));
+      Tensor y = contiguous(narrow(s.labels, 0, at, n));
+      Tensor logits = model.vit->forward(x);
+      loss_sum += cross_entropy(logits, y, -100, 0.0, Reduction::Sum).item();
+      auto pred = argmax(logits, 1).to_vector<int64_t>();
+      auto lab = y.to_vector<int64_t>();
+      for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == lab[i];
+    }
+    r.count = s.size();
+    r.loss = loss_sum / double(r.count);
+    r.accuracy = double(correct) / double(r.count);
+    return r;
+  }
+  // Llama: consecutive non-overlapping windows of the validation stream.
+  const auto& val = data.tokens.val;
+  int64_t T = context_of(model), windows = (int64_t(val.size()) - 1) / T;
+  NMPERM_CHECK(windows > 0, "validation stream ({} tokens) is shorter than one window of {}", val.size(), T + 1);
+  if (max_windows > 0) windows = std::min(windows, max_windows);
+  batch = batch > 0 ? batch : 16;
+  double loss_sum = 0;
+  for (int64_t w0 = 0; w0 < windows; w0 += batch) {
+    int64_t n = std::min(batch, windows - w0);
+    Tensor w = Tensor::empty({n, T + 1}, DType::I64);
+    int64_t* p = w.data<int64_t>();
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t t = 0; t <= T; ++t) p[b * (T + 1) + t] = val[size_t((w0 + b) * T + t)];
+    loss_sum += lm_loss(*model.llama, w).item() * double(n * T);
+  }
+  r.count = windows * T;
+  r.loss = loss_sum / double(r.count);
+  return r;
+}
+
+EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bool resume, bool progress) {
+  NMPERM_CHECK(!cfg.out_dir.empty(), "train: an output folder is required");
+  NMPERM_CHECK(cfg.steps > 0 && cfg.batch > 0, "train: steps and batch must be positive");
+  check_vocab(model, data);
+  fs::create_directories(cfg.out_dir);
+  std::vector<Tensor> params = model.parameters();
+  AdamW opt(params, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].ndim() < 2) opt.decay[i] = 0.0;  // no decay on biases and norm weights
+  int64_t start = resume ? restore_training_state(model, opt, cfg) : 0;
+  if (start > 0 && progress) std::fprintf(stderr, "resuming from step %lld\n", (long long)start);
+  write_file_atomic((fs::path(cfg.out_dir) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
+
+  std::ofstream metrics(fs::path(cfg.out_dir) / "metrics.jsonl", std::ios::app);
+  bool tty = isatty(fileno(stderr));
+  auto t0 = std::chrono::steady_clock::now();
+  auto last_print = t0;
+  int64_t per_step = cfg.batch * (model.vit ? 1 : context_of(model));
+  double ema = 0;
+  EvalResult last;
+  for (int64_t step = start; step < cfg.steps; ++step) {
+    double lr = lr_at(cfg, step);
+    opt.hp.lr = lr;
+    opt.zero_grad();
+    Tensor loss = batch_loss(model, cfg, data, step);
+    double l = loss.item();
+    NMPERM_CHECK(std::isfinite(l),
+                 "training stopped: the loss is {} at step {}; the last good checkpoint in '{}' is kept "
+                 "(try a lower --lr)",
+                 l, step, cfg.out_dir);
+    backward(loss);
+    double gnorm = clip_grad_norm(params, cfg.clip > 0 ? cfg.clip : INFINITY);
+    opt.step();
+    ema = step == start ? l : 0.98 * ema + 0.02 * l;
+    auto now = std::chrono::steady_clock::now();
+    double el = std::chrono::duration<double>(now - t0).count();
+    double rate = double(step + 1 - start) / el;
+    bool eval_now = (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps;
+    json rec = {{"step", step + 1}, {"loss", l}, {"lr", lr}, {"grad_norm", gnorm}, {"elapsed_s", el}};
+    if (eval_now) {
+      last = evaluate(model, data, cfg.eval_windows);
+      rec["eval"] = last.to_json(model.arch());
+    }
+    metrics << rec.dump() << "\n";
+    metrics.flush();
+    if (progress && (eval_now || std::chrono::duration<double>(now - last_print).count() > 0.5)) {
+      last_print = now;
+      std::string line = fmt::format("step {:>6}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}/s  ETA {}", step + 1, cfg.steps,
+                                     ema, lr, rate * double(per_step), model.vit ? "img" : "tok",
+                                     fmt_time(double(cfg.steps - step - 1) / rate));
+      if (eval_now)
+        line += model.vit ? fmt::format("  | test acc {:.4f} loss {:.4f}", last.accuracy, last.loss)
+                          : fmt::format("  | val loss {:.4f} ppl {:.2f}", last.loss, std::exp(last.loss));
+      if (tty) std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), eval_now ? "\n" : "");
+      else if (eval_now) std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == cfg.steps) save_training_state(model, opt, cfg, step + 1);
+  }
+  if (start >= cfg.steps) last = evaluate(model, data, cfg.eval_windows);
+  save_checkpoint(model, cfg.out_dir, {{"steps", std::to_string(cfg.steps)}});
+  return last;
+}
+
+}  // namespace nmperm

@@ -1,0 +1,62 @@
+// Training and evaluation of the two model families, shared by the CLI and the tests.
+//
+// Every batch is a pure function of (seed, step): image batches come from a seeded
+// shuffle per epoch, token windows from Philox counters. Resuming therefore needs only
+// the parameters, the optimizer moments and the step, and a resumed run follows the
+// same trajectory as an uninterrupted one.
+//
+// Checkpoints: OUT/step_NNNNNNN/ holds a Hugging Face checkpoint plus
+// trainer_state.safetensors (AdamW moments, step, the training config); OUT/latest names
+// the newest complete one and is replaced atomically after it is fully written, so a
+// crash at any moment leaves the previous checkpoint usable. The finished model is also
+// written to OUT itself.
+#pragma once
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "models/checkpoint.h"
+#include "models/data.h"
+
+namespace nmperm {
+
+struct TrainConfig {
+  std::string arch = "vit";  // vit | llama
+  std::string out_dir;
+  int64_t steps = 1000, batch = 128, warmup = 100;
+  double lr = 1e-3, min_lr_ratio = 0.1, weight_decay = 0.05, clip = 1.0, beta1 = 0.9, beta2 = 0.999;
+  int64_t eval_every = 500, ckpt_every = 500, keep_checkpoints = 2;
+  int64_t eval_windows = 400;  // Llama: validation windows per evaluation (0 = all)
+  uint64_t seed = 0;
+  nlohmann::json to_json() const;
+  static TrainConfig from_json(const nlohmann::json& j);
+};
+
+struct EvalResult {
+  double loss = 0;      // mean cross-entropy (nats per example or token)
+  double accuracy = 0;  // ViT
+  int64_t count = 0;    // examples or tokens scored
+  nlohmann::json to_json(const std::string& arch) const;
+};
+
+// The data a model trains and evaluates on.
+struct TrainData {
+  ImageSet train_images, test_images;  // ViT (images in [0, 1])
+  TokenData tokens;                    // Llama
+};
+
+using StepCallback = std::function<void(int64_t step, double loss, double lr)>;
+
+// Trains `model` (fresh or loaded) on `data`; resumes from cfg.out_dir when it holds a
+// checkpoint and `resume` is set. Returns the final evaluation.
+EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bool resume, bool progress = true);
+EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows = 0, int64_t batch = 0);
+
+// Learning rate at `step`: linear warm-up, then cosine decay to lr * min_lr_ratio.
+double lr_at(const TrainConfig& cfg, int64_t step);
+// The training loss of one batch (with autograd), used by train() and the tests.
+Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, int64_t step);
+// Window length for a Llama (its max_position_embeddings).
+int64_t context_of(const Model& model);
+
+}  // namespace nmperm
