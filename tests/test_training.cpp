@@ -1,0 +1,171 @@
+// Training machinery: learning-rate schedule, data readers, and exact resume (a run split
+// by a checkpoint ends bitwise equal to an uninterrupted one).
+#include <filesystem>
+#include <fstream>
+
+#include "core/safetensors.h"
+#include "helpers.h"
+#include "models/train.h"
+
+namespace nmperm {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string tmp(const std::string& name) {
+  return (fs::temp_directory_path() / fmt::format("nmperm_train_{}_{}", getpid(), name)).string();
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f << bytes;
+}
+
+std::string le32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[size_t(i)] = char((v >> (8 * i)) & 0xff);
+  return s;
+}
+
+TEST(Training, LearningRateWarmsUpThenDecays) {
+  TrainConfig c;
+  c.lr = 1.0;
+  c.warmup = 10;
+  c.steps = 110;
+  c.min_lr_ratio = 0.1;
+  EXPECT_NEAR(lr_at(c, 0), 0.1, 1e-12);
+  EXPECT_NEAR(lr_at(c, 9), 1.0, 1e-12);
+  EXPECT_NEAR(lr_at(c, 60), 0.55, 1e-12);  // half way through the cosine
+  EXPECT_NEAR(lr_at(c, 110), 0.1, 1e-12);
+}
+
+TEST(Training, ReadsLlmcTokenFiles) {
+  std::string path = tmp("tokens.bin");
+  std::string header = le32(20240520) + le32(1) + le32(3) + std::string(1024 - 12, '\0');
+  write_bytes(path, header + std::string("\x01\x00\xff\xff\x10\x27", 6));
+  EXPECT_EQ(load_token_file(path), (std::vector<int32_t>{1, 65535, 10000}));
+  write_bytes(path, header + std::string("\x01\x00", 2));
+  EXPECT_THROW_MSG(load_token_file(path), "header says 3 tokens");
+  write_bytes(path, le32(20240520) + le32(2) + le32(0) + std::string(1012, '\0'));
+  EXPECT_THROW_MSG(load_token_file(path), "version 2 is not supported");
+  fs::remove(path);
+}
+
+TEST(Training, ReadsRawTokenArrays) {
+  std::string p16 = tmp("t.u16"), p32 = tmp("t.u32");
+  write_bytes(p16, std::string("\x05\x00\x06\x01", 4));
+  write_bytes(p32, le32(7) + le32(70000));
+  EXPECT_EQ(load_token_file(p16), (std::vector<int32_t>{5, 262}));
+  EXPECT_EQ(load_token_file(p32), (std::vector<int32_t>{7, 70000}));
+  write_bytes(p16, std::string("\x05", 1));
+  EXPECT_THROW_MSG(load_token_file(p16), "not a whole number of uint16 tokens");
+  EXPECT_THROW_MSG(load_token_file(p32, "bogus"), "unknown token format");
+  write_bytes(p32, "");
+  EXPECT_THROW_MSG(load_token_file(p32), "holds no tokens");
+  fs::remove(p16);
+  fs::remove(p32);
+}
+
+TEST(Training, ParsesIdxAndRejectsBadOnes) {
+  std::string img = std::string("\x00\x00\x08\x03", 4) + std::string("\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x01", 12) +
+                    std::string("\x00\xff", 2);
+  Tensor t = parse_idx(img, "img");
+  EXPECT_EQ(t.shape(), Shape({2, 1, 1}));
+  EXPECT_EQ(t.to_vector<int64_t>(), (std::vector<int64_t>{0, 255}));
+  EXPECT_THROW_MSG(parse_idx(img.substr(0, 17), "img"), "need 2 data bytes, the file has 1");
+  EXPECT_THROW_MSG(parse_idx(std::string("\x00\x00\x09\x01", 4), "x"), "not an unsigned-byte IDX file");
+  EXPECT_THROW_MSG(parse_idx(std::string("\x00\x00", 2), "x"), "too short");
+}
+
+// A tiny Llama on a synthetic token stream: train 6 steps straight, or 3 steps, stop,
+// and resume for 3 more from the checkpoint. Weights must be bitwise identical.
+TEST(Training, ResumeIsExact) {
+  TrainData data;
+  for (int i = 0; i < 4000; ++i) data.tokens.train.push_back((i * 7 + i / 13) % 50);
+  for (int i = 0; i < 500; ++i) data.tokens.val.push_back((i * 3) % 50);
+  data.tokens.vocab = 50;
+  LlamaConfig lc;
+  lc.vocab_size = 50;
+  lc.hidden_size = 16;
+  lc.intermediate_size = 24;
+  lc.num_hidden_layers = 1;
+  lc.num_attention_heads = 2;
+  lc.num_key_value_heads = 1;
+  lc.max_position_embeddings = 12;
+  auto fresh = [&] {
+    Generator g(3);
+    Model m;
+    m.llama = std::make_unique<Llama>(lc, g);
+    return m;
+  };
+  TrainConfig cfg;
+  cfg.arch = "llama";
+  cfg.steps = 6;
+  cfg.batch = 4;
+  cfg.warmup = 2;
+  cfg.eval_every = 3;
+  cfg.ckpt_every = 3;
+  cfg.eval_windows = 5;
+
+  cfg.out_dir = tmp("straight");
+  Model a = fresh();
+  train(a, cfg, data, false, false);
+
+  cfg.out_dir = tmp("split");
+  Model b = fresh();
+  {
+    // Simulate a crash after the step-3 checkpoint: train the full config, then remove
+    // everything after step 3, as if the process had been killed there.
+    train(b, cfg, data, false, false);
+    fs::remove_all(cfg.out_dir + "/step_0000006");
+    write_file_atomic(cfg.out_dir + "/latest", "step_0000003\n");
+  }
+  Model c = fresh();  // a new process: fresh weights, then resume
+  train(c, cfg, data, true, false);
+  auto pa = a.parameters(), pc = c.parameters();
+  ASSERT_EQ(pa.size(), pc.size());
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(pa[i].to_vector<float>(), pc[i].to_vector<float>()) << i;
+  fs::remove_all(tmp("straight"));
+  fs::remove_all(tmp("split"));
+}
+
+TEST(Training, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
+  TrainData data;
+  for (int i = 0; i < 2000; ++i) data.tokens.train.push_back(i % 20);
+  data.tokens.val = data.tokens.train;
+  data.tokens.vocab = 20;
+  LlamaConfig lc;
+  lc.vocab_size = 20;
+  lc.hidden_size = 8;
+  lc.intermediate_size = 8;
+  lc.num_hidden_layers = 1;
+  lc.num_attention_heads = 2;
+  lc.num_key_value_heads = 2;
+  lc.max_position_embeddings = 8;
+  Generator g(0);
+  Model m;
+  m.llama = std::make_unique<Llama>(lc, g);
+  TrainConfig cfg;
+  cfg.arch = "llama";
+  cfg.steps = 4;
+  cfg.batch = 2;
+  cfg.ckpt_every = 2;
+  cfg.eval_every = 100;
+  cfg.out_dir = tmp("nan");
+  train(m, cfg, data, false, false);  // leaves step 2 and step 4
+  // Poison a weight and continue: the first step must stop with a message, and the
+  // newest checkpoint must still be the good one.
+  m.llama->final_norm.weight.data<float>()[0] = NAN;
+  cfg.steps = 8;
+  EXPECT_THROW_MSG(train(m, cfg, data, false, false), "the loss is nan at step 0");
+  std::ifstream f(cfg.out_dir + "/latest");
+  std::string latest;
+  f >> latest;
+  EXPECT_EQ(latest, "step_0000004");
+  Model back = load_checkpoint(cfg.out_dir + "/" + latest);
+  EXPECT_TRUE(std::isfinite(sum(back.llama->final_norm.weight).item()));
+  fs::remove_all(cfg.out_dir);
+}
+
+}  // namespace
+}  // namespace nmperm
