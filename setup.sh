@@ -4,7 +4,7 @@
 #   ./setup.sh demo [ARGS...]   install what is missing, build, run `nmperm demo ARGS...`
 #   ./setup.sh test             install what is missing, build, run the whole test suite
 #   ./setup.sh test-asan        the test suite under AddressSanitizer + UBSan (build-asan/)
-#   ./setup.sh bench            build and run the CPU benchmarks against PyTorch and OpenBLAS
+#   ./setup.sh bench            build and run the CPU benchmarks (ops, training steps) against PyTorch
 #   ./setup.sh build            install what is missing and build only
 #
 # Packages come from Debian's archive and are installed only when missing (as root, or
@@ -13,9 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# libopenblas-openmp-dev: the OpenMP build of OpenBLAS shares nmperm's thread pool.
 BUILD_PKGS=(build-essential cmake pkg-config git libfmt-dev libgtest-dev libbenchmark-dev libopenblas-dev
-            libcli11-dev nlohmann-json3-dev zlib1g-dev)
-DATA_PKGS=(dataset-fashion-mnist)
+            libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev)
+DATA_PKGS=(dataset-fashion-mnist bible-kjv)
 BENCH_PKGS=(python3-torch python3-numpy)
 JOBS=${JOBS:-$(nproc)}
 
@@ -54,7 +55,8 @@ case "$cmd" in
   bench)
     install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}"
     build "${BUILD_DIR:-build}"
-    exec /usr/bin/python3 tools/bench/compare.py --bench "${BUILD_DIR:-build}/bench_ops" "$@" ;;
+    /usr/bin/python3 tools/bench/compare.py --bench "${BUILD_DIR:-build}/bench_ops" "$@"
+    exec /usr/bin/python3 tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" ;;
   build)
     install_missing "${BUILD_PKGS[@]}"
     build "${BUILD_DIR:-build}" ;;

@@ -2,31 +2,25 @@
 
 namespace nmperm {
 
-namespace {
-template <class T> void get(const nlohmann::json& j, const char* key, T& out) {
-  if (j.contains(key) && !j[key].is_null()) out = j[key].get<T>();
-}
-}  // namespace
-
 LlamaConfig LlamaConfig::from_json(const nlohmann::json& j) {
   LlamaConfig c;
   try {
-    get(j, "vocab_size", c.vocab_size);
-    get(j, "hidden_size", c.hidden_size);
-    get(j, "intermediate_size", c.intermediate_size);
-    get(j, "num_hidden_layers", c.num_hidden_layers);
-    get(j, "num_attention_heads", c.num_attention_heads);
+    json_get(j, "vocab_size", c.vocab_size);
+    json_get(j, "hidden_size", c.hidden_size);
+    json_get(j, "intermediate_size", c.intermediate_size);
+    json_get(j, "num_hidden_layers", c.num_hidden_layers);
+    json_get(j, "num_attention_heads", c.num_attention_heads);
     c.num_key_value_heads = c.num_attention_heads;
-    get(j, "num_key_value_heads", c.num_key_value_heads);
-    get(j, "max_position_embeddings", c.max_position_embeddings);
-    get(j, "rms_norm_eps", c.rms_norm_eps);
-    get(j, "rope_theta", c.rope_theta);
-    get(j, "initializer_range", c.initializer_range);
-    get(j, "tie_word_embeddings", c.tie_word_embeddings);
-    get(j, "attention_bias", c.attention_bias);
-    get(j, "mlp_bias", c.mlp_bias);
+    json_get(j, "num_key_value_heads", c.num_key_value_heads);
+    json_get(j, "max_position_embeddings", c.max_position_embeddings);
+    json_get(j, "rms_norm_eps", c.rms_norm_eps);
+    json_get(j, "rope_theta", c.rope_theta);
+    json_get(j, "initializer_range", c.initializer_range);
+    json_get(j, "tie_word_embeddings", c.tie_word_embeddings);
+    json_get(j, "attention_bias", c.attention_bias);
+    json_get(j, "mlp_bias", c.mlp_bias);
     std::string act = "silu";
-    get(j, "hidden_act", act);
+    json_get(j, "hidden_act", act);
     NMPERM_CHECK(act == "silu", "Llama config.json: hidden_act '{}' is not supported (silu)", act);
     NMPERM_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
                  "Llama config.json: rope_scaling is not supported");

@@ -4,6 +4,7 @@
 // Dimension names: B batch, T tokens, C channels, H heads, D head dim.
 #pragma once
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "autograd/ops.h"
@@ -11,6 +12,11 @@
 namespace nmperm {
 
 using ParamVisitor = std::function<void(const std::string& name, Tensor& param)>;
+
+// Reads j[key] into out when present and not null (config.json fields are optional).
+template <class T> void json_get(const nlohmann::json& j, const char* key, T& out) {
+  if (j.contains(key) && !j[key].is_null()) out = j[key].get<T>();
+}
 
 // y = x W^T + b; W (out, in), b optional.
 struct Linear {

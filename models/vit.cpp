@@ -4,28 +4,22 @@
 
 namespace nmperm {
 
-namespace {
-template <class T> void get(const nlohmann::json& j, const char* key, T& out) {
-  if (j.contains(key) && !j[key].is_null()) out = j[key].get<T>();
-}
-}  // namespace
-
 ViTConfig ViTConfig::from_json(const nlohmann::json& j) {
   ViTConfig c;
   try {
-    get(j, "image_size", c.image_size);
-    get(j, "patch_size", c.patch_size);
-    get(j, "num_channels", c.num_channels);
-    get(j, "hidden_size", c.hidden_size);
-    get(j, "num_hidden_layers", c.num_hidden_layers);
-    get(j, "num_attention_heads", c.num_attention_heads);
-    get(j, "intermediate_size", c.intermediate_size);
-    get(j, "layer_norm_eps", c.layer_norm_eps);
-    get(j, "initializer_range", c.initializer_range);
-    get(j, "hidden_act", c.hidden_act);
-    get(j, "qkv_bias", c.qkv_bias);
+    json_get(j, "image_size", c.image_size);
+    json_get(j, "patch_size", c.patch_size);
+    json_get(j, "num_channels", c.num_channels);
+    json_get(j, "hidden_size", c.hidden_size);
+    json_get(j, "num_hidden_layers", c.num_hidden_layers);
+    json_get(j, "num_attention_heads", c.num_attention_heads);
+    json_get(j, "intermediate_size", c.intermediate_size);
+    json_get(j, "layer_norm_eps", c.layer_norm_eps);
+    json_get(j, "initializer_range", c.initializer_range);
+    json_get(j, "hidden_act", c.hidden_act);
+    json_get(j, "qkv_bias", c.qkv_bias);
     if (j.contains("id2label") && j["id2label"].is_object()) c.num_labels = int64_t(j["id2label"].size());
-    get(j, "num_labels", c.num_labels);
+    json_get(j, "num_labels", c.num_labels);
   } catch (const nlohmann::json::exception& e) {
     NMPERM_FAIL("ViT config.json: {}", e.what());
   }

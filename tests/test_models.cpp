@@ -100,8 +100,9 @@ TEST(Models, SaveThenLoadRoundTrips) {
     ASSERT_EQ(a.size(), b.size());
     for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].to_vector<float>(), b[i].to_vector<float>());
     EXPECT_EQ(m.config_json(), back.config_json());
-    if (back.llama && back.llama->cfg.tie_word_embeddings)
+    if (back.llama && back.llama->cfg.tie_word_embeddings) {
       EXPECT_TRUE(back.llama->lm_head.weight.same_data(back.llama->embed_tokens));
+    }
     fs::remove_all(dir);
   }
 }

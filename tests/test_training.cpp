@@ -27,6 +27,18 @@ std::string le32(uint32_t v) {
   return s;
 }
 
+LlamaConfig tiny_llama(int64_t vocab, int64_t hidden, int64_t heads, int64_t kv_heads, int64_t context) {
+  LlamaConfig lc;
+  lc.vocab_size = vocab;
+  lc.hidden_size = hidden;
+  lc.intermediate_size = hidden * 3 / 2;
+  lc.num_hidden_layers = 1;
+  lc.num_attention_heads = heads;
+  lc.num_key_value_heads = kv_heads;
+  lc.max_position_embeddings = context;
+  return lc;
+}
+
 TEST(Training, LearningRateWarmsUpThenDecays) {
   TrainConfig c;
   c.lr = 1.0;
@@ -84,14 +96,7 @@ TEST(Training, ResumeIsExact) {
   for (int i = 0; i < 4000; ++i) data.tokens.train.push_back((i * 7 + i / 13) % 50);
   for (int i = 0; i < 500; ++i) data.tokens.val.push_back((i * 3) % 50);
   data.tokens.vocab = 50;
-  LlamaConfig lc;
-  lc.vocab_size = 50;
-  lc.hidden_size = 16;
-  lc.intermediate_size = 24;
-  lc.num_hidden_layers = 1;
-  lc.num_attention_heads = 2;
-  lc.num_key_value_heads = 1;
-  lc.max_position_embeddings = 12;
+  LlamaConfig lc = tiny_llama(50, 16, 2, 1, 12);
   auto fresh = [&] {
     Generator g(3);
     Model m;
@@ -134,14 +139,7 @@ TEST(Training, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
   for (int i = 0; i < 2000; ++i) data.tokens.train.push_back(i % 20);
   data.tokens.val = data.tokens.train;
   data.tokens.vocab = 20;
-  LlamaConfig lc;
-  lc.vocab_size = 20;
-  lc.hidden_size = 8;
-  lc.intermediate_size = 8;
-  lc.num_hidden_layers = 1;
-  lc.num_attention_heads = 2;
-  lc.num_key_value_heads = 2;
-  lc.max_position_embeddings = 8;
+  LlamaConfig lc = tiny_llama(20, 8, 2, 2, 8);
   Generator g(0);
   Model m;
   m.llama = std::make_unique<Llama>(lc, g);

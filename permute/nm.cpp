@@ -1,0 +1,126 @@
+#include "permute/nm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace nmperm {
+
+Score parse_score(const std::string& name) {
+  if (name == "magnitude") return Score::Magnitude;
+  if (name == "wanda") return Score::Wanda;
+  if (name == "ria") return Score::RIA;
+  NMPERM_FAIL("unknown score '{}' (magnitude, wanda, ria)", name);
+}
+
+const char* score_name(Score s) {
+  return s == Score::Magnitude ? "magnitude" : s == Score::Wanda ? "wanda" : "ria";
+}
+
+NMPattern NMPattern::parse(const std::string& text) {
+  NMPattern p;
+  auto colon = text.find(':');
+  NMPERM_CHECK(colon != std::string::npos, "N:M pattern '{}' must look like 2:4", text);
+  try {
+    p.n = std::stoll(text.substr(0, colon));
+    p.m = std::stoll(text.substr(colon + 1));
+  } catch (const std::exception&) {
+    NMPERM_FAIL("N:M pattern '{}' must look like 2:4", text);
+  }
+  NMPERM_CHECK(p.m > 0 && p.n > 0 && p.n < p.m, "N:M pattern '{}' needs 0 < N < M", text);
+  return p;
+}
+
+void NMPattern::check_fits(int64_t in, const std::string& what) const {
+  NMPERM_CHECK(in % m == 0, "{}: {} input channels are not a multiple of M = {} (pattern {}:{})", what, in, m, n, m);
+}
+
+Tensor importance(const Tensor& weight, const Tensor& act_norms, Score score) {
+  NMPERM_CHECK(weight.ndim() == 2, "importance: weight must be (out, in), got {}", describe(weight));
+  int64_t O = weight.shape(0), I = weight.shape(1);
+  Tensor w = weight.to(DType::F32).contiguous();
+  Tensor s = Tensor::empty({O, I});
+  const float* wp = w.data<float>();
+  float* sp = s.data<float>();
+  for (int64_t k = 0; k < O * I; ++k) sp[k] = std::abs(wp[k]);
+  if (score == Score::Magnitude) return s;
+  NMPERM_CHECK(act_norms.defined() && act_norms.numel() == I,
+               "importance: {} needs activation norms for the {} input channels, got {}", score_name(score), I,
+               describe(act_norms));
+  std::vector<float> a = act_norms.to_vector<float>();
+  if (score == Score::Wanda) {
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t i = 0; i < I; ++i) sp[o * I + i] *= a[size_t(i)];
+    return s;
+  }
+  std::vector<double> row(size_t(O), 0.0), col(size_t(I), 0.0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t i = 0; i < I; ++i) {
+      row[size_t(o)] += sp[o * I + i];
+      col[size_t(i)] += sp[o * I + i];
+    }
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t i = 0; i < I; ++i) {
+      double v = sp[o * I + i];
+      double r = (row[size_t(o)] > 0 ? v / row[size_t(o)] : 0.0) + (col[size_t(i)] > 0 ? v / col[size_t(i)] : 0.0);
+      sp[o * I + i] = float(r * std::sqrt(double(a[size_t(i)])));
+    }
+  return s;
+}
+
+Tensor nm_mask(const Tensor& scores, NMPattern p) {
+  NMPERM_CHECK(scores.ndim() == 2, "nm_mask: scores must be (out, in), got {}", describe(scores));
+  int64_t O = scores.shape(0), I = scores.shape(1);
+  p.check_fits(I, "nm_mask");
+  Tensor s = scores.to(DType::F32).contiguous();
+  Tensor mask = zeros({O, I});
+  const float* sp = s.data<float>();
+  float* mp = mask.data<float>();
+#pragma omp parallel for if (O * I > 65536)
+  for (int64_t o = 0; o < O; ++o) {
+    std::vector<int64_t> idx(static_cast<size_t>(p.m));
+    for (int64_t g = 0; g < I; g += p.m) {
+      const float* grp = sp + o * I + g;
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + p.n, idx.end(), [&](int64_t a, int64_t b) {
+        return grp[a] != grp[b] ? grp[a] > grp[b] : a < b;
+      });
+      for (int64_t k = 0; k < p.n; ++k) mp[o * I + g + idx[size_t(k)]] = 1.0f;
+    }
+  }
+  return mask;
+}
+
+Tensor unstructured_mask(const Tensor& scores, NMPattern p) {
+  NMPERM_CHECK(scores.ndim() == 2, "unstructured_mask: scores must be (out, in), got {}", describe(scores));
+  int64_t O = scores.shape(0), I = scores.shape(1), keep = I * p.n / p.m;
+  Tensor s = scores.to(DType::F32).contiguous();
+  Tensor mask = zeros({O, I});
+  const float* sp = s.data<float>();
+  float* mp = mask.data<float>();
+#pragma omp parallel for if (O * I > 65536)
+  for (int64_t o = 0; o < O; ++o) {
+    std::vector<int64_t> idx(static_cast<size_t>(I));
+    std::iota(idx.begin(), idx.end(), 0);
+    const float* row = sp + o * I;
+    std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(),
+                      [&](int64_t a, int64_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; });
+    for (int64_t k = 0; k < keep; ++k) mp[o * I + idx[size_t(k)]] = 1.0f;
+  }
+  return mask;
+}
+
+double kept_fraction(const Tensor& scores, const Tensor& mask) {
+  NMPERM_CHECK(scores.shape() == mask.shape(), "kept_fraction: scores {} and mask {} differ", describe(scores),
+               describe(mask));
+  auto s = scores.to_vector<double>(), m = mask.to_vector<double>();
+  double kept = 0, total = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    kept += s[i] * m[i];
+    total += s[i];
+  }
+  return total > 0 ? kept / total : 0.0;
+}
+
+}  // namespace nmperm

@@ -1,0 +1,133 @@
+// Assignment solver optimality (brute force for n <= 8, SciPy fixtures for ties and
+// adversarial costs), N:M masks and importance scores.
+#include <algorithm>
+#include <numeric>
+
+#include "core/safetensors.h"
+#include "helpers.h"
+#include "permute/assignment.h"
+#include "permute/nm.h"
+
+namespace nmperm {
+namespace {
+
+double brute_force(const std::vector<double>& c, int64_t n, bool maximize) {
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  std::iota(p.begin(), p.end(), 0);
+  double best = maximize ? -INFINITY : INFINITY;
+  do {
+    double s = assignment_cost(c.data(), n, p);
+    best = maximize ? std::max(best, s) : std::min(best, s);
+  } while (std::next_permutation(p.begin(), p.end()));
+  return best;
+}
+
+bool is_permutation(const std::vector<int64_t>& p) {
+  std::vector<int64_t> s = p;
+  std::sort(s.begin(), s.end());
+  for (size_t i = 0; i < s.size(); ++i)
+    if (s[i] != int64_t(i)) return false;
+  return true;
+}
+
+TEST(Assignment, OptimalAgainstBruteForce) {
+  Generator g(1);
+  for (int64_t n = 1; n <= 8; ++n)
+    for (int trial = 0; trial < 6; ++trial) {
+      std::vector<double> c(size_t(n * n));
+      for (auto& x : c) x = trial % 2 ? double(g.randint(4)) : g.uniform() * 10 - 5;  // odd trials: many ties
+      for (bool maximize : {false, true}) {
+        auto p = linear_assignment(c.data(), n, maximize);
+        ASSERT_TRUE(is_permutation(p));
+        EXPECT_NEAR(assignment_cost(c.data(), n, p), brute_force(c, n, maximize), 1e-9)
+            << "n " << n << " trial " << trial << (maximize ? " max" : " min");
+      }
+    }
+}
+
+TEST(Assignment, MatchesScipyOnRandomTiedAndAdversarialCosts) {
+  SafeTensors ref = load_safetensors(std::string(NMPERM_FIXTURES) + "/assignment_reference.safetensors");
+  int checked = 0;
+  for (auto& [name, t] : ref.tensors) {
+    if (!name.ends_with(".cost")) continue;
+    std::string base = name.substr(0, name.size() - 5);
+    Tensor c = t;
+    int64_t n = c.shape(0);
+    for (bool maximize : {false, true}) {
+      auto p = linear_assignment(c, maximize);
+      ASSERT_TRUE(is_permutation(p)) << base;
+      double want = ref.at(base + (maximize ? ".max" : ".min")).item();
+      EXPECT_NEAR(assignment_cost(c.data<double>(), n, p), want, 1e-9 * std::max(1.0, std::abs(want)))
+          << base << (maximize ? " max" : " min");
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 10);
+}
+
+TEST(Assignment, BatchedEqualsOneByOne) {
+  Generator g(2);
+  Tensor costs = randn({5, 13, 13}, g, DType::F64);
+  Tensor p = linear_assignment_batched(costs, true);
+  for (int64_t b = 0; b < 5; ++b) {
+    auto one = linear_assignment(reshape(narrow(costs, 0, b, 1), {13, 13}), true);
+    auto got = reshape(narrow(p, 0, b, 1), {13}).to_vector<int64_t>();
+    EXPECT_EQ(got, one);
+  }
+  Tensor bad = zeros({1, 2, 2}, DType::F64);
+  bad.data<double>()[3] = NAN;
+  EXPECT_THROW_MSG(linear_assignment_batched(bad), "non-finite");
+}
+
+TEST(NM, MaskKeepsExactlyNPerGroup) {
+  Generator g(3);
+  Tensor s = abs(randn({7, 24}, g));
+  for (auto [n, m] : std::vector<std::pair<int64_t, int64_t>>{{2, 4}, {1, 4}, {3, 8}, {1, 2}}) {
+    Tensor mask = nm_mask(s, {n, m});
+    auto mv = mask.to_vector<float>(), sv = s.to_vector<float>();
+    for (int64_t o = 0; o < 7; ++o)
+      for (int64_t gi = 0; gi < 24; gi += m) {
+        float kept_min = INFINITY, dropped_max = -INFINITY;
+        int64_t count = 0;
+        for (int64_t k = 0; k < m; ++k) {
+          size_t e = size_t(o * 24 + gi + k);
+          if (mv[e] == 1.0f) {
+            ++count;
+            kept_min = std::min(kept_min, sv[e]);
+          } else {
+            dropped_max = std::max(dropped_max, sv[e]);
+          }
+        }
+        EXPECT_EQ(count, n);
+        EXPECT_GE(kept_min, dropped_max);  // the N kept are the N largest
+      }
+  }
+  EXPECT_THROW_MSG(nm_mask(s, {2, 5}), "24 input channels are not a multiple of M = 5");
+  EXPECT_THROW_MSG(NMPattern::parse("4:4"), "needs 0 < N < M");
+  EXPECT_THROW_MSG(NMPattern::parse("2-4"), "must look like 2:4");
+}
+
+TEST(NM, UnstructuredBoundsStructured) {
+  Generator g(4);
+  Tensor s = abs(randn({16, 32}, g));
+  double nm = kept_fraction(s, nm_mask(s, {2, 4})), un = kept_fraction(s, unstructured_mask(s, {2, 4}));
+  EXPECT_LE(nm, un + 1e-12);
+  EXPECT_GT(nm, 0.5);  // keeping the top half of each group keeps more than half the mass
+  EXPECT_NEAR(sum(unstructured_mask(s, {2, 4})).item(), 16 * 16, 0);
+}
+
+TEST(NM, ScoresFollowTheirDefinitions) {
+  Tensor w = from_vector<float>({1, -2, 3, -4}, {2, 2});
+  Tensor a = from_vector<float>({4, 9}, {2});
+  EXPECT_EQ(importance(w, Tensor(), Score::Magnitude).to_vector<float>(), (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(importance(w, a, Score::Wanda).to_vector<float>(), (std::vector<float>{4, 18, 12, 36}));
+  // RIA: (|w|/rowsum + |w|/colsum) * sqrt(a); rows sum 3, 7; columns sum 4, 6.
+  auto r = importance(w, a, Score::RIA).to_vector<float>();
+  EXPECT_NEAR(r[0], (1.0 / 3 + 1.0 / 4) * 2, 1e-6);
+  EXPECT_NEAR(r[3], (4.0 / 7 + 4.0 / 6) * 3, 1e-6);
+  EXPECT_THROW_MSG(importance(w, Tensor(), Score::Wanda), "needs activation norms");
+  EXPECT_THROW_MSG(parse_score("l1"), "unknown score 'l1'");
+}
+
+}  // namespace
+}  // namespace nmperm

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Training-step time (forward + backward + clip + AdamW) of the embedded default ViT and
+Llama: nmperm (tools/bench/bench_train.cpp) against the same models written in PyTorch,
+same batch, same thread count, alternating the two sides in fresh processes; medians.
+
+    /usr/bin/python3 tools/bench/compare_train.py --bench build/bench_train [--threads 2]
+
+The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
+(eager attention, as transformers runs on PyTorch 1.13) with the same sizes.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import blas_in_use, median, set_blas_threads  # noqa: E402 (sets OPENBLAS_CORETYPE first)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+
+class Attention(nn.Module):
+    def __init__(self, C, H, Hkv, bias, rope_theta=None, causal=False):
+        super().__init__()
+        D = C // H
+        self.H, self.Hkv, self.D, self.causal, self.theta = H, Hkv, D, causal, rope_theta
+        self.q, self.k = nn.Linear(C, H * D, bias), nn.Linear(C, Hkv * D, bias)
+        self.v, self.o = nn.Linear(C, Hkv * D, bias), nn.Linear(H * D, C, bias if rope_theta is None else False)
+
+    def rope(self, x):
+        T, D = x.shape[2], self.D
+        inv = 1.0 / (self.theta ** (torch.arange(0, D, 2).float() / D))
+        f = torch.outer(torch.arange(T).float(), inv)
+        emb = torch.cat((f, f), -1)
+        rot = torch.cat((-x[..., D // 2:], x[..., :D // 2]), -1)
+        return x * emb.cos() + rot * emb.sin()
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.H, self.D).transpose(1, 2)
+        k = self.k(x).view(B, T, self.Hkv, self.D).transpose(1, 2)
+        v = self.v(x).view(B, T, self.Hkv, self.D).transpose(1, 2)
+        if self.theta is not None:
+            q, k = self.rope(q), self.rope(k)
+        g = self.H // self.Hkv
+        k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+        s = q @ k.transpose(-1, -2) / math.sqrt(self.D)
+        if self.causal:
+            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        y = F.softmax(s, -1) @ v
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, C, eps):
+        super().__init__()
+        self.w, self.eps = nn.Parameter(torch.ones(C)), eps
+
+    def forward(self, x):
+        return self.w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+class ViT(nn.Module):
+    def __init__(self, img=28, P=4, Cin=1, C=128, L=4, H=4, M=512, labels=10):
+        super().__init__()
+        N = (img // P) ** 2
+        self.proj = nn.Conv2d(Cin, C, P, P)
+        self.cls = nn.Parameter(torch.randn(1, 1, C) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, N + 1, C) * 0.02)
+        self.blocks = nn.ModuleList()
+        for _ in range(L):
+            self.blocks.append(nn.ModuleDict(dict(ln1=nn.LayerNorm(C, eps=1e-12), attn=Attention(C, H, H, True),
+                                                  ln2=nn.LayerNorm(C, eps=1e-12), fc1=nn.Linear(C, M),
+                                                  fc2=nn.Linear(M, C))))
+        self.ln = nn.LayerNorm(C, eps=1e-12)
+        self.head = nn.Linear(C, labels)
+
+    def forward(self, x):
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        for b in self.blocks:
+            x = x + b["attn"](b["ln1"](x))
+            x = x + b["fc2"](F.gelu(b["fc1"](b["ln2"](x))))
+        return self.head(self.ln(x)[:, 0])
+
+
+class Llama(nn.Module):
+    def __init__(self, V=256, C=128, L=4, H=4, Hkv=2, M=384):
+        super().__init__()
+        self.emb = nn.Embedding(V, C)
+        self.blocks = nn.ModuleList()
+        for _ in range(L):
+            self.blocks.append(nn.ModuleDict(dict(n1=RMSNorm(C, 1e-5), attn=Attention(C, H, Hkv, False, 10000.0, True),
+                                                  n2=RMSNorm(C, 1e-5), gate=nn.Linear(C, M, False),
+                                                  up=nn.Linear(C, M, False), down=nn.Linear(M, C, False))))
+        self.norm = RMSNorm(C, 1e-5)
+        self.head = nn.Linear(C, V, False)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        for b in self.blocks:
+            x = x + b["attn"](b["n1"](x))
+            h = b["n2"](x)
+            x = x + b["down"](F.silu(b["gate"](h)) * b["up"](h))
+        return self.head(self.norm(x))
+
+
+def torch_steps(steps, warmup):
+    torch.manual_seed(0)
+    out = {}
+    vit = ViT()
+    opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, weight_decay=0.05)
+    x, y = torch.randn(128, 1, 28, 28), torch.arange(128) % 10
+
+    def vstep():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(vit(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
+        opt.step()
+    llama = Llama()
+    lopt = torch.optim.AdamW(llama.parameters(), lr=1e-3, weight_decay=0.05)
+    w = torch.randint(0, 256, (32, 129))
+
+    def lstep():
+        lopt.zero_grad(set_to_none=True)
+        F.cross_entropy(llama(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1)).backward()
+        torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
+        lopt.step()
+    for name, fn in (("vit_ms", vstep), ("llama_ms", lstep)):
+        for _ in range(warmup):
+            fn()
+        ms = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - t0) * 1e3)
+        out[name] = median(ms)
+    out["params"] = {"vit": sum(p.numel() for p in vit.parameters()),
+                     "llama": sum(p.numel() for p in llama.parameters())}
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", default="build/bench_train")
+    ap.add_argument("--threads", type=int, nargs="+", default=[2])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per side; medians reported")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        n = int(os.environ["OMP_NUM_THREADS"])
+        torch.set_num_threads(n)
+        set_blas_threads(n)
+        r = torch_steps(a.steps, 3)
+        r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__)
+        print(json.dumps(r))
+        return 0
+    for threads in a.threads:
+        env = dict(os.environ, NMPERM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads))
+        ours, theirs = [], []
+        for _ in range(a.rounds):
+            ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps)], env=env, check=True,
+                                                  capture_output=True, text=True).stdout))
+            theirs.append(json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
+                                                     "--steps", str(a.steps)], env=env, check=True,
+                                                    capture_output=True, text=True).stdout))
+        print(f"threads: nmperm {ours[0]['threads']} (OpenBLAS {ours[0]['blas']}), "
+              f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']})")
+        print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side)")
+        print(f"{'model':8} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
+        for key, name in (("vit_ms", "ViT"), ("llama_ms", "Llama")):
+            o, t = median([r[key] for r in ours]), median([r[key] for r in theirs])
+            print(f"{name:8} {o:15.1f} {t:16.1f} {o / t:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
