@@ -131,3 +131,52 @@ TEST(NM, ScoresFollowTheirDefinitions) {
 
 }  // namespace
 }  // namespace nmperm
+
+#include "autograd/gradcheck.h"
+#include "permute/sinkhorn.h"
+
+namespace nmperm {
+namespace {
+
+TEST(Sinkhorn, FusedGradientMatchesCentralDifferences) {
+  Generator g(5);
+  Tensor l = randn({3, 5, 5}, g, DType::F64).set_requires_grad();
+  GradcheckResult r = gradcheck([](const std::vector<Tensor>& x) { return sinkhorn(x[0], 4); }, {l});
+  EXPECT_TRUE(r.ok) << r.message;
+}
+
+TEST(Sinkhorn, UnrolledGradientMatchesCentralDifferences) {
+  Generator g(6);
+  Tensor l = randn({2, 4, 4}, g, DType::F64).set_requires_grad();
+  GradcheckResult r = gradcheck([](const std::vector<Tensor>& x) { return sinkhorn_unrolled(x[0], 3); }, {l});
+  EXPECT_TRUE(r.ok) << r.message;
+}
+
+TEST(Sinkhorn, FusedMatchesUnrolledValuesAndGradients) {
+  Generator g(7);
+  Tensor base = mul(randn({4, 9, 9}, g, DType::F64), 3.0);
+  Tensor u = randn({4, 9, 9}, g, DType::F64);
+  Tensor a = base.clone().set_requires_grad(), b = base.clone().set_requires_grad();
+  Tensor pa = sinkhorn(a, 20), pb = sinkhorn_unrolled(b, 20);
+  EXPECT_TRUE(test::all_close(pa, pb, 1e-12, 1e-10));
+  backward(pa, u);
+  backward(pb, u);
+  EXPECT_TRUE(test::all_close(a.grad(), b.grad(), 1e-10, 1e-8));
+}
+
+TEST(Sinkhorn, ConvergesToDoublyStochastic) {
+  Generator g(8);
+  Tensor l = randn({2, 16, 16}, g);
+  SinkhornError e1 = sinkhorn_error(sinkhorn(l, 1)), e30 = sinkhorn_error(sinkhorn(l, 30));
+  EXPECT_LT(e1.col, 1e-5);  // each iteration ends with the column step
+  EXPECT_LT(e30.row, e1.row);
+  EXPECT_LT(e30.row, 1e-4);
+  // Small epsilon (large logits) stays finite and near a permutation.
+  Tensor sharp = sinkhorn(mul(l, 100.0), 50);
+  EXPECT_TRUE(std::isfinite(sum(sharp).item()));
+  EXPECT_GT(max(sharp).item(), 0.99);
+  EXPECT_THROW_MSG(sinkhorn(zeros({3, 4}), 5), "square blocks");
+}
+
+}  // namespace
+}  // namespace nmperm
