@@ -99,23 +99,6 @@ template <class T> Tensor from_vector(const std::vector<T>& values, const Shape&
 Tensor scalar_tensor(double value, DType dtype = DType::F32);
 Tensor zeros_like(const Tensor& t);
 
-// Raw strided element visitor: calls f(linear_index_in_row_major_order, element_offset).
-template <class F> void for_each_offset(const Shape& shape, const Shape& strides, int64_t offset, F&& f) {
-  int64_t n = numel(shape);
-  if (n == 0) return;
-  size_t nd = shape.size();
-  std::vector<int64_t> idx(nd, 0);
-  int64_t off = offset;
-  for (int64_t i = 0; i < n; ++i) {
-    f(i, off);
-    for (size_t d = nd; d-- > 0;) {
-      if (++idx[d] < shape[d]) { off += strides[d]; break; }
-      off -= strides[d] * (shape[d] - 1);
-      idx[d] = 0;
-    }
-  }
-}
-
 std::string describe(const Tensor& t);  // "f32[2, 3] cpu" for error messages
 
 }  // namespace nmperm

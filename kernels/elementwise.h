@@ -19,8 +19,6 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
 // out = cond != 0 ? a : b, all expanded to out's shape.
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out);
-// out = a * alpha + b * beta elementwise on same-shape contiguous tensors (used for gradient sums).
-void axpby(const Tensor& a, double alpha, const Tensor& b, double beta, Tensor& out);
 // t *= s in place (contiguous).
 void scale_(Tensor& t, double s);
 

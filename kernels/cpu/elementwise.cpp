@@ -260,21 +260,6 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
   });
 }
 
-void axpby(const Tensor& a, double alpha, const Tensor& b, double beta, Tensor& out) {
-  require_cpu("axpby", a, b, out);
-  NMPERM_CHECK(a.shape() == b.shape() && a.shape() == out.shape(), "axpby: shapes {} {} {}", a.shape(), b.shape(),
-               out.shape());
-  dispatch_float(a.dtype(), [&]<class T>() {
-    Tensor ac = a.contiguous(), bc = b.contiguous();
-    const T *ap = ac.data<T>(), *bp = bc.data<T>();
-    T* o = out.data<T>();
-    T al = T(alpha), be = T(beta);
-    int64_t n = out.numel();
-#pragma omp parallel for if (n > kParallelGrain) schedule(static)
-    for (int64_t i = 0; i < n; ++i) o[i] = al * ap[i] + be * bp[i];
-  });
-}
-
 void scale_(Tensor& t, double s) {
   require_cpu("scale_", t);
   NMPERM_CHECK(t.is_contiguous(), "scale_: needs a contiguous tensor");
