@@ -6,7 +6,10 @@
 #include <cblas.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "autograd/ops.h"
 #include "kernels/dispatch.h"
@@ -107,9 +110,39 @@ BENCHMARK(BM_rms_norm<true>)->Name("BM_rms_norm_fwdbwd")->Args({4096, 128})->Arg
 BENCHMARK(BM_attention<false>)->Name("BM_attention_fwd")->Args({32, 4, 128, 32, 2, 1})->Args({8, 8, 256, 64, 8, 0})->UseRealTime();
 BENCHMARK(BM_attention<true>)->Name("BM_attention_fwdbwd")->Args({32, 4, 128, 32, 2, 1})->Args({8, 8, 256, 64, 8, 0})->UseRealTime();
 
+// matmul against cblas_sgemm alternating call by call (median of 41 pairs per shape), so a
+// noisy stretch of the machine hits both sides alike. Prints one JSON object per shape.
+int interleaved_matmul() {
+  const int64_t shapes[][3] = {{256, 256, 256}, {1024, 1024, 1024}, {4096, 128, 512}, {4096, 512, 128}};
+  for (auto& s : shapes) {
+    int64_t M = s[0], K = s[1], N = s[2];
+    Tensor a = rnd({M, K}, 1), b = rnd({K, N}, 2), c = zeros({M, N});
+    std::vector<double> ours, blas;
+    auto ms = [](auto t0) {
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    };
+    for (int i = 0; i < 41; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      { Tensor o = matmul(a, b); benchmark::DoNotOptimize(o.raw_data()); }
+      ours.push_back(ms(t0));
+      t0 = std::chrono::steady_clock::now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(N), int(K), 1.0f, a.data<float>(), int(K),
+                  b.data<float>(), int(N), 0.0f, c.data<float>(), int(N));
+      benchmark::DoNotOptimize(c.raw_data());
+      blas.push_back(ms(t0));
+    }
+    std::sort(ours.begin(), ours.end());
+    std::sort(blas.begin(), blas.end());
+    std::printf("{\"shape\": [%lld, %lld, %lld], \"nmperm_ms\": %.4f, \"openblas_ms\": %.4f}\n", (long long)M,
+                (long long)K, (long long)N, ours[20], blas[20]);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   kernels::select_blas_kernels(argv);
   if (const char* t = std::getenv("NMPERM_THREADS")) kernels::set_num_threads(std::atoi(t));
+  if (argc > 1 && std::string(argv[1]) == "--interleaved-matmul") return interleaved_matmul();
   benchmark::AddCustomContext("nmperm_threads", std::to_string(kernels::num_threads()));
   benchmark::AddCustomContext("blas", openblas_get_config());
   benchmark::Initialize(&argc, argv);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs nmperm's CPU op benchmarks and the same ops in PyTorch at the same thread count,
 and prints ours, PyTorch's and the ratio (ours / PyTorch; below 1 means we are faster).
-Matmul is also compared with cblas_sgemm called directly from the same process.
+Matmul is also compared with cblas_sgemm called directly from the same process, the two
+alternating call by call (bench_ops --interleaved-matmul).
 
     /usr/bin/python3 tools/bench/compare.py --bench build/bench_ops [--threads 1 2]
 
@@ -238,6 +239,8 @@ def main():
         ours = {k: median(v) for k, v in runs.items()}
         torch_ms = [median([p["times"][i] for p in peers]) if peers[0]["times"][i] is not None else None
                     for i in range(len(cases))]
+        inter = subprocess.run([a.bench, "--interleaved-matmul"], env=env, check=True, capture_output=True, text=True)
+        interleaved = [json.loads(line) for line in inter.stdout.splitlines() if line.startswith("{")]
         print(f"\nthreads: nmperm {ctx.get('nmperm_threads')}, PyTorch {peers[0]['threads']}")
         print(f"  nmperm BLAS: {ctx.get('blas', '?')}")
         print(f"  PyTorch {peers[0]['torch']} BLAS: {peers[0]['blas']}")
@@ -245,10 +248,13 @@ def main():
         for i, (name, args) in enumerate(cases):
             args = tuple(args)
             ms = ours[(name, args)]
-            if name == "BM_matmul" and ("BM_openblas_sgemm", args) in ours:
-                peer = ours[("BM_openblas_sgemm", args)]
-                rows.append(dict(op=name, args=args, threads=threads, ours=ms, peer=peer, peer_name="OpenBLAS sgemm"))
-                print(f"{name[3:]:24} {str(args):22} {ms:10.3f} {peer:10.3f} {ms / peer:7.2f}  OpenBLAS direct")
+            if name == "BM_matmul":
+                for r in interleaved:
+                    if tuple(r["shape"]) == args:
+                        o, p = r["nmperm_ms"], r["openblas_ms"]
+                        rows.append(dict(op=name, args=args, threads=threads, ours=o, peer=p, peer_name="OpenBLAS sgemm"))
+                        print(f"{name[3:]:24} {str(args):22} {o:10.3f} {p:10.3f} {o / p:7.2f}  OpenBLAS direct, "
+                              "call by call")
             if torch_ms[i] is None:
                 continue
             peer = torch_ms[i]
