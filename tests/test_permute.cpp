@@ -180,3 +180,54 @@ TEST(Sinkhorn, ConvergesToDoublyStochastic) {
 
 }  // namespace
 }  // namespace nmperm
+
+#include "permute/baselines.h"
+
+namespace nmperm {
+namespace {
+
+bool is_perm_of(const Perm& p, int64_t n) {
+  Perm s = p;
+  std::sort(s.begin(), s.end());
+  return s == identity_perm(n);
+}
+
+TEST(Baselines, EveryMethodReturnsAPermutationAndSearchesBeatIdentity) {
+  Generator g(9);
+  // Wanda-like scores with strong channel structure, so the order matters.
+  Tensor col = mul(abs(randn({1, 48}, g)), 3.0);
+  Tensor s = abs(mul(randn({24, 48}, g), col));
+  NMPattern pat{2, 4};
+  SearchOptions opt;
+  double none = kept_fraction(s, identity_perm(48), pat);
+  for (const char* m : {"none", "random", "channel-swap", "ria"}) {
+    Perm p = search_permutation(m, s, pat, opt);
+    EXPECT_TRUE(is_perm_of(p, 48)) << m;
+  }
+  double swap = kept_fraction(s, channel_swap(s, pat, opt), pat);
+  double ria = kept_fraction(s, ria_permutation(s, pat, opt), pat);
+  double bound = kept_fraction(s, unstructured_mask(s, pat));
+  EXPECT_GT(swap, none);
+  EXPECT_GT(ria, none);
+  EXPECT_LE(swap, bound + 1e-9);
+  EXPECT_LE(ria, bound + 1e-9);
+  EXPECT_EQ(random_perm(48, 3), random_perm(48, 3));
+  EXPECT_NE(random_perm(48, 3), random_perm(48, 4));
+  EXPECT_THROW_MSG(search_permutation("magic", s, pat, opt), "unknown permutation method 'magic'");
+  EXPECT_THROW_MSG(search_permutation("ria", s, {2, 5}, opt), "not a multiple of M = 5");
+}
+
+TEST(Baselines, ChannelSwapIsOptimalOnASmallCase) {
+  // 8 channels, 2:4: brute force over all permutations (grouping is what matters).
+  Generator g(10);
+  Tensor s = abs(randn({5, 8}, g));
+  NMPattern pat{2, 4};
+  Perm p = identity_perm(8);
+  double best = 0;
+  do best = std::max(best, kept_fraction(s, p, pat));
+  while (std::next_permutation(p.begin(), p.end()));
+  EXPECT_NEAR(kept_fraction(s, channel_swap(s, pat, {}), pat), best, 1e-6);
+}
+
+}  // namespace
+}  // namespace nmperm
