@@ -67,19 +67,23 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
   double cur = std::accumulate(val.begin(), val.end(), 0.0), best_total = cur;
   Generator gen(opt.seed);
   int64_t escapes = 0;
+  struct Move {
+    double gain, v1, v2;
+    int64_t i, j;  // positions swapped
+  };
   for (int64_t sweep = 0; sweep < opt.max_sweeps * (opt.escapes + 1); ++sweep) {
-    // The best single swap over all pairs of groups.
-    double gain = 1e-12 * std::max(1.0, std::abs(cur));
-    int64_t bi = -1, bj = -1;
-    double bvi = 0, bvj = 0;
+    // The best swap for every pair of groups, then as many of them as touch disjoint groups,
+    // best first (one sweep then moves many channels instead of one).
+    double eps = 1e-12 * std::max(1.0, std::abs(cur));
+    std::vector<Move> moves;
 #pragma omp parallel
     {
-      double lgain = gain, lvi = 0, lvj = 0;
-      int64_t li = -1, lj = -1;
+      std::vector<Move> local;
       std::vector<int64_t> gi(static_cast<size_t>(M)), gj(static_cast<size_t>(M));
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(dynamic) nowait
       for (int64_t g1 = 0; g1 < G; ++g1)
-        for (int64_t g2 = g1 + 1; g2 < G; ++g2)
+        for (int64_t g2 = g1 + 1; g2 < G; ++g2) {
+          Move best_move{eps, 0, 0, -1, -1};
           for (int64_t a = 0; a < M; ++a)
             for (int64_t b = 0; b < M; ++b) {
               std::copy(p.begin() + g1 * M, p.begin() + (g1 + 1) * M, gi.begin());
@@ -87,28 +91,30 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
               std::swap(gi[size_t(a)], gj[size_t(b)]);
               double v1 = group_value(c, gi.data(), pat), v2 = group_value(c, gj.data(), pat);
               double d = v1 + v2 - val[size_t(g1)] - val[size_t(g2)];
-              if (d > lgain) {
-                lgain = d;
-                li = g1 * M + a;
-                lj = g2 * M + b;
-                lvi = v1;
-                lvj = v2;
-              }
+              if (d > best_move.gain) best_move = {d, v1, v2, g1 * M + a, g2 * M + b};
             }
+          if (best_move.i >= 0) local.push_back(best_move);
+        }
 #pragma omp critical
-      if (li >= 0 && (lgain > gain || (lgain == gain && (li < bi || (li == bi && lj < bj))))) {
-        gain = lgain;
-        bi = li;
-        bj = lj;
-        bvi = lvi;
-        bvj = lvj;
-      }
+      moves.insert(moves.end(), local.begin(), local.end());
     }
-    if (bi >= 0) {
-      std::swap(p[size_t(bi)], p[size_t(bj)]);
-      val[size_t(bi / M)] = bvi;
-      val[size_t(bj / M)] = bvj;
-      cur += gain;
+    // Deterministic order whatever the threads did: by gain, then by position.
+    std::sort(moves.begin(), moves.end(), [](const Move& x, const Move& y) {
+      return x.gain != y.gain ? x.gain > y.gain : (x.i != y.i ? x.i < y.i : x.j < y.j);
+    });
+    std::vector<char> touched(static_cast<size_t>(G), 0);
+    int64_t applied = 0;
+    for (const Move& mv : moves) {
+      int64_t g1 = mv.i / M, g2 = mv.j / M;
+      if (touched[size_t(g1)] || touched[size_t(g2)]) continue;
+      touched[size_t(g1)] = touched[size_t(g2)] = 1;
+      std::swap(p[size_t(mv.i)], p[size_t(mv.j)]);
+      val[size_t(g1)] = mv.v1;
+      val[size_t(g2)] = mv.v2;
+      cur += mv.gain;
+      ++applied;
+    }
+    if (applied > 0) {
       if (cur > best_total) {
         best_total = cur;
         best = p;

@@ -1,6 +1,7 @@
 // nmperm command-line tool.
 //   nmperm train  train a ViT (Fashion-MNIST) or a Llama (KJV bytes or a token file)
 //   nmperm eval   evaluate any ViT / Llama checkpoint (ours or exported by Hugging Face)
+//   nmperm permute-matrix  search an N:M channel permutation for one weight matrix
 //   nmperm demo   end-to-end showcase of the engine: trains an MLP on Fashion-MNIST with
 //                 our autograd, AdamW and CBLAS matmuls, then reports test accuracy.
 // Exit codes: 0 success, 1 runtime error (bad file, bad data, ...), 2 usage error.
@@ -19,6 +20,7 @@
 #include "models/data.h"
 #include "models/optim.h"
 #include "models/train.h"
+#include "permute/baselines.h"
 
 using namespace nmperm;
 
@@ -226,6 +228,51 @@ int run_eval(EvalCli& o) {
   return 0;
 }
 
+struct PermuteMatrixCli {
+  std::string weights, tensor, act_norms, act_tensor, pattern = "2:4", score = "wanda", method = "ria";
+  uint64_t seed = 0;
+  int64_t sweeps = 100, escapes = 20;
+  int threads = 0;
+};
+
+// One matrix: the kept-score fraction for the identity, for the method and for the
+// unstructured bound, the permutation and the search time, as one JSON object.
+int run_permute_matrix(PermuteMatrixCli& o) {
+  if (o.threads > 0) kernels::set_num_threads(o.threads);
+  SafeTensors st = load_safetensors(o.weights);
+  const Tensor* w = st.find(o.tensor);
+  NMPERM_CHECK(w, "'{}' has no tensor '{}'", o.weights, o.tensor);
+  NMPERM_CHECK(w->ndim() == 2, "tensor '{}' is {}, expected a (out, in) weight matrix", o.tensor, describe(*w));
+  Score score = parse_score(o.score);
+  NMPattern pat = NMPattern::parse(o.pattern);
+  pat.check_fits(w->shape(1), o.tensor);
+  Tensor norms;
+  if (!o.act_norms.empty()) {
+    SafeTensors an = load_safetensors(o.act_norms);
+    const Tensor* t = an.find(o.act_tensor.empty() ? o.tensor : o.act_tensor);
+    NMPERM_CHECK(t, "'{}' has no tensor '{}'", o.act_norms, o.act_tensor.empty() ? o.tensor : o.act_tensor);
+    norms = *t;
+  }
+  NMPERM_CHECK(score == Score::Magnitude || norms.defined(),
+               "score '{}' needs activation norms: pass --act-norms FILE [--act-norms-tensor NAME]", o.score);
+  Tensor s = importance(*w, norms, score);
+  auto t0 = std::chrono::steady_clock::now();
+  Perm p = search_permutation(o.method, s, pat, {.seed = o.seed, .max_sweeps = o.sweeps, .escapes = o.escapes});
+  double secs = seconds_since(t0);
+  nlohmann::json j = {{"tensor", o.tensor},
+                      {"shape", w->shape()},
+                      {"pattern", o.pattern},
+                      {"score", o.score},
+                      {"method", o.method},
+                      {"kept_identity", kept_fraction(s, identity_perm(w->shape(1)), pat)},
+                      {"kept_method", kept_fraction(s, p, pat)},
+                      {"kept_unstructured", kept_fraction(s, unstructured_mask(s, pat))},
+                      {"seconds", secs},
+                      {"permutation", p}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
 void add_data_options(CLI::App* c, DataOptions& d) {
   c->add_option("--data", d.data,
                 "vit: folder with Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist); "
@@ -284,6 +331,25 @@ int main(int argc, char** argv) {
   e->add_flag("--json", ev.json, "print one JSON object");
   add_data_options(e, ev.data);
 
+  PermuteMatrixCli pm;
+  auto* pmc = app.add_subcommand("permute-matrix",
+                                 "Search an input-channel permutation for one weight matrix and print JSON");
+  pmc->add_option("--weights", pm.weights, "safetensors file holding the matrix")->required();
+  pmc->add_option("--tensor", pm.tensor, "name of the (out, in) weight in that file")->required();
+  pmc->add_option("--act-norms", pm.act_norms, "safetensors file with per-input-channel activation norms");
+  pmc->add_option("--act-norms-tensor", pm.act_tensor, "tensor name in --act-norms (default: --tensor)");
+  pmc->add_option("--pattern", pm.pattern, "N:M pattern")->capture_default_str();
+  pmc->add_option("--score", pm.score, "importance score")->capture_default_str()->check(
+      CLI::IsMember({"magnitude", "wanda", "ria"}));
+  pmc->add_option("--permute", pm.method, "method (none, random, channel-swap, ria)")->capture_default_str()->check(
+      CLI::IsMember({"none", "random", "channel-swap", "ria"}));
+  pmc->add_option("--seed", pm.seed, "seed (random, channel-swap escapes)")->capture_default_str();
+  pmc->add_option("--sweeps", pm.sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
+  pmc->add_option("--escapes", pm.escapes, "channel-swap random escapes")->capture_default_str();
+  pmc->add_option("--threads", pm.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  bool pm_json = true;
+  pmc->add_flag("--json", pm_json, "print JSON (the only output format of this command)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -295,6 +361,7 @@ int main(int argc, char** argv) {
     if (d->parsed()) return run_demo(demo);
     if (t->parsed()) return run_train(tr);
     if (e->parsed()) return run_eval(ev);
+    if (pmc->parsed()) return run_permute_matrix(pm);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nerror: %s\n", e.what());
     return 1;
