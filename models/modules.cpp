@@ -2,6 +2,13 @@
 
 namespace nmperm {
 
+namespace {
+thread_local LinearObserver* current_observer = nullptr;
+}
+
+void set_linear_observer(LinearObserver* observer) { current_observer = observer; }
+LinearObserver* linear_observer() { return current_observer; }
+
 void Linear::visit(const std::string& prefix, const ParamVisitor& f) {
   f(prefix + ".weight", weight);
   if (bias.defined()) f(prefix + ".bias", bias);

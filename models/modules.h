@@ -18,10 +18,21 @@ template <class T> void json_get(const nlohmann::json& j, const char* key, T& ou
   if (j.contains(key) && !j[key].is_null()) out = j[key].get<T>();
 }
 
+// Sees the input of every Linear while installed (calibration): see models/calibrate.h.
+struct LinearObserver {
+  virtual ~LinearObserver() = default;
+  virtual void observe(const Tensor& weight, const Tensor& input) = 0;
+};
+void set_linear_observer(LinearObserver* observer);  // nullptr removes it (per thread)
+LinearObserver* linear_observer();
+
 // y = x W^T + b; W (out, in), b optional.
 struct Linear {
   Tensor weight, bias;
-  Tensor operator()(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor operator()(const Tensor& x) const {
+    if (LinearObserver* o = linear_observer()) o->observe(weight, x);
+    return linear(x, weight, bias);
+  }
   void visit(const std::string& prefix, const ParamVisitor& f);
   int64_t in() const { return weight.shape(1); }
   int64_t out() const { return weight.shape(0); }

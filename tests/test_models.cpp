@@ -161,3 +161,32 @@ TEST(Models, ConfigErrorsAreClear) {
 
 }  // namespace
 }  // namespace nmperm
+
+#include "models/calibrate.h"
+
+namespace nmperm {
+namespace {
+
+TEST(Calibration, NormsAreThoseOfEachLinearInput) {
+  Model m = load_checkpoint(fixture("llama_tiny"));
+  TrainData data;
+  for (int i = 0; i < 400; ++i) data.tokens.train.push_back((i * 11) % 64);
+  data.tokens.vocab = 64;
+  auto norms = activation_norms(m, data, {.batches = 2, .batch = 3});
+  EXPECT_EQ(norms.size(), 2u * 7 + 1);  // q k v o gate up down per layer, and lm_head
+  // q_proj of layer 0 sees input_layernorm(embedding(ids)) for all 2 * 3 * 16 tokens.
+  NoGradGuard ng;
+  int64_t T = 16;
+  std::vector<int64_t> ids(data.tokens.train.begin(), data.tokens.train.begin() + 6 * T);
+  Tensor x = m.llama->layers[0].input_norm(embedding(m.llama->embed_tokens, from_vector(ids, {6, T})));
+  Tensor want = sqrt(sum(square(reshape(x, {6 * T, 32})), {0}));
+  EXPECT_TRUE(all_close(norms.at("model.layers.0.self_attn.q_proj.weight"), want, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(norms.at("model.layers.0.self_attn.k_proj.weight"), want, 1e-5, 1e-5));
+  EXPECT_EQ(norms.at("model.layers.1.mlp.down_proj.weight").shape(), Shape({48}));
+  EXPECT_EQ(linear_observer(), nullptr);
+  EXPECT_THROW_MSG(activation_norms(m, data, {.batches = 100, .batch = 3}), "calibration wants");
+  EXPECT_EQ(linear_observer(), nullptr);
+}
+
+}  // namespace
+}  // namespace nmperm

@@ -1,6 +1,7 @@
 // nmperm command-line tool.
 //   nmperm train  train a ViT (Fashion-MNIST) or a Llama (KJV bytes or a token file)
 //   nmperm eval   evaluate any ViT / Llama checkpoint (ours or exported by Hugging Face)
+//   nmperm calibrate       activation norms of every linear layer over calibration data
 //   nmperm permute-matrix  search an N:M channel permutation for one weight matrix
 //   nmperm demo   end-to-end showcase of the engine: trains an MLP on Fashion-MNIST with
 //                 our autograd, AdamW and CBLAS matmuls, then reports test accuracy.
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "models/calibrate.h"
 #include "models/checkpoint.h"
 #include "models/data.h"
 #include "models/optim.h"
@@ -273,6 +275,30 @@ int run_permute_matrix(PermuteMatrixCli& o) {
   return 0;
 }
 
+struct CalibrateCli {
+  std::string checkpoint, out;
+  DataOptions data;
+  CalibrationOptions opt;
+  int threads = 0;
+};
+
+int run_calibrate(CalibrateCli& o) {
+  if (o.threads > 0) kernels::set_num_threads(o.threads);
+  Model model = load_checkpoint(o.checkpoint);
+  TrainData data = load_data(model.arch(), o.data, true);
+  auto t0 = std::chrono::steady_clock::now();
+  auto norms = activation_norms(model, data, o.opt);
+  std::vector<std::pair<std::string, Tensor>> tensors(norms.begin(), norms.end());
+  save_safetensors(o.out, tensors,
+                   {{"checkpoint", o.checkpoint},
+                    {"batches", std::to_string(o.opt.batches)},
+                    {"batch", std::to_string(o.opt.batch)}});
+  std::printf("activation norms of %zu linear layers from %lld %s in %.1fs -> %s\n", tensors.size(),
+              (long long)(o.opt.batches * o.opt.batch), model.vit ? "images" : "token windows", seconds_since(t0),
+              o.out.c_str());
+  return 0;
+}
+
 void add_data_options(CLI::App* c, DataOptions& d) {
   c->add_option("--data", d.data,
                 "vit: folder with Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist); "
@@ -331,6 +357,15 @@ int main(int argc, char** argv) {
   e->add_flag("--json", ev.json, "print one JSON object");
   add_data_options(e, ev.data);
 
+  CalibrateCli cal;
+  auto* cc = app.add_subcommand("calibrate", "Per-input-channel activation norms of every linear layer (for Wanda/RIA)");
+  cc->add_option("--checkpoint", cal.checkpoint, "checkpoint folder or file")->required();
+  cc->add_option("--out", cal.out, "output safetensors file (one (in) vector per weight name)")->required();
+  cc->add_option("--batches", cal.opt.batches, "forward passes")->capture_default_str()->check(CLI::PositiveNumber);
+  cc->add_option("--batch", cal.opt.batch, "images or token windows per pass")->capture_default_str()->check(CLI::PositiveNumber);
+  cc->add_option("--threads", cal.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  add_data_options(cc, cal.data);
+
   PermuteMatrixCli pm;
   auto* pmc = app.add_subcommand("permute-matrix",
                                  "Search an input-channel permutation for one weight matrix and print JSON");
@@ -362,6 +397,7 @@ int main(int argc, char** argv) {
     if (t->parsed()) return run_train(tr);
     if (e->parsed()) return run_eval(ev);
     if (pmc->parsed()) return run_permute_matrix(pm);
+    if (cc->parsed()) return run_calibrate(cal);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nerror: %s\n", e.what());
     return 1;
