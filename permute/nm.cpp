@@ -69,46 +69,43 @@ Tensor importance(const Tensor& weight, const Tensor& act_norms, Score score) {
   return s;
 }
 
-Tensor nm_mask(const Tensor& scores, NMPattern p) {
-  NMPERM_CHECK(scores.ndim() == 2, "nm_mask: scores must be (out, in), got {}", describe(scores));
+namespace {
+
+// 0/1 mask keeping the `keep` highest scores of every run of `group` consecutive inputs of
+// every row (ties keep the lower index).
+Tensor top_in_groups(const Tensor& scores, int64_t group, int64_t keep) {
   int64_t O = scores.shape(0), I = scores.shape(1);
-  p.check_fits(I, "nm_mask");
   Tensor s = scores.to(DType::F32).contiguous();
   Tensor mask = zeros({O, I});
   const float* sp = s.data<float>();
   float* mp = mask.data<float>();
 #pragma omp parallel for if (O * I > 65536)
   for (int64_t o = 0; o < O; ++o) {
-    std::vector<int64_t> idx(static_cast<size_t>(p.m));
-    for (int64_t g = 0; g < I; g += p.m) {
+    std::vector<int64_t> idx(static_cast<size_t>(group));
+    for (int64_t g = 0; g < I; g += group) {
       const float* grp = sp + o * I + g;
       std::iota(idx.begin(), idx.end(), 0);
-      std::partial_sort(idx.begin(), idx.begin() + p.n, idx.end(), [&](int64_t a, int64_t b) {
+      std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(), [&](int64_t a, int64_t b) {
         return grp[a] != grp[b] ? grp[a] > grp[b] : a < b;
       });
-      for (int64_t k = 0; k < p.n; ++k) mp[o * I + g + idx[size_t(k)]] = 1.0f;
+      for (int64_t k = 0; k < keep; ++k) mp[o * I + g + idx[size_t(k)]] = 1.0f;
     }
   }
   return mask;
 }
 
+}  // namespace
+
+Tensor nm_mask(const Tensor& scores, NMPattern p) {
+  NMPERM_CHECK(scores.ndim() == 2, "nm_mask: scores must be (out, in), got {}", describe(scores));
+  p.check_fits(scores.shape(1), "nm_mask");
+  return top_in_groups(scores, p.m, p.n);
+}
+
 Tensor unstructured_mask(const Tensor& scores, NMPattern p) {
   NMPERM_CHECK(scores.ndim() == 2, "unstructured_mask: scores must be (out, in), got {}", describe(scores));
-  int64_t O = scores.shape(0), I = scores.shape(1), keep = I * p.n / p.m;
-  Tensor s = scores.to(DType::F32).contiguous();
-  Tensor mask = zeros({O, I});
-  const float* sp = s.data<float>();
-  float* mp = mask.data<float>();
-#pragma omp parallel for if (O * I > 65536)
-  for (int64_t o = 0; o < O; ++o) {
-    std::vector<int64_t> idx(static_cast<size_t>(I));
-    std::iota(idx.begin(), idx.end(), 0);
-    const float* row = sp + o * I;
-    std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(),
-                      [&](int64_t a, int64_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; });
-    for (int64_t k = 0; k < keep; ++k) mp[o * I + idx[size_t(k)]] = 1.0f;
-  }
-  return mask;
+  int64_t I = scores.shape(1);
+  return top_in_groups(scores, I, I * p.n / p.m);
 }
 
 double kept_fraction(const Tensor& scores, const Tensor& mask) {
