@@ -7,57 +7,76 @@
 namespace nmperm {
 
 std::vector<int64_t> linear_assignment(const double* a, int64_t n, bool maximize) {
-  // Rows 1..n and columns 1..n (index 0 is the virtual start column), potentials u, v;
-  // match[j] = row assigned to column j. For each new row, Dijkstra over reduced costs
-  // a[i][j] - u[i] - v[j] >= 0 finds the cheapest augmenting path.
+  // Shortest augmenting paths with dual potentials u (rows) and v (columns) (the
+  // Jonker-Volgenant family, in the form Crouse 2016 describes): each new row grows a
+  // Dijkstra tree over reduced costs a[i][j] - u[i] - v[j] >= 0, scanning only the columns
+  // not yet in the tree, until it reaches a free column; potentials are updated once per
+  // row from the path lengths, then the path is flipped.
   const double kInf = std::numeric_limits<double>::infinity();
-  const double sign = maximize ? -1.0 : 1.0;
   for (int64_t k = 0; k < n * n; ++k)
     NMPERM_CHECK(std::isfinite(a[k]), "linear_assignment: cost[{}, {}] is {}", k / n, k % n, a[k]);
-  std::vector<double> u(size_t(n + 1), 0.0), v(size_t(n + 1), 0.0), minv(size_t(n + 1));
-  std::vector<int64_t> match(size_t(n + 1), 0), way(size_t(n + 1), 0);
-  std::vector<char> used(size_t(n + 1));
-  for (int64_t i = 1; i <= n; ++i) {
-    match[0] = i;
-    int64_t j0 = 0;
-    std::fill(minv.begin(), minv.end(), kInf);
-    std::fill(used.begin(), used.end(), 0);
-    do {
-      used[size_t(j0)] = 1;
-      int64_t i0 = match[size_t(j0)], j1 = 0;
-      double delta = kInf, ui = u[size_t(i0)];
-      const double* row = a + (i0 - 1) * n;
-      for (int64_t j = 1; j <= n; ++j) {
-        if (used[size_t(j)]) continue;
-        double cur = sign * row[j - 1] - ui - v[size_t(j)];
-        if (cur < minv[size_t(j)]) {
-          minv[size_t(j)] = cur;
-          way[size_t(j)] = j0;
-        }
-        if (minv[size_t(j)] < delta) {
-          delta = minv[size_t(j)];
-          j1 = j;
-        }
-      }
-      for (int64_t j = 0; j <= n; ++j) {
-        if (used[size_t(j)]) {
-          u[size_t(match[size_t(j)])] += delta;
-          v[size_t(j)] -= delta;
-        } else {
-          minv[size_t(j)] -= delta;
-        }
-      }
-      j0 = j1;
-    } while (match[size_t(j0)] != 0);
-    do {  // augment along the path
-      int64_t j1 = way[size_t(j0)];
-      match[size_t(j0)] = match[size_t(j1)];
-      j0 = j1;
-    } while (j0);
+  std::vector<double> negated;
+  if (maximize) {  // maximise by minimising -cost (a copy keeps the inner loop a plain read)
+    negated.assign(a, a + n * n);
+    for (double& x : negated) x = -x;
+    a = negated.data();
   }
-  std::vector<int64_t> p(static_cast<size_t>(n));
-  for (int64_t j = 1; j <= n; ++j) p[size_t(match[size_t(j)] - 1)] = j - 1;
-  return p;
+  const size_t N = static_cast<size_t>(n);
+  std::vector<double> u(N, 0.0), v(N, 0.0), dist(N);
+  std::vector<int64_t> row_of(N, -1), col_of(N, -1), path(N, -1), remaining(N);
+  std::vector<char> in_tree_row(N), in_tree_col(N);
+  for (int64_t cur = 0; cur < n; ++cur) {
+    std::fill(dist.begin(), dist.end(), kInf);
+    std::fill(in_tree_row.begin(), in_tree_row.end(), 0);
+    std::fill(in_tree_col.begin(), in_tree_col.end(), 0);
+    int64_t left = n;
+    for (int64_t k = 0; k < n; ++k) remaining[size_t(k)] = n - 1 - k;
+    double min_val = 0;
+    int64_t i = cur, sink = -1;
+    while (sink < 0) {
+      in_tree_row[size_t(i)] = 1;
+      const double* row = a + i * n;
+      const double base = min_val - u[size_t(i)];
+      const int64_t* rem = remaining.data();
+      const double* vp = v.data();
+      const int64_t* rowp = row_of.data();
+      double* dp = dist.data();
+      int64_t* pp = path.data();
+      double lowest = kInf;
+      int64_t pick = -1;
+      for (int64_t k = 0; k < left; ++k) {
+        int64_t j = rem[k];
+        double r = base + row[j] - vp[j], d = dp[j];
+        if (r < d) {
+          pp[j] = i;
+          dp[j] = d = r;
+        }
+        // Ties prefer a free column: the path ends there.
+        if (d < lowest || (d == lowest && rowp[j] < 0)) {
+          lowest = d;
+          pick = k;
+        }
+      }
+      min_val = lowest;
+      int64_t j = remaining[size_t(pick)];
+      if (row_of[size_t(j)] < 0) sink = j;
+      else i = row_of[size_t(j)];
+      in_tree_col[size_t(j)] = 1;
+      remaining[size_t(pick)] = remaining[size_t(--left)];
+    }
+    u[size_t(cur)] += min_val;
+    for (int64_t r = 0; r < n; ++r)
+      if (in_tree_row[size_t(r)] && r != cur) u[size_t(r)] += min_val - dist[size_t(col_of[size_t(r)])];
+    for (int64_t c = 0; c < n; ++c)
+      if (in_tree_col[size_t(c)]) v[size_t(c)] -= min_val - dist[size_t(c)];
+    for (int64_t j = sink;;) {  // flip the path
+      int64_t r = path[size_t(j)];
+      row_of[size_t(j)] = r;
+      std::swap(col_of[size_t(r)], j);
+      if (r == cur) break;
+    }
+  }
+  return col_of;
 }
 
 std::vector<int64_t> linear_assignment(const Tensor& cost, bool maximize) {
