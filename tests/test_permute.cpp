@@ -164,7 +164,7 @@ TEST(Sinkhorn, FusedMatchesUnrolledValuesAndGradients) {
   EXPECT_TRUE(test::all_close(a.grad(), b.grad(), 1e-10, 1e-8));
 }
 
-TEST(Sinkhorn, ConvergesToDoublyStochastic) {
+TEST(Sinkhorn, ReachesDoublyStochastic) {
   Generator g(8);
   Tensor l = randn({2, 16, 16}, g);
   SinkhornError e1 = sinkhorn_error(sinkhorn(l, 1)), e30 = sinkhorn_error(sinkhorn(l, 30));

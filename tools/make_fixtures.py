@@ -6,14 +6,15 @@ Run with Debian's PyTorch:  /usr/bin/python3 tools/make_fixtures.py
 The safetensors file is written by hand (json header + raw bytes) so no extra package
 is needed, and so our reader is also checked against an independent writer.
 """
-import json
 import math
 import os
-import struct
 import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_np import save  # noqa: E402
 
 torch.manual_seed(0)
 out = {}
@@ -112,20 +113,6 @@ put("ce.loss_none", F.cross_entropy(logits, target, ignore_index=-100, label_smo
 put("ce.loss_sum", F.cross_entropy(logits, target, ignore_index=-100, reduction="sum"))
 
 
-def save(path, tensors, metadata):
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name, t in tensors.items():
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": "F64" if t.dtype == torch.float64 else "I64", "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "ops_reference.safetensors")
-save(path, out, {"made_by": "tools/make_fixtures.py", "torch": torch.__version__})
+save(path, {k: v.numpy() for k, v in out.items()}, {"made_by": "tools/make_fixtures.py", "torch": torch.__version__})
 print(f"wrote {len(out)} tensors to {os.path.normpath(path)} (torch {torch.__version__})", file=sys.stderr)

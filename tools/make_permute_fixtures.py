@@ -4,12 +4,14 @@ total cost SciPy's linear_sum_assignment finds for each (random, integer-tied wi
 equal optima, and adversarial: huge dynamic range, constant rows, anti-diagonal optimum).
 Run with Debian's SciPy:  /usr/bin/python3 tools/make_permute_fixtures.py
 """
-import json
 import os
-import struct
+import sys
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_np import save  # noqa: E402
 
 rng = np.random.default_rng(0)
 cases = {}
@@ -33,15 +35,7 @@ for name, c in cases.items():
     r, col = linear_sum_assignment(c, maximize=True)
     tensors[f"{name}.max"] = np.array([c[r, col].sum()])
 
-header, blobs, off = {"__metadata__": {"made_by": "tools/make_permute_fixtures.py"}}, [], 0
-for k, v in tensors.items():
-    b = np.ascontiguousarray(v, dtype=np.float64).tobytes()
-    header[k] = {"dtype": "F64", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-    blobs.append(b)
-    off += len(b)
-h = json.dumps(header).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "assignment_reference.safetensors")
-with open(path, "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+save(path, {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()},
+     {"made_by": "tools/make_permute_fixtures.py"})
 print(f"wrote {len(tensors)} tensors to {os.path.normpath(path)}")

@@ -8,7 +8,6 @@ whether the two optimal costs agree.
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -18,18 +17,8 @@ import numpy as np
 import scipy
 from scipy.optimize import linear_sum_assignment
 
-
-def save(path, arrays):
-    header, blobs, off = {}, [], 0
-    for k, v in arrays.items():
-        b = np.ascontiguousarray(v, dtype=np.float64).tobytes()
-        header[k] = {"dtype": "F64", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from safetensors_np import save  # noqa: E402
 
 
 def main():
