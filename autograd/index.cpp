@@ -13,31 +13,31 @@ void check_index(const Tensor& idx, const char* op) {
   NMPERM_CHECK(idx.defined() && !is_floating(idx.dtype()), "{}: indices must be i32 or i64, got {}", op, describe(idx));
 }
 
-struct IndexSelectNode : Node {
+// Backward of the gathering ops: the gradient is added back where it was read from.
+// index_select reads rows idx[i] (its backward is index_add); gather reads element-wise
+// (its backward is scatter_add).
+struct GatherBackNode : Node {
+  using AddBack = void (*)(Tensor&, int64_t, const Tensor&, const Tensor&);
+  const char* label;
+  AddBack add_back;
   int64_t dim;
   Tensor idx;
-  IndexSelectNode(int64_t d, Tensor i) : dim(d), idx(std::move(i)) {}
-  const char* name() const override { return "index_select"; }
+  GatherBackNode(const char* l, AddBack f, int64_t d, Tensor i) : label(l), add_back(f), dim(d), idx(std::move(i)) {}
+  const char* name() const override { return label; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor gx = zeros(inputs[0].shape, g.dtype(), g.device());
-    kernels::index_add(gx, dim, idx, g.contiguous());
+    add_back(gx, dim, idx, g.contiguous());
     return {gx};
   }
   void release() override { idx = Tensor(); }
 };
 
-struct GatherNode : Node {
-  int64_t dim;
-  Tensor idx;
-  GatherNode(int64_t d, Tensor i) : dim(d), idx(std::move(i)) {}
-  const char* name() const override { return "gather"; }
-  std::vector<Tensor> backward(const Tensor& g) override {
-    Tensor gx = zeros(inputs[0].shape, g.dtype(), g.device());
-    kernels::scatter_add(gx, dim, idx, g.contiguous());
-    return {gx};
-  }
-  void release() override { idx = Tensor(); }
-};
+std::shared_ptr<Node> index_select_node(int64_t d, Tensor idx) {
+  return std::make_shared<GatherBackNode>("index_select", kernels::index_add, d, std::move(idx));
+}
+std::shared_ptr<Node> gather_node(const char* label, int64_t d, Tensor idx) {
+  return std::make_shared<GatherBackNode>(label, kernels::scatter_add, d, std::move(idx));
+}
 
 struct ScatterAddNode : Node {
   int64_t dim;
@@ -76,7 +76,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& idx) {
   Tensor out = Tensor::empty(s, x.dtype(), x.device());
   Tensor ic = idx.contiguous();
   kernels::index_select(x.contiguous(), d, ic, out);
-  if (any_requires_grad({&x})) attach(out, std::make_shared<IndexSelectNode>(d, ic), {&x});
+  if (any_requires_grad({&x})) attach(out, index_select_node(d, ic), {&x});
   return out;
 }
 
@@ -97,7 +97,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& idx) {
   Tensor out = Tensor::empty(idx.shape(), x.dtype(), x.device());
   Tensor ic = idx.contiguous();
   kernels::gather(x.contiguous(), d, ic, out);
-  if (any_requires_grad({&x})) attach(out, std::make_shared<GatherNode>(d, ic), {&x});
+  if (any_requires_grad({&x})) attach(out, gather_node("gather", d, ic), {&x});
   return out;
 }
 
@@ -124,7 +124,7 @@ std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k, bool largest) {
   Tensor values = Tensor::empty(s, x.dtype(), x.device()), indices = Tensor::empty(s, DType::I64, x.device());
   Tensor v2 = view::reshape(values, {rows.shape(0), k}), i2 = view::reshape(indices, {rows.shape(0), k});
   kernels::topk(rows, k, largest, v2, i2);
-  if (any_requires_grad({&x})) attach(values, std::make_shared<GatherNode>(x.ndim() - 1, indices), {&x});
+  if (any_requires_grad({&x})) attach(values, gather_node("topk", x.ndim() - 1, indices), {&x});
   return {values, indices};
 }
 
