@@ -78,6 +78,11 @@ void Model::visit(const ParamVisitor& f) {
   else llama->visit(f);
 }
 
+void Model::visit_linears(const LinearVisitor& f) {
+  if (vit) vit->visit_linears(f);
+  else llama->visit_linears(f);
+}
+
 std::vector<Tensor> Model::parameters() {
   std::vector<Tensor> out;
   visit([&](const std::string&, Tensor& t) { out.push_back(t); });
@@ -102,6 +107,18 @@ void assign_parameters(Model& model, const SafeTensors& st, const std::string& w
     NMPERM_CHECK(is_floating(t->dtype()), "{}: tensor '{}' has dtype {}, expected floating point", what, name,
                  t->dtype());
     p.copy_from(*t);  // in place: tied weights stay tied
+    used.insert(name);
+  });
+  model.visit_linears([&](const std::string& prefix, Linear& l) {
+    std::string name = prefix + ".input_permutation";
+    const Tensor* t = st.find(name);
+    if (!t) return;
+    NMPERM_CHECK(t->ndim() == 1 && t->shape(0) == l.in() && !is_floating(t->dtype()),
+                 "{}: tensor '{}' must be an integer vector of {} channel indices, got {}", what, name, l.in(),
+                 describe(*t));
+    Tensor p = t->to(DType::I64);
+    check_permutation(p.to_vector<int64_t>(), l.in(), fmt::format("{}: tensor '{}'", what, name));
+    l.input_perm = p;
     used.insert(name);
   });
   for (auto& [name, t] : st.tensors) {
@@ -163,6 +180,9 @@ void save_checkpoint(Model& model, const std::string& dir, const std::map<std::s
   fs::create_directories(dir);
   std::vector<std::pair<std::string, Tensor>> tensors;
   model.visit([&](const std::string& name, Tensor& t) { tensors.emplace_back(name, t.detach()); });
+  model.visit_linears([&](const std::string& prefix, Linear& l) {
+    if (l.input_perm.defined()) tensors.emplace_back(prefix + ".input_permutation", l.input_perm.to(DType::I32));
+  });
   std::map<std::string, std::string> meta = metadata;
   meta["format"] = "pt";  // what transformers expects in the safetensors metadata
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, meta);

@@ -31,7 +31,14 @@ struct Model {
   ImagePreprocess preprocess;    // ViT only
 
   std::string arch() const { return vit ? "vit" : "llama"; }
+  // input: (B, C, H, W) images for a ViT, (B, T) token ids for a Llama.
+  Tensor forward(const Tensor& input) const { return vit ? vit->forward(input) : llama->forward(input); }
+  Tensor embed(const Tensor& input) const { return vit ? vit->embed(input) : llama->embed(input); }
+  Tensor block(size_t i, const Tensor& x) const { return vit ? vit->block(i, x) : llama->block(i, x); }
+  Tensor head(const Tensor& x) const { return vit ? vit->head(x) : llama->head(x); }
+  size_t num_blocks() const { return vit ? vit->layers.size() : llama->layers.size(); }
   void visit(const ParamVisitor& f);
+  void visit_linears(const LinearVisitor& f);
   std::vector<Tensor> parameters();
   nlohmann::json config_json() const;
   int64_t num_parameters();
@@ -41,6 +48,7 @@ struct Model {
 Model load_checkpoint(const std::string& path);
 void save_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata = {});
 // Copies `tensors` (Hugging Face names) into the model's parameters, checking names and shapes.
+// "<linear>.input_permutation" (integer, (in)) sets that layer's input gather.
 void assign_parameters(Model& model, const SafeTensors& tensors, const std::string& what);
 
 }  // namespace nmperm

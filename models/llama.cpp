@@ -94,37 +94,53 @@ Llama::Llama(const LlamaConfig& c, Generator& gen) : cfg(c) {
   lm_head.weight = c.tie_word_embeddings ? embed_tokens : normal_tensor({c.vocab_size, C}, sd, gen);
 }
 
-Tensor Llama::forward(const Tensor& ids) const {
+Tensor Llama::embed(const Tensor& ids) const {
   NMPERM_CHECK(ids.ndim() == 2 && !is_floating(ids.dtype()), "Llama: expects (B, T) integer token ids, got {}",
                describe(ids));
   NMPERM_CHECK(ids.shape(1) <= cfg.max_position_embeddings, "Llama: {} tokens exceed max_position_embeddings {}",
                ids.shape(1), cfg.max_position_embeddings);
-  Tensor x = embedding(embed_tokens, ids);  // (B, T, C)
-  for (const LlamaLayer& l : layers) {
-    x = add(x, l.attn(l.input_norm(x)));
-    Tensor h = l.post_attn_norm(x);
-    x = add(x, l.down(mul(silu(l.gate(h)), l.up(h))));
+  return embedding(embed_tokens, ids);  // (B, T, C)
+}
+
+Tensor Llama::block(size_t i, const Tensor& x) const {
+  const LlamaLayer& l = layers.at(i);
+  Tensor h = add(x, l.attn(l.input_norm(x)));
+  Tensor n = l.post_attn_norm(h);
+  return add(h, l.down(mul(silu(l.gate(n)), l.up(n))));
+}
+
+Tensor Llama::head(const Tensor& x) const { return lm_head(final_norm(x)); }
+
+Tensor Llama::forward(const Tensor& ids) const {
+  Tensor x = embed(ids);
+  for (size_t i = 0; i < layers.size(); ++i) x = block(i, x);
+  return head(x);
+}
+
+void Llama::visit_linears(const LinearVisitor& f) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    std::string p = fmt::format("model.layers.{}.", i);
+    LlamaLayer& l = layers[i];
+    f(p + "self_attn.q_proj", l.attn.q);
+    f(p + "self_attn.k_proj", l.attn.k);
+    f(p + "self_attn.v_proj", l.attn.v);
+    f(p + "self_attn.o_proj", l.attn.o);
+    f(p + "mlp.gate_proj", l.gate);
+    f(p + "mlp.up_proj", l.up);
+    f(p + "mlp.down_proj", l.down);
   }
-  return lm_head(final_norm(x));
+  if (!cfg.tie_word_embeddings) f("lm_head", lm_head);
 }
 
 void Llama::visit(const ParamVisitor& f) {
   f("model.embed_tokens.weight", embed_tokens);
   for (size_t i = 0; i < layers.size(); ++i) {
     std::string p = fmt::format("model.layers.{}.", i);
-    LlamaLayer& l = layers[i];
-    l.attn.q.visit(p + "self_attn.q_proj", f);
-    l.attn.k.visit(p + "self_attn.k_proj", f);
-    l.attn.v.visit(p + "self_attn.v_proj", f);
-    l.attn.o.visit(p + "self_attn.o_proj", f);
-    l.gate.visit(p + "mlp.gate_proj", f);
-    l.up.visit(p + "mlp.up_proj", f);
-    l.down.visit(p + "mlp.down_proj", f);
-    l.input_norm.visit(p + "input_layernorm", f);
-    l.post_attn_norm.visit(p + "post_attention_layernorm", f);
+    layers[i].input_norm.visit(p + "input_layernorm", f);
+    layers[i].post_attn_norm.visit(p + "post_attention_layernorm", f);
   }
   final_norm.visit("model.norm", f);
-  if (!cfg.tie_word_embeddings) lm_head.visit("lm_head", f);
+  visit_linears([&](const std::string& prefix, Linear& l) { l.visit(prefix, f); });
 }
 
 }  // namespace nmperm

@@ -38,7 +38,12 @@ struct Llama {
   Llama() = default;
   Llama(const LlamaConfig& cfg, Generator& gen);
   Tensor forward(const Tensor& ids) const;  // (B, T) int -> logits (B, T, V)
+  // forward() in stages: embed, then every decoder block, then head.
+  Tensor embed(const Tensor& ids) const;           // -> (B, T, C)
+  Tensor block(size_t i, const Tensor& x) const;   // (B, T, C) -> (B, T, C)
+  Tensor head(const Tensor& x) const;              // -> logits (B, T, V)
   void visit(const ParamVisitor& f);
+  void visit_linears(const LinearVisitor& f);  // the lm_head only when untied
 };
 
 }  // namespace nmperm

@@ -9,6 +9,15 @@ thread_local LinearObserver* current_observer = nullptr;
 void set_linear_observer(LinearObserver* observer) { current_observer = observer; }
 LinearObserver* linear_observer() { return current_observer; }
 
+void check_permutation(const std::vector<int64_t>& p, int64_t n, const std::string& what) {
+  NMPERM_CHECK(int64_t(p.size()) == n, "{}: has {} entries for {} channels", what, p.size(), n);
+  std::vector<bool> seen(size_t(n), false);
+  for (int64_t v : p) {
+    NMPERM_CHECK(v >= 0 && v < n && !seen[size_t(v)], "{}: is not a permutation of 0..{} (entry {})", what, n - 1, v);
+    seen[size_t(v)] = true;
+  }
+}
+
 void Linear::visit(const std::string& prefix, const ParamVisitor& f) {
   f(prefix + ".weight", weight);
   if (bias.defined()) f(prefix + ".bias", bias);

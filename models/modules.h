@@ -12,6 +12,9 @@
 namespace nmperm {
 
 using ParamVisitor = std::function<void(const std::string& name, Tensor& param)>;
+struct Linear;
+// Walks linear layers with their Hugging Face prefixes ("model.layers.0.mlp.down_proj").
+using LinearVisitor = std::function<void(const std::string& prefix, Linear& layer)>;
 
 // Reads j[key] into out when present and not null (config.json fields are optional).
 template <class T> void json_get(const nlohmann::json& j, const char* key, T& out) {
@@ -26,17 +29,24 @@ struct LinearObserver {
 void set_linear_observer(LinearObserver* observer);  // nullptr removes it (per thread)
 LinearObserver* linear_observer();
 
-// y = x W^T + b; W (out, in), b optional.
+// y = x[..., p] W^T + b; W (out, in), b optional. The input gather p (i64, (in)) is set
+// only on models whose input channels were permuted where the permutation could not be
+// folded into the layer that produces them (see permute/sites.h).
 struct Linear {
   Tensor weight, bias;
+  Tensor input_perm;
   Tensor operator()(const Tensor& x) const {
-    if (LinearObserver* o = linear_observer()) o->observe(weight, x);
-    return linear(x, weight, bias);
+    Tensor xi = input_perm.defined() ? index_select(x, x.ndim() - 1, input_perm) : x;
+    if (LinearObserver* o = linear_observer()) o->observe(weight, xi);
+    return linear(xi, weight, bias);
   }
   void visit(const std::string& prefix, const ParamVisitor& f);
   int64_t in() const { return weight.shape(1); }
   int64_t out() const { return weight.shape(0); }
 };
+
+// Checks that p is a permutation of 0..n-1; `what` names it in the error.
+void check_permutation(const std::vector<int64_t>& p, int64_t n, const std::string& what);
 
 // LayerNorm (weight and bias) or RMSNorm (weight only) over the last dim.
 struct Norm {

@@ -1,13 +1,12 @@
 #include "models/train.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "core/progress.h"
 #include "models/optim.h"
 
 namespace nmperm {
@@ -87,11 +86,14 @@ Tensor token_windows(const std::vector<int32_t>& tokens, int64_t B, int64_t T, u
   return w;
 }
 
+Batch lm_batch(const Tensor& windows) {
+  int64_t T = windows.shape(1) - 1;
+  return {contiguous(narrow(windows, 1, 0, T)), contiguous(narrow(windows, 1, 1, T))};
+}
+
 Tensor lm_loss(const Llama& m, const Tensor& windows) {
-  int64_t B = windows.shape(0), T = windows.shape(1) - 1;
-  Tensor inputs = contiguous(narrow(windows, 1, 0, T)), targets = contiguous(narrow(windows, 1, 1, T));
-  Tensor logits = m.forward(inputs);  // (B, T, V)
-  return cross_entropy(reshape(logits, {B * T, logits.shape(2)}), reshape(targets, {B * T}));
+  Batch b = lm_batch(windows);
+  return task_loss(m.forward(b.input), b);
 }
 
 void check_vocab(const Model& m, const TrainData& d) {
@@ -149,28 +151,30 @@ int64_t restore_training_state(Model& model, AdamW& opt, const TrainConfig& cfg)
   return step;
 }
 
-std::string fmt_time(double s) {
-  if (!std::isfinite(s) || s < 0) return "--:--";
-  int64_t t = int64_t(s + 0.5);
-  return t >= 3600 ? fmt::format("{}:{:02d}:{:02d}", t / 3600, t / 60 % 60, t % 60)
-                   : fmt::format("{:02d}:{:02d}", t / 60, t % 60);
-}
-
 }  // namespace
 
-Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, int64_t step) {
+Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step) {
   if (model.vit) {
-    int64_t N = data.train_images.size(), per_epoch = std::max<int64_t>(N / cfg.batch, 1);
-    NMPERM_CHECK(N >= cfg.batch, "{} training images is fewer than one batch of {}", N, cfg.batch);
+    int64_t N = data.train_images.size(), per_epoch = std::max<int64_t>(N / batch, 1);
+    NMPERM_CHECK(N >= batch, "{} training images is fewer than one batch of {}", N, batch);
     int64_t epoch = step / per_epoch, pos = step % per_epoch;
-    std::vector<int64_t> order = epoch_order(N, cfg.seed, epoch);
-    std::vector<int64_t> idx(order.begin() + pos * cfg.batch, order.begin() + (pos + 1) * cfg.batch);
-    Tensor ix = from_vector(idx, {cfg.batch});
-    Tensor x = model.preprocess.apply(index_select(data.train_images.images, 0, ix));
-    return cross_entropy(model.vit->forward(x), index_select(data.train_images.labels, 0, ix));
+    std::vector<int64_t> order = epoch_order(N, seed, epoch);
+    std::vector<int64_t> idx(order.begin() + pos * batch, order.begin() + (pos + 1) * batch);
+    Tensor ix = from_vector(idx, {batch});
+    return {model.preprocess.apply(index_select(data.train_images.images, 0, ix)),
+            index_select(data.train_images.labels, 0, ix)};
   }
-  Tensor w = token_windows(data.tokens.train, cfg.batch, context_of(model), cfg.seed, step);
-  return lm_loss(*model.llama, w);
+  return lm_batch(token_windows(data.tokens.train, batch, context_of(model), seed, step));
+}
+
+Tensor task_loss(const Tensor& logits, const Batch& b) {
+  int64_t V = logits.shape(-1);
+  return cross_entropy(reshape(logits, {-1, V}), reshape(b.target, {-1}));
+}
+
+Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, int64_t step) {
+  Batch b = train_batch(model, data, cfg.batch, cfg.seed, step);
+  return task_loss(model.forward(b.input), b);
 }
 
 EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, int64_t batch) {
@@ -232,9 +236,7 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
   write_file_atomic((fs::path(cfg.out_dir) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
 
   std::ofstream metrics(fs::path(cfg.out_dir) / "metrics.jsonl", std::ios::app);
-  bool tty = isatty(fileno(stderr));
-  auto t0 = std::chrono::steady_clock::now();
-  auto last_print = t0;
+  Progress bar(progress);
   int64_t per_step = cfg.batch * (model.vit ? 1 : context_of(model));
   double ema = 0;
   EvalResult last;
@@ -252,8 +254,7 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
     double gnorm = clip_grad_norm(params, cfg.clip > 0 ? cfg.clip : INFINITY);
     opt.step();
     ema = step == start ? l : 0.98 * ema + 0.02 * l;
-    auto now = std::chrono::steady_clock::now();
-    double el = std::chrono::duration<double>(now - t0).count();
+    double el = bar.elapsed();
     double rate = double(step + 1 - start) / el;
     bool eval_now = (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps;
     json rec = {{"step", step + 1}, {"loss", l}, {"lr", lr}, {"grad_norm", gnorm}, {"elapsed_s", el}};
@@ -263,16 +264,14 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
     }
     metrics << rec.dump() << "\n";
     metrics.flush();
-    if (progress && (eval_now || std::chrono::duration<double>(now - last_print).count() > 0.5)) {
-      last_print = now;
+    {
       std::string line = fmt::format("step {:>6}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}/s  ETA {}", step + 1, cfg.steps,
                                      ema, lr, rate * double(per_step), model.vit ? "img" : "tok",
                                      fmt_time(double(cfg.steps - step - 1) / rate));
       if (eval_now)
         line += model.vit ? fmt::format("  | test acc {:.4f} loss {:.4f}", last.accuracy, last.loss)
                           : fmt::format("  | val loss {:.4f} ppl {:.2f}", last.loss, std::exp(last.loss));
-      if (tty) std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), eval_now ? "\n" : "");
-      else if (eval_now) std::fprintf(stderr, "%s\n", line.c_str());
+      bar.show(line, eval_now);
     }
     if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == cfg.steps) save_training_state(model, opt, cfg, step + 1);
   }

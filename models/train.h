@@ -56,6 +56,14 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows = 0
 double lr_at(const TrainConfig& cfg, int64_t step);
 // The training loss of one batch (with autograd), used by train() and the tests.
 Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, int64_t step);
+// One training batch: images and labels, or token ids and their next tokens.
+struct Batch {
+  Tensor input, target;
+};
+// The batch of step `step` (a pure function of seed and step), as batch_loss uses it.
+Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step);
+// Mean cross-entropy of logits against the batch's targets.
+Tensor task_loss(const Tensor& logits, const Batch& b);
 // Window length for a Llama (its max_position_embeddings).
 int64_t context_of(const Model& model);
 

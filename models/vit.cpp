@@ -109,16 +109,35 @@ Tensor ViT::embed(const Tensor& images) const {
   return add(x, pos_embed);
 }
 
-Tensor ViT::forward(const Tensor& images) const {
-  bool tanh_gelu = cfg.hidden_act != "gelu";
-  Tensor x = embed(images);  // (B, T, C)
-  for (const ViTLayer& l : layers) {
-    x = add(x, l.attn(l.ln_before(x)));
-    x = add(x, l.fc2(gelu(l.fc1(l.ln_after(x)), tanh_gelu)));
-  }
-  x = final_norm(x);
-  Tensor cls = reshape(narrow(x, 1, 0, 1), {x.shape(0), cfg.hidden_size});  // (B, C)
+Tensor ViT::block(size_t i, const Tensor& x) const {
+  const ViTLayer& l = layers.at(i);
+  Tensor h = add(x, l.attn(l.ln_before(x)));
+  return add(h, l.fc2(gelu(l.fc1(l.ln_after(h)), cfg.hidden_act != "gelu")));
+}
+
+Tensor ViT::head(const Tensor& x) const {
+  Tensor cls = reshape(narrow(final_norm(x), 1, 0, 1), {x.shape(0), cfg.hidden_size});  // (B, C)
   return classifier(cls);
+}
+
+Tensor ViT::forward(const Tensor& images) const {
+  Tensor x = embed(images);  // (B, T, C)
+  for (size_t i = 0; i < layers.size(); ++i) x = block(i, x);
+  return head(x);
+}
+
+void ViT::visit_linears(const LinearVisitor& f) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    std::string p = fmt::format("vit.encoder.layer.{}.", i);
+    ViTLayer& l = layers[i];
+    f(p + "attention.attention.query", l.attn.q);
+    f(p + "attention.attention.key", l.attn.k);
+    f(p + "attention.attention.value", l.attn.v);
+    f(p + "attention.output.dense", l.attn.o);
+    f(p + "intermediate.dense", l.fc1);
+    f(p + "output.dense", l.fc2);
+  }
+  f("classifier", classifier);
 }
 
 void ViT::visit(const ParamVisitor& f) {
@@ -129,17 +148,11 @@ void ViT::visit(const ParamVisitor& f) {
   for (size_t i = 0; i < layers.size(); ++i) {
     std::string p = fmt::format("vit.encoder.layer.{}.", i);
     ViTLayer& l = layers[i];
-    l.attn.q.visit(p + "attention.attention.query", f);
-    l.attn.k.visit(p + "attention.attention.key", f);
-    l.attn.v.visit(p + "attention.attention.value", f);
-    l.attn.o.visit(p + "attention.output.dense", f);
-    l.fc1.visit(p + "intermediate.dense", f);
-    l.fc2.visit(p + "output.dense", f);
     l.ln_before.visit(p + "layernorm_before", f);
     l.ln_after.visit(p + "layernorm_after", f);
   }
   final_norm.visit("vit.layernorm", f);
-  classifier.visit("classifier", f);
+  visit_linears([&](const std::string& prefix, Linear& l) { l.visit(prefix, f); });
 }
 
 }  // namespace nmperm

@@ -42,8 +42,12 @@ struct ViT {
   ViT() = default;
   ViT(const ViTConfig& cfg, Generator& gen);  // fresh initialisation
   Tensor forward(const Tensor& images) const;  // (B, C_in, H, W) -> logits (B, num_labels)
-  Tensor embed(const Tensor& images) const;    // -> (B, N + 1, C) before the encoder
+  // forward() in stages: embed, then every encoder block, then head.
+  Tensor embed(const Tensor& images) const;           // -> (B, N + 1, C)
+  Tensor block(size_t i, const Tensor& x) const;      // (B, N + 1, C) -> (B, N + 1, C)
+  Tensor head(const Tensor& x) const;                 // -> logits (B, num_labels)
   void visit(const ParamVisitor& f);
+  void visit_linears(const LinearVisitor& f);
 };
 
 // Patches of (B, C, H, W) images as rows, in the order of a conv kernel (c, py, px):

@@ -3,6 +3,7 @@
 //   nmperm eval   evaluate any ViT / Llama checkpoint (ours or exported by Hugging Face)
 //   nmperm calibrate       activation norms of every linear layer over calibration data
 //   nmperm permute-matrix  search an N:M channel permutation for one weight matrix
+//   nmperm prune  prune a checkpoint to N:M with one or more permutation methods
 //   nmperm demo   end-to-end showcase of the engine: trains an MLP on Fashion-MNIST with
 //                 our autograd, AdamW and CBLAS matmuls, then reports test accuracy.
 // Exit codes: 0 success, 1 runtime error (bad file, bad data, ...), 2 usage error.
@@ -11,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "autograd/ops.h"
 #include "kernels/dispatch.h"
@@ -23,6 +25,7 @@
 #include "models/optim.h"
 #include "models/train.h"
 #include "permute/baselines.h"
+#include "permute/prune.h"
 
 using namespace nmperm;
 
@@ -299,6 +302,144 @@ int run_calibrate(CalibrateCli& o) {
   return 0;
 }
 
+struct PruneCli {
+  std::string checkpoint, out, report, pattern = "2:4", score = "wanda";
+  std::vector<std::string> methods{"none"};
+  uint64_t seed = 0;
+  int64_t seeds = 1;
+  DataOptions data;
+  CalibrationOptions calib;
+  int64_t eval_windows = 0;
+  int threads = 0;
+  // learned-method settings given on the command line (others keep learn_defaults)
+  std::optional<int64_t> steps, groups, iters, batch;
+  std::optional<double> lr, alpha, eps_start, eps_end;
+  std::string warm_start = "none";
+  int64_t sweeps = 100, escapes = 20;
+};
+
+nlohmann::json eval_json(Model& m, const TrainData& data, int64_t windows) {
+  EvalResult r = evaluate(m, data, windows);
+  nlohmann::json j = r.to_json(m.arch());
+  if (m.llama) j["perplexity"] = std::exp(r.loss);
+  return j;
+}
+
+// Methods whose result depends on the seed run once per seed; the others once.
+bool seeded(const std::string& m) { return m != "none" && m != "ria"; }
+
+int run_prune(PruneCli& o) {
+  if (o.threads > 0) kernels::set_num_threads(o.threads);
+  NMPattern pattern = NMPattern::parse(o.pattern);
+  Score score = parse_score(o.score);
+  Model dense = load_checkpoint(o.checkpoint);
+  TrainData data = load_data(dense.arch(), o.data, true);
+  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores, methods:", o.checkpoint.c_str(),
+               dense.arch().c_str(), (long long)dense.num_parameters(), o.pattern.c_str(), o.score.c_str());
+  for (auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
+  std::fprintf(stderr, "; %d threads\n", kernels::num_threads());
+  for (const Site& s : permutation_sites(dense)) pattern.check_fits(s.channels, "site '" + s.name + "'");
+
+  auto t0 = std::chrono::steady_clock::now();
+  nlohmann::json report = {{"checkpoint", o.checkpoint}, {"arch", dense.arch()}, {"pattern", o.pattern},
+                           {"score", o.score},           {"seed", o.seed},        {"seeds", o.seeds},
+                           {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()},
+                           {"version", "nmperm 0.1.0"}, {"calibration", {{"batches", o.calib.batches}, {"batch", o.calib.batch}}}};
+  report["dense"] = eval_json(dense, data, o.eval_windows);
+  std::fprintf(stderr, "dense: %s\n", report["dense"].dump().c_str());
+  auto norms = activation_norms(dense, data, o.calib);
+  report["runs"] = nlohmann::json::array();
+  auto save_report = [&] {
+    if (!o.report.empty()) write_file_atomic(o.report, report.dump(2) + "\n");
+  };
+  for (const std::string& method : o.methods) {
+    int64_t runs = seeded(method) ? o.seeds : 1;
+    for (int64_t k = 0; k < runs; ++k) {
+      PruneOptions po;
+      po.pattern = pattern;
+      po.score = score;
+      po.method = method;
+      po.seed = o.seed + uint64_t(k);
+      po.search = {.seed = po.seed, .max_sweeps = o.sweeps, .escapes = o.escapes};
+      po.learn = learn_defaults(method);
+      if (o.steps) po.learn.steps = *o.steps;
+      if (o.groups) po.learn.groups = *o.groups;
+      if (o.iters) po.learn.sinkhorn_iters = *o.iters;
+      if (o.batch) po.learn.batch = *o.batch;
+      if (o.lr) po.learn.lr = *o.lr;
+      if (o.alpha) po.learn.alpha = *o.alpha;
+      if (o.eps_start) po.learn.eps_start = *o.eps_start;
+      if (o.eps_end) po.learn.eps_end = *o.eps_end;
+      po.warm_start = method == "learned" ? o.warm_start : "none";
+      std::fprintf(stderr, "%s (seed %llu)\n", method.c_str(), (unsigned long long)po.seed);
+      Model m = load_checkpoint(o.checkpoint);
+      auto t1 = std::chrono::steady_clock::now();
+      PruneResult r = prune_model(m, data, norms, po);
+      double secs = seconds_since(t1);
+      nlohmann::json run = {{"method", method},
+                            {"seed", po.seed},
+                            {"eval", eval_json(m, data, o.eval_windows)},
+                            {"mean_kept", r.mean_kept},
+                            {"mean_kept_identity", r.mean_kept_identity},
+                            {"mean_kept_unstructured", r.mean_kept_bound},
+                            {"seconds", secs},
+                            {"search_seconds", r.search_seconds},
+                            {"layers", r.layers},
+                            {"sites", r.sites}};
+      if (method == "permllm" || method == "learned") {
+        run["learn"] = {{"options", po.learn.to_json()},
+                        {"warm_start", po.warm_start},
+                        {"best_step", r.learn.best_step},
+                        {"start_holdout", r.learn.start_holdout},
+                        {"best_holdout", r.learn.best_holdout},
+                        {"curve", r.learn.curve}};
+      }
+      if (!o.out.empty()) {
+        std::string dir = o.out + "/" + method + (runs > 1 ? fmt::format("-seed{}", po.seed) : "");
+        save_checkpoint(m, dir, {{"pruned", o.pattern}, {"permute", method}});
+        std::map<std::string, std::string> meta = {{"pattern", o.pattern}, {"score", o.score}, {"method", method}};
+        save_permutations(dir + "/permutations.safetensors", r.perms, meta);
+        run["checkpoint"] = dir;
+      }
+      std::fprintf(stderr, "  %s: %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", method.c_str(),
+                   run["eval"].dump().c_str(), r.mean_kept, r.mean_kept_identity, r.mean_kept_bound, secs);
+      report["runs"].push_back(run);
+      save_report();
+    }
+  }
+  report["seconds"] = seconds_since(t0);
+  save_report();
+  // The table: metric per method (mean and spread over seeds).
+  std::printf("%-14s %-22s %-22s %-10s %s\n", "method", dense.vit ? "accuracy" : "loss", dense.vit ? "test loss" : "perplexity",
+              "kept", "seconds");
+  auto metric = [&](const nlohmann::json& e, int which) {
+    if (dense.vit) return which == 0 ? e["accuracy"].get<double>() : e["loss"].get<double>();
+    return which == 0 ? e["loss"].get<double>() : std::exp(e["loss"].get<double>());
+  };
+  std::printf("%-14s %-22.4f %-22.4f %-10s %s\n", "dense", metric(report["dense"], 0), metric(report["dense"], 1), "1",
+              "-");
+  for (const std::string& method : o.methods) {
+    std::vector<nlohmann::json> rs;
+    for (auto& run : report["runs"])
+      if (run["method"] == method) rs.push_back(run);
+    auto stat = [&](auto get) {
+      double lo = INFINITY, hi = -INFINITY, sum = 0;
+      for (auto& run : rs) {
+        double v = get(run);
+        lo = std::min(lo, v), hi = std::max(hi, v), sum += v;
+      }
+      double mu = sum / double(rs.size());
+      return rs.size() > 1 ? fmt::format("{:.4f} ± {:.4f}", mu, (hi - lo) / 2) : fmt::format("{:.4f}", mu);
+    };
+    std::printf("%-14s %-22s %-22s %-10s %s\n", method.c_str(),
+                stat([&](auto& r) { return metric(r["eval"], 0); }).c_str(),
+                stat([&](auto& r) { return metric(r["eval"], 1); }).c_str(),
+                stat([&](auto& r) { return r["mean_kept"].template get<double>(); }).c_str(),
+                stat([&](auto& r) { return r["seconds"].template get<double>(); }).c_str());
+  }
+  return 0;
+}
+
 void add_data_options(CLI::App* c, DataOptions& d) {
   c->add_option("--data", d.data,
                 "vit: folder with Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist); "
@@ -385,6 +526,38 @@ int main(int argc, char** argv) {
   bool pm_json = true;
   pmc->add_flag("--json", pm_json, "print JSON (the only output format of this command)");
 
+  PruneCli pr;
+  auto* pc = app.add_subcommand("prune", "Prune a checkpoint to N:M with one or more permutation methods and evaluate");
+  pc->add_option("--checkpoint", pr.checkpoint, "dense checkpoint folder or file")->required();
+  pc->add_option("--pattern", pr.pattern, "N:M pattern (M must divide every pruned layer's input channels)")->capture_default_str();
+  pc->add_option("--score", pr.score, "importance score")->capture_default_str()->check(CLI::IsMember({"magnitude", "wanda", "ria"}));
+  pc->add_option("--permute", pr.methods,
+                 "permutation methods, comma separated: none, random, channel-swap, ria, permllm, learned")
+      ->delimiter(',')->capture_default_str()
+      ->check(CLI::IsMember({"none", "random", "channel-swap", "ria", "permllm", "learned"}));
+  pc->add_option("--seed", pr.seed, "seed of the first run")->capture_default_str();
+  pc->add_option("--seeds", pr.seeds, "runs with seeds seed, seed+1, ... for methods with randomness")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  pc->add_option("--out", pr.out, "save each pruned checkpoint and its permutations.safetensors in OUT/METHOD[-seedS]");
+  pc->add_option("--report", pr.report, "write the JSON report here (rewritten after every run)");
+  pc->add_option("--calib-batches", pr.calib.batches, "calibration forward passes")->capture_default_str()->check(CLI::PositiveNumber);
+  pc->add_option("--calib-batch", pr.calib.batch, "images or token windows per calibration pass")->capture_default_str()->check(CLI::PositiveNumber);
+  pc->add_option("--eval-windows", pr.eval_windows, "llama: validation windows to evaluate (0 = all)")->capture_default_str();
+  pc->add_option("--steps", pr.steps, "learned/permllm: training steps (default 300; per block in block mode)");
+  pc->add_option("--lr", pr.lr, "learned/permllm: AdamW learning rate of the costs (default 0.1 / 1e-3)");
+  pc->add_option("--groups", pr.groups, "learned: permutation groups per site (default 4)");
+  pc->add_option("--sinkhorn-iters", pr.iters, "learned/permllm: Sinkhorn iterations (default 20 / 5)");
+  pc->add_option("--learn-batch", pr.batch, "learned/permllm: images or token windows per step (default 128 / 16)");
+  pc->add_option("--alpha", pr.alpha, "learned: weight of the Smooth-L1 distillation (default 1e-5)");
+  pc->add_option("--eps-start", pr.eps_start, "learned/permllm: first Sinkhorn epsilon (default 1)");
+  pc->add_option("--eps-end", pr.eps_end, "learned/permllm: last Sinkhorn epsilon (default 0.05 / 0.1)");
+  pc->add_option("--warm-start", pr.warm_start, "learned: start from this method's permutation (per group)")
+      ->capture_default_str()->check(CLI::IsMember({"none", "random", "channel-swap", "ria"}));
+  pc->add_option("--sweeps", pr.sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
+  pc->add_option("--escapes", pr.escapes, "channel-swap random escapes")->capture_default_str();
+  pc->add_option("--threads", pr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  add_data_options(pc, pr.data);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -398,6 +571,7 @@ int main(int argc, char** argv) {
     if (e->parsed()) return run_eval(ev);
     if (pmc->parsed()) return run_permute_matrix(pm);
     if (cc->parsed()) return run_calibrate(cal);
+    if (pc->parsed()) return run_prune(pr);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nerror: %s\n", e.what());
     return 1;

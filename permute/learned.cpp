@@ -1,0 +1,488 @@
+#include "permute/learned.h"
+
+#include <cmath>
+#include <unordered_map>
+
+#include "core/progress.h"
+#include "models/optim.h"
+#include "permute/assignment.h"
+#include "permute/sinkhorn.h"
+
+namespace nmperm {
+
+using json = nlohmann::json;
+
+json LearnOptions::to_json() const {
+  return {{"objective", objective},
+          {"groups", groups},
+          {"block_size", block_size},
+          {"steps", steps},
+          {"batch", batch},
+          {"lr", lr},
+          {"weight_decay", weight_decay},
+          {"sinkhorn_iters", sinkhorn_iters},
+          {"eps_start", eps_start},
+          {"eps_end", eps_end},
+          {"alpha", alpha},
+          {"mask_temperature", mask_temperature},
+          {"harden_soft", harden_soft},
+          {"init_scale", init_scale},
+          {"init_noise", init_noise},
+          {"eval_every", eval_every},
+          {"holdout", holdout},
+          {"seed", seed}};
+}
+
+namespace {
+
+// Per group: (R, G*B) viewed as (G, R, B).
+Tensor group_view(const Tensor& x, int64_t G) {
+  int64_t R = x.shape(0), B = x.shape(1) / G;
+  return transpose(reshape(x, {R, G, B}), 0, 1);
+}
+
+struct PermuteSTENode : Node {
+  Tensor x, perm, inv;
+  bool inverse;
+  int64_t G;
+  PermuteSTENode(Tensor x_, Tensor p, Tensor i, bool inv_, int64_t g)
+      : x(std::move(x_)), perm(std::move(p)), inv(std::move(i)), inverse(inv_), G(g) {}
+  const char* name() const override { return "permute_channels_ste"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    NoGradGuard ng;
+    Tensor gx, gs;
+    // Value path: the exact gradient of the hard gather.
+    if (needs(0)) gx = index_select(g, 1, inverse ? perm : inv);
+    // Soft path: y = x P (dP = x^T dy) or y = x P^T (dP = dy^T x), per group.
+    if (needs(2)) {
+      Tensor xg = group_view(x, G), gg = group_view(g.contiguous(), G);
+      gs = inverse ? matmul(transpose(gg, 1, 2), xg) : matmul(transpose(xg, 1, 2), gg);
+    }
+    return {gx, Tensor(), gs};
+  }
+  void release() override { x = perm = inv = Tensor(); }
+};
+
+struct StraightThroughNode : Node {
+  const char* name() const override { return "straight_through"; }
+  std::vector<Tensor> backward(const Tensor& g) override { return {Tensor(), g}; }
+};
+
+// Learning state of one site.
+struct SiteState {
+  Site* site = nullptr;
+  int64_t G = 1, B = 0;
+  Tensor cost;                 // (G, B, B), the only trained tensor
+  std::vector<Tensor> weight;  // the consumers' dense weights (detached)
+  std::vector<Tensor> scores;
+  std::vector<double> score_mean;
+  Perm hard, best;
+};
+
+void check_blocks(const Tensor& perm, int64_t n, int64_t G) {
+  NMPERM_CHECK(perm.ndim() == 1 && perm.shape(0) == n && !is_floating(perm.dtype()),
+               "permute_channels_ste: perm must be an integer vector of {} entries", n);
+  NMPERM_CHECK(G > 0 && n % G == 0, "permute_channels_ste: {} channels do not split into {} groups", n, G);
+  int64_t B = n / G;
+  auto p = perm.to(DType::I64).to_vector<int64_t>();
+  check_permutation(p, n, "permute_channels_ste: perm");
+  for (int64_t j = 0; j < n; ++j)
+    NMPERM_CHECK(p[size_t(j)] / B == j / B, "permute_channels_ste: perm moves channel {} to position {} across groups of {}",
+                 p[size_t(j)], j, B);
+}
+
+Tensor perm_tensor(const Perm& p) { return from_vector(p, {int64_t(p.size())}); }
+
+}  // namespace
+
+Tensor permute_channels_ste(const Tensor& x, const Tensor& perm, const Tensor& soft, bool inverse) {
+  NMPERM_CHECK(x.ndim() == 2, "permute_channels_ste: x must be (rows, channels), got {}", describe(x));
+  int64_t n = x.shape(1), G = soft.defined() ? soft.shape(0) : 1;
+  if (soft.defined())
+    NMPERM_CHECK(soft.ndim() == 3 && soft.shape(1) * G == n && soft.shape(2) == soft.shape(1) && soft.dtype() == x.dtype(),
+                 "permute_channels_ste: soft must be (G, B, B) with G * B = {} channels of {}, got {}", n, describe(x),
+                 describe(soft));
+  check_blocks(perm, n, G);
+  Tensor p = perm.to(DType::I64).contiguous();
+  Tensor inv = perm_tensor(inverse_permutation(p.to_vector<int64_t>()));
+  Tensor out;
+  {
+    NoGradGuard ng;
+    out = index_select(x, 1, inverse ? inv : p);
+  }
+  if (soft.defined() && any_requires_grad({&x, &soft}))
+    attach(out, std::make_shared<PermuteSTENode>(x.detach().contiguous(), p, inv, inverse, G), {&x, &perm, &soft});
+  return out;
+}
+
+Tensor straight_through(const Tensor& hard, const Tensor& soft) {
+  NMPERM_CHECK(hard.shape() == soft.shape() && hard.dtype() == soft.dtype(),
+               "straight_through: hard {} and soft {} must match", describe(hard), describe(soft));
+  Tensor out = hard.detach();
+  if (any_requires_grad({&soft})) attach(out, std::make_shared<StraightThroughNode>(), {&hard, &soft});
+  return out;
+}
+
+Tensor smooth_l1(const Tensor& a, const Tensor& b) {
+  Tensor d = abs(sub(a, b));
+  return mean(where(lt(d, ones({}, d.dtype())), mul(square(d), 0.5), add(d, -0.5)));
+}
+
+int64_t site_groups(int64_t channels, const LearnOptions& opt, NMPattern pattern) {
+  pattern.check_fits(channels, "site");
+  if (opt.block_size > 0) {
+    // The largest block no bigger than asked that divides the channels into whole N:M groups.
+    for (int64_t b = std::min(opt.block_size, channels); b >= pattern.m; --b)
+      if (channels % b == 0 && b % pattern.m == 0) return channels / b;
+    return channels / pattern.m;
+  }
+  for (int64_t g = std::max<int64_t>(opt.groups, 1); g > 1; --g)
+    if (channels % g == 0 && (channels / g) % pattern.m == 0) return g;
+  return 1;
+}
+
+namespace {
+
+class Learner {
+ public:
+  Learner(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern, const TrainData& data,
+          const LearnOptions& opt, const std::map<std::string, Perm>& warm)
+      : model_(model), pattern_(pattern), opt_(opt) {
+    NMPERM_CHECK(opt.objective == "task" || opt.objective == "block" || opt.objective == "layer-cosine",
+                 "learned permutations: unknown objective '{}' (task, block, layer-cosine)", opt.objective);
+    NMPERM_CHECK(opt.steps > 0 && opt.sinkhorn_iters > 0 && opt.eps_start > 0 && opt.eps_end > 0 && opt.eval_every > 0,
+                 "learned permutations: steps, Sinkhorn iterations, epsilons and eval_every must be positive");
+    split_data(data);
+    Generator gen(opt.seed * 7919 + 17);
+    for (Site& s : sites) {
+      SiteState st;
+      st.site = &s;
+      st.G = site_groups(s.channels, opt, pattern);
+      st.B = s.channels / st.G;
+      auto it = scores.find(s.name);
+      NMPERM_CHECK(it != scores.end() && it->second.size() == s.consumers.size(),
+                   "learned permutations: no scores for site '{}'", s.name);
+      for (size_t c = 0; c < s.consumers.size(); ++c) {
+        st.weight.push_back(s.consumers[c]->weight.detach());
+        st.scores.push_back(it->second[c].detach());
+        st.score_mean.push_back(std::max(mean(it->second[c]).item(), 1e-30));
+      }
+      Perm start = identity_perm(s.channels);
+      if (auto w = warm.find(s.name); w != warm.end()) {
+        check_permutation(w->second, s.channels, "warm start for site '" + s.name + "'");
+        start = w->second;
+        for (int64_t j = 0; j < s.channels; ++j)
+          NMPERM_CHECK(start[size_t(j)] / st.B == j / st.B,
+                       "warm start for site '{}' moves channels across the {} groups of {}; use --groups 1", s.name,
+                       st.G, st.B);
+      }
+      // C = -init_scale at (channel p[j], position j), plus noise that breaks ties.
+      Tensor c = randn({st.G, st.B, st.B}, gen);
+      float* cp = c.data<float>();
+      for (int64_t i = 0; i < c.numel(); ++i) cp[i] *= float(opt.init_noise);
+      for (int64_t j = 0; j < s.channels; ++j) {
+        int64_t g = j / st.B, i = start[size_t(j)] - g * st.B;
+        cp[(g * st.B + i) * st.B + (j - g * st.B)] -= float(opt.init_scale);
+      }
+      st.cost = c.set_requires_grad();
+      states_.push_back(std::move(st));
+    }
+  }
+
+  LearnResult run() {
+    LearnResult r;
+    Progress bar(opt_.progress);
+    std::vector<std::vector<SiteState*>> stages;
+    if (opt_.objective == "block") {
+      for (size_t b = 0; b < model_.num_blocks(); ++b) {
+        std::vector<SiteState*> st;
+        for (auto& s : states_)
+          if (s.site->block == b) st.push_back(&s);
+        if (!st.empty()) stages.push_back(st);
+      }
+    } else {
+      std::vector<SiteState*> st;
+      for (auto& s : states_) st.push_back(&s);
+      stages.push_back(st);
+    }
+    // Weights are frozen: nothing but the costs may collect gradients.
+    std::vector<Tensor> params = model_.parameters();
+    std::vector<bool> had_grad;
+    for (Tensor& p : params) {
+      had_grad.push_back(p.requires_grad());
+      p.set_requires_grad(false);
+    }
+    int64_t total = opt_.steps * int64_t(stages.size()), done = 0;
+    bool first_eval = true;
+    try {
+      for (size_t si = 0; si < stages.size(); ++si) {
+        stage_ = stages[si];
+        block_ = stage_[0]->site->block;
+        std::vector<Tensor> costs;
+        for (SiteState* s : stage_) costs.push_back(s->cost);
+        AdamW adam(costs, {.lr = opt_.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt_.weight_decay});
+        double best = INFINITY;
+        auto evaluate_now = [&](int64_t step) {
+          double h = holdout_objective();
+          double kept = mean_kept();
+          if (h < best) {
+            best = h;
+            for (SiteState* s : stage_) s->best = s->hard;
+            if (si + 1 == stages.size()) r.best_step = step;
+          }
+          if (first_eval) r.start_holdout = h;
+          first_eval = false;
+          return std::make_pair(h, kept);
+        };
+        for (SiteState* s : stage_) s->hard = harden(*s, Tensor());
+        auto [h0, k0] = evaluate_now(0);
+        r.curve.push_back({{"step", done}, {"holdout", h0}, {"kept", k0}, {"stage", si}});
+        for (int64_t step = 0; step < opt_.steps; ++step, ++done) {
+          double t = opt_.steps > 1 ? double(step) / double(opt_.steps - 1) : 1.0;
+          double eps = opt_.eps_start * std::pow(opt_.eps_end / opt_.eps_start, t);
+          adam.hp.lr = opt_.lr * 0.5 * (1 + std::cos(M_PI * double(step) / double(opt_.steps)));
+          adam.zero_grad();
+          Batch b = train_batch(model_, fit_, batch_size(), opt_.seed + 1000003 * (si + 1), step);
+          for (SiteState* s : stage_) {
+            Tensor soft = sinkhorn(mul(s->cost, -1.0 / eps), opt_.sinkhorn_iters);
+            s->hard = harden(*s, soft);
+            set_effective(*s, soft);
+          }
+          Tensor loss = objective(b);
+          restore_weights();
+          double l = loss.item();
+          NMPERM_CHECK(std::isfinite(l), "learned permutations: the loss is {} at step {} (try a lower --lr)", l, step);
+          backward(loss);
+          adam.step();
+          json rec = {{"step", done + 1}, {"loss", l}, {"eps", eps}};
+          bool eval_now = (step + 1) % opt_.eval_every == 0 || step + 1 == opt_.steps;
+          if (eval_now) {
+            for (SiteState* s : stage_) s->hard = harden(*s, Tensor());
+            auto [h, k] = evaluate_now(step + 1);
+            rec["holdout"] = h;
+            rec["kept"] = k;
+          }
+          r.curve.push_back(rec);
+          std::string line = fmt::format("  {} step {:>4}/{}  loss {:.4f}  eps {:.3f}  held-out best {:.4f}  ETA {}",
+                                         stages.size() > 1 ? fmt::format("block {}", block_) : std::string("learn"),
+                                         done + 1, total, l, eps, best, bar.eta(double(done + 1), double(total)));
+          bar.show(line, eval_now && step + 1 == opt_.steps);
+        }
+        r.best_holdout = best;
+        for (SiteState* s : stage_) s->hard = s->best;
+      }
+    } catch (...) {
+      restore_weights();
+      for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
+      throw;
+    }
+    for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
+    for (auto& s : states_) r.perms[s.site->name] = s.best;
+    if (!states_.empty()) {
+      NoGradGuard ng;
+      double eps = opt_.eps_end;
+      Tensor soft = sinkhorn(mul(states_[0].cost, -1.0 / eps), opt_.sinkhorn_iters);
+      r.soft_block = contiguous(reshape(narrow(soft, 0, 0, 1), {states_[0].B, states_[0].B}));
+    }
+    r.seconds = bar.elapsed();
+    return r;
+  }
+
+ private:
+  Model& model_;
+  NMPattern pattern_;
+  LearnOptions opt_;
+  TrainData fit_;
+  std::vector<Batch> holdout_;
+  std::vector<SiteState> states_;
+  std::vector<SiteState*> stage_;
+  size_t block_ = 0;
+
+  int64_t batch_size() const { return opt_.batch > 0 ? opt_.batch : model_.vit ? 128 : 16; }
+
+  // Training batches come from all but the last `holdout` examples of the training data;
+  // those score the hard permutations.
+  void split_data(const TrainData& data) {
+    fit_ = data;
+    if (model_.vit) {
+      const ImageSet& s = data.train_images;
+      int64_t H = opt_.holdout > 0 ? opt_.holdout : 1024;
+      NMPERM_CHECK(s.size() >= H + batch_size(), "learned permutations need {} training images, the data has {}",
+                   H + batch_size(), s.size());
+      int64_t N = s.size() - H;
+      fit_.train_images = {narrow(s.images, 0, 0, N), narrow(s.labels, 0, 0, N)};
+      for (int64_t at = N; at < s.size(); at += 256) {
+        int64_t n = std::min<int64_t>(256, s.size() - at);
+        holdout_.push_back({model_.preprocess.apply(contiguous(narrow(s.images, 0, at, n))),
+                            contiguous(narrow(s.labels, 0, at, n))});
+      }
+      return;
+    }
+    const auto& tok = data.tokens.train;
+    int64_t T = context_of(model_), H = opt_.holdout > 0 ? opt_.holdout : 32;
+    int64_t need = H * (T + 1), L = int64_t(tok.size());
+    NMPERM_CHECK(L > need + 4 * (T + 1), "learned permutations need more than {} training tokens, the data has {}",
+                 need + 4 * (T + 1), L);
+    fit_.tokens.train.assign(tok.begin(), tok.end() - need);
+    for (int64_t w0 = 0; w0 < H; w0 += 16) {
+      int64_t n = std::min<int64_t>(16, H - w0);
+      Tensor in = Tensor::empty({n, T}, DType::I64), tg = Tensor::empty({n, T}, DType::I64);
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t t = 0; t < T; ++t) {
+          size_t at = size_t(L - need + (w0 + b) * (T + 1) + t);
+          in.data<int64_t>()[b * T + t] = tok[at];
+          tg.data<int64_t>()[b * T + t] = tok[at + 1];
+        }
+      holdout_.push_back({in, tg});
+    }
+  }
+
+  Perm harden(const SiteState& s, const Tensor& soft) const {
+    Tensor assign;
+    {
+      NoGradGuard ng;
+      assign = opt_.harden_soft && soft.defined() ? linear_assignment_batched(soft.detach(), true)
+                                                   : linear_assignment_batched(s.cost.detach(), false);
+    }
+    const int64_t* a = assign.data<int64_t>();  // (G, B): row i (channel) -> column (position)
+    Perm p(size_t(s.site->channels));
+    for (int64_t g = 0; g < s.G; ++g)
+      for (int64_t i = 0; i < s.B; ++i) p[size_t(g * s.B + a[g * s.B + i])] = g * s.B + i;
+    return p;
+  }
+
+  // Installs W_eff in the site's consumers: with the soft paths when `soft` is defined,
+  // else the plain pruned weight (hard permutation, hard mask).
+  void set_effective(SiteState& s, const Tensor& soft) {
+    Tensor pt = perm_tensor(s.hard);
+    int64_t N = pattern_.n, M = pattern_.m;
+    for (size_t c = 0; c < s.weight.size(); ++c) {
+      const Tensor& w = s.weight[c];
+      Tensor wp = permute_channels_ste(w, pt, soft, false);
+      Tensor sp = permute_channels_ste(s.scores[c], pt, soft, false);
+      Tensor mask = nm_mask(sp.detach(), pattern_);
+      if (soft.defined()) {
+        int64_t R = w.shape(0), C = w.shape(1);
+        Tensor z = reshape(mul(sp, 1.0 / (opt_.mask_temperature * s.score_mean[c])), {R, C / M, M});
+        mask = straight_through(mask, reshape(mul(softmax(z, -1), double(N)), {R, C}));
+      }
+      s.site->consumers[c]->weight = permute_channels_ste(mul(wp, mask), pt, soft, true);
+    }
+  }
+
+  void restore_weights() {
+    for (auto& s : states_)
+      for (size_t c = 0; c < s.weight.size(); ++c) s.site->consumers[c]->weight = s.weight[c];
+  }
+
+  // The objective on one batch; the stage's consumers hold W_eff, everything else is dense.
+  Tensor objective(const Batch& b) {
+    // The dense reference needs the dense weights: swap them in, then back.
+    std::vector<Tensor> eff;
+    for (SiteState* s : stage_)
+      for (Linear* c : s->site->consumers) eff.push_back(c->weight);
+    auto dense = [&](auto&& fn) {
+      NoGradGuard ng;
+      for (SiteState* s : stage_)
+        for (size_t c = 0; c < s->weight.size(); ++c) s->site->consumers[c]->weight = s->weight[c];
+      fn();
+      size_t k = 0;
+      for (SiteState* s : stage_)
+        for (Linear* c : s->site->consumers) c->weight = eff[k++];
+    };
+    if (opt_.objective == "layer-cosine") return layer_cosine(b, dense);
+    if (opt_.objective == "block") {
+      Tensor in, target;
+      dense([&] {
+        Tensor x = model_.embed(b.input);
+        for (size_t i = 0; i < block_; ++i) x = model_.block(i, x);
+        in = x;
+        target = model_.block(block_, x);
+      });
+      return smooth_l1(model_.block(block_, in), target);
+    }
+    std::vector<Tensor> ref;
+    dense([&] {
+      Tensor x = model_.embed(b.input);
+      for (size_t i = 0; i < model_.num_blocks(); ++i) ref.push_back(x = model_.block(i, x));
+    });
+    Tensor x = model_.embed(b.input), distill;
+    for (size_t i = 0; i < model_.num_blocks(); ++i) {
+      x = model_.block(i, x);
+      Tensor d = smooth_l1(x, ref[i]);
+      distill = distill.defined() ? add(distill, d) : d;
+    }
+    return add(task_loss(model_.head(x), b), mul(distill, opt_.alpha));
+  }
+
+  // PermLLM's loss: per layer, 1 - cosine similarity of dense and pruned outputs on the
+  // layer's dense input, averaged over rows and summed over layers.
+  template <class Dense> Tensor layer_cosine(const Batch& b, Dense&& dense) {
+    struct Capture : LinearObserver {
+      std::unordered_map<const void*, Tensor> inputs;
+      void observe(const Tensor& w, const Tensor& x) override { inputs[w.storage().get()] = x.detach(); }
+    } cap;
+    dense([&] {
+      set_linear_observer(&cap);
+      try {
+        model_.forward(b.input);
+      } catch (...) {
+        set_linear_observer(nullptr);
+        throw;
+      }
+      set_linear_observer(nullptr);
+    });
+    Tensor total;
+    for (SiteState* s : stage_)
+      for (size_t c = 0; c < s->weight.size(); ++c) {
+        const Tensor& x = cap.inputs.at(s->weight[c].storage().get());
+        Tensor rows = reshape(x, {-1, x.shape(-1)});
+        Tensor yd = linear(rows, s->weight[c]), ys = linear(rows, s->site->consumers[c]->weight);
+        Tensor cos = div(sum(mul(yd, ys), {1}),
+                         add(sqrt(mul(sum(square(yd), {1}), sum(square(ys), {1}))), 1e-12));
+        Tensor l = sub(ones({}, cos.dtype()), mean(cos));
+        total = total.defined() ? add(total, l) : l;
+      }
+    return total;
+  }
+
+  double holdout_objective() {
+    NoGradGuard ng;
+    for (SiteState* s : stage_) set_effective(*s, Tensor());
+    double sum = 0;
+    int64_t n = 0;
+    try {
+      for (const Batch& b : holdout_) {
+        int64_t rows = b.target.numel();
+        sum += objective(b).item() * double(rows);
+        n += rows;
+      }
+    } catch (...) {
+      restore_weights();
+      throw;
+    }
+    restore_weights();
+    return sum / double(n);
+  }
+
+  double mean_kept() const {
+    double k = 0;
+    int64_t n = 0;
+    for (const SiteState* s : stage_)
+      for (const Tensor& sc : s->scores) {
+        k += kept_fraction(sc, s->hard, pattern_);
+        ++n;
+      }
+    return k / double(n);
+  }
+};
+
+}  // namespace
+
+LearnResult learn_permutations(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern,
+                               const TrainData& data, const LearnOptions& opt, const std::map<std::string, Perm>& warm) {
+  NMPERM_CHECK(!sites.empty(), "learned permutations: no sites to learn");
+  return Learner(model, sites, scores, pattern, data, opt, warm).run();
+}
+
+}  // namespace nmperm

@@ -1,0 +1,86 @@
+// Learned permutations: the learnable-cost method (Li et al., AAAI 2026) and PermLLM
+// (Zou et al., NeurIPS 2025) share one trainer; they differ in objective and settings.
+//
+// Per site and per group g of B channels (block-diagonal permutations), a learnable
+// cost C_g (B, B), C_g[i, j] = cost of putting channel i at position j.
+//   soft  P~_g = Sinkhorn(-C_g / eps)             (log domain, eps annealed geometrically)
+//   hard  P_g  = argmin_P <C_g, P>                (exact assignment solver)
+//   W'   = W P      with the forward value of the hard P and the gradient of P~ (straight-through)
+//   S'   = S P      (the importance scores, permuted the same way)
+//   mask = top-N of every M of S' (hard) with the gradient of N * softmax(S' / (tau * mean S))
+//          within the group (the mean is detached: score scales differ between layers)
+//   W_eff = (W' * mask) P^T    the pruned weight back in the original channel order
+// The model runs with W_eff in place of every consumer's weight; only the costs train
+// (AdamW), the weights stay frozen. Objectives:
+//   task          end to end: cross-entropy of the pruned model + alpha * sum over blocks
+//                 of Smooth-L1(pruned block output, dense block output)       (learned)
+//   block         block by block: Smooth-L1 between the pruned and the dense output of
+//                 one block given the dense input, blocks trained in order
+//   layer-cosine  per layer: 1 - cos(x W^T, x W_eff^T) over rows, x the dense input of
+//                 that layer                                                     (permllm)
+// The hard permutations are scored on held-out training data (never the test set) at
+// the start and every eval_every steps, and the best ones are kept, not the last.
+#pragma once
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "models/train.h"
+#include "permute/sites.h"
+
+namespace nmperm {
+
+struct LearnOptions {
+  std::string objective = "task";  // task | block | layer-cosine
+  int64_t groups = 4;              // G groups per site, reduced when G does not fit the channels
+  int64_t block_size = 0;          // channels per group instead of a group count (PermLLM: 64)
+  int64_t steps = 300;             // per block in block mode
+  int64_t batch = 0;               // 0: 128 images or 16 token windows
+  double lr = 0.1, weight_decay = 0.0;
+  int64_t sinkhorn_iters = 20;
+  double eps_start = 1.0, eps_end = 0.05;
+  double alpha = 1e-5;           // task objective: weight of the distillation term
+  double mask_temperature = 1.0;  // tau of the soft mask
+  bool harden_soft = false;       // hard permutation by assignment on P~ (PermLLM) instead of on C
+  double init_scale = 1.0;        // initial cost: -init_scale at the warm-start permutation
+  double init_noise = 0.01;       // plus this much Gaussian noise
+  int64_t eval_every = 25;
+  int64_t holdout = 0;  // held-out images (ViT) or windows (Llama); 0: 1024 images or 32 windows
+  uint64_t seed = 0;
+  bool progress = true;
+  nlohmann::json to_json() const;
+};
+
+// Straight-through ops (value from the hard permutation, gradient of the soft one).
+// x (R, G * B), perm (G * B) i64 block-diagonal (perm[j] in j's group), soft (G, B, B):
+//   inverse = false: value x[:, perm],          gradient as for x @ blockdiag(soft)
+//   inverse = true:  value y with y[:, perm] = x, gradient as for x @ blockdiag(soft)^T
+Tensor permute_channels_ste(const Tensor& x, const Tensor& perm, const Tensor& soft, bool inverse);
+// Value of `hard`, gradient passed unchanged to `soft` (same shape).
+Tensor straight_through(const Tensor& hard, const Tensor& soft);
+// Mean Smooth-L1 (Huber with beta 1) distance.
+Tensor smooth_l1(const Tensor& a, const Tensor& b);
+
+// Scores of every consumer of every site, keyed by site name, in consumer order.
+using SiteScores = std::map<std::string, std::vector<Tensor>>;
+
+struct LearnResult {
+  std::map<std::string, Perm> perms;  // the best hard permutations seen
+  int64_t best_step = 0;
+  double best_holdout = 0, start_holdout = 0;
+  nlohmann::json curve = nlohmann::json::array();  // {step, loss, eps, [holdout, kept]}
+  Tensor soft_block;  // (B, B) P~ of the first site's first group after the last step
+  double seconds = 0;
+};
+
+// Learns permutations for `sites` of `model` (weights unchanged on return). warm: a
+// starting permutation per site (identity where absent).
+LearnResult learn_permutations(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern,
+                               const TrainData& data, const LearnOptions& opt,
+                               const std::map<std::string, Perm>& warm = {});
+
+// Groups actually used for a site of `channels` inputs (see LearnOptions::groups/block_size).
+int64_t site_groups(int64_t channels, const LearnOptions& opt, NMPattern pattern);
+
+}  // namespace nmperm

@@ -1,0 +1,138 @@
+#include "permute/prune.h"
+
+#include <chrono>
+
+#include "core/progress.h"
+
+namespace nmperm {
+
+using json = nlohmann::json;
+
+const char* const kPermuteMethods[] = {"none", "random", "channel-swap", "ria", "permllm", "learned", nullptr};
+
+LearnOptions learn_defaults(const std::string& method) {
+  LearnOptions o;
+  if (method == "permllm") {
+    o.objective = "layer-cosine";
+    o.block_size = 64;
+    o.sinkhorn_iters = 5;
+    o.eps_start = 1.0;
+    o.eps_end = 0.1;
+    o.lr = 1e-3;
+    o.harden_soft = true;
+  }
+  return o;
+}
+
+SiteScores site_scores(const std::vector<Site>& sites, const std::map<std::string, Tensor>& act_norms, Score score) {
+  SiteScores out;
+  for (const Site& s : sites)
+    for (const std::string& name : s.consumer_names) {
+      Tensor norms;
+      if (score != Score::Magnitude) {
+        auto it = act_norms.find(name + ".weight");
+        NMPERM_CHECK(it != act_norms.end(), "score '{}' needs the activation norms of '{}.weight' (calibrate first)",
+                     score_name(score), name);
+        norms = it->second;
+      }
+      const Linear* l = s.consumers[out[s.name].size()];
+      out[s.name].push_back(importance(l->weight.detach(), norms, score));
+    }
+  return out;
+}
+
+namespace {
+
+Tensor stacked(const std::vector<Tensor>& scores) { return scores.size() == 1 ? scores[0] : cat(scores, 0); }
+
+// A search method run independently on each of G equal channel groups: a block-diagonal
+// permutation, the form the learned method's costs can start from.
+Perm search_in_groups(const std::string& method, const Tensor& scores, NMPattern pattern, const SearchOptions& opt,
+                      int64_t G) {
+  int64_t n = scores.shape(1), B = n / G;
+  Perm p(static_cast<size_t>(n));
+  for (int64_t g = 0; g < G; ++g) {
+    SearchOptions o = opt;
+    o.seed = opt.seed * 131 + uint64_t(g);
+    Perm pg = search_permutation(method, contiguous(narrow(scores, 1, g * B, B)), pattern, o);
+    for (int64_t j = 0; j < B; ++j) p[size_t(g * B + j)] = g * B + pg[size_t(j)];
+  }
+  return p;
+}
+
+bool is_learned(const std::string& m) { return m == "permllm" || m == "learned"; }
+
+}  // namespace
+
+PruneResult prune_model(Model& model, const TrainData& data, const std::map<std::string, Tensor>& act_norms,
+                        const PruneOptions& opt) {
+  bool known = false;
+  for (const char* const* m = kPermuteMethods; *m; ++m) known |= opt.method == *m;
+  NMPERM_CHECK(known, "unknown permutation method '{}' (none, random, channel-swap, ria, permllm, learned)", opt.method);
+  std::vector<Site> sites = permutation_sites(model);
+  for (const Site& s : sites) opt.pattern.check_fits(s.channels, "site '" + s.name + "'");
+  SiteScores scores = site_scores(sites, act_norms, opt.score);
+  PruneResult r;
+  auto t0 = std::chrono::steady_clock::now();
+  if (is_learned(opt.method)) {
+    std::map<std::string, Perm> warm;
+    if (opt.warm_start != "none") {
+      NMPERM_CHECK(!is_learned(opt.warm_start), "--warm-start must be a search method, got '{}'", opt.warm_start);
+      for (size_t i = 0; i < sites.size(); ++i) {
+        SearchOptions so = opt.search;
+        so.seed = opt.seed * 1000 + i;
+        warm[sites[i].name] = search_in_groups(opt.warm_start, stacked(scores[sites[i].name]), opt.pattern, so,
+                                               site_groups(sites[i].channels, opt.learn, opt.pattern));
+      }
+    }
+    LearnOptions lo = opt.learn;
+    lo.seed = opt.seed;
+    lo.progress = opt.progress;
+    r.learn = learn_permutations(model, sites, scores, opt.pattern, data, lo, warm);
+    r.perms = r.learn.perms;
+  } else {
+    Progress bar(opt.progress);
+    for (size_t i = 0; i < sites.size(); ++i) {
+      SearchOptions so = opt.search;
+      so.seed = opt.seed * 1000 + i;
+      r.perms[sites[i].name] = search_permutation(opt.method, stacked(scores[sites[i].name]), opt.pattern, so);
+      bar.show(fmt::format("  {}: site {}/{}  ETA {}", opt.method, i + 1, sites.size(),
+                           bar.eta(double(i + 1), double(sites.size()))),
+               i + 1 == sites.size());
+    }
+  }
+  r.search_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // Prune in the original channel order with the back-mapped masks, then permute.
+  NoGradGuard ng;
+  int64_t layers = 0;
+  for (Site& s : sites) {
+    const Perm& p = r.perms.at(s.name);
+    Tensor pt = from_vector(p, {int64_t(p.size())});
+    Tensor inv = from_vector(inverse_permutation(p), {int64_t(p.size())});
+    for (size_t c = 0; c < s.consumers.size(); ++c) {
+      const Tensor& sc = scores[s.name][c];
+      Tensor mask = index_select(nm_mask(index_select(sc, 1, pt), opt.pattern), 1, inv);
+      Linear* l = s.consumers[c];
+      l->weight.copy_from(mul(l->weight, mask));
+      json layer = {{"layer", s.consumer_names[c]},
+                    {"site", s.name},
+                    {"kept", kept_fraction(sc, mask)},
+                    {"kept_identity", kept_fraction(sc, identity_perm(s.channels), opt.pattern)},
+                    {"kept_unstructured", kept_fraction(sc, unstructured_mask(sc, opt.pattern))}};
+      r.mean_kept += layer["kept"].get<double>();
+      r.mean_kept_identity += layer["kept_identity"].get<double>();
+      r.mean_kept_bound += layer["kept_unstructured"].get<double>();
+      r.layers.push_back(layer);
+      ++layers;
+    }
+    bool folded = apply_permutation(s, p);
+    r.sites.push_back({{"site", s.name}, {"channels", s.channels}, {"deployment", folded ? "folded" : "gathered"}});
+  }
+  r.mean_kept /= double(layers);
+  r.mean_kept_identity /= double(layers);
+  r.mean_kept_bound /= double(layers);
+  return r;
+}
+
+}  // namespace nmperm

@@ -1,0 +1,57 @@
+// Pruning a whole model to N:M with one permutation method:
+//   1. scores of every consumer layer of every site (magnitude, Wanda or RIA; the
+//      activation norms come from calibration of the dense model);
+//   2. one permutation per site from the method (search methods see the scores of all
+//      the site's consumers stacked row-wise; learned methods train on data);
+//   3. per consumer, the N:M mask of the permuted scores, mapped back to the original
+//      channels, zeroes the weight; then the permutation is applied (folded or gathered,
+//      permute/sites.h), so the saved weights have their N:M structure on consecutive
+//      channels.
+// Pruned layers: q, k, v, attention output and both MLP layers of every block; patch
+// embedding, classifier and lm_head stay dense (as in Wanda and RIA).
+#pragma once
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "permute/learned.h"
+
+namespace nmperm {
+
+extern const char* const kPermuteMethods[];  // none, random, channel-swap, ria, permllm, learned
+
+struct PruneOptions {
+  NMPattern pattern;
+  Score score = Score::Wanda;
+  std::string method = "none";
+  uint64_t seed = 0;
+  SearchOptions search;  // channel-swap, ria
+  LearnOptions learn;    // permllm, learned (see learn_defaults)
+  std::string warm_start = "none";  // learned: the method whose permutation starts training
+  bool progress = true;
+};
+
+// Settings of the learned methods for a model: "permllm" (block 64, 5 Sinkhorn
+// iterations, temperature 1 -> 0.1, lr 1e-3, cosine loss per layer, hard permutation
+// from P~) or "learned" (G = 4, 20 iterations, eps 1 -> 0.05, lr 0.1, task loss +
+// 1e-5 Smooth-L1).
+LearnOptions learn_defaults(const std::string& method);
+
+struct PruneResult {
+  std::map<std::string, Perm> perms;  // by site
+  nlohmann::json layers = nlohmann::json::array();  // per consumer: kept fractions
+  nlohmann::json sites = nlohmann::json::array();   // per site: folded or gathered, groups
+  double mean_kept = 0, mean_kept_identity = 0, mean_kept_bound = 0;
+  double search_seconds = 0;
+  LearnResult learn;  // learned methods only
+};
+
+// Scores of every site's consumers; act_norms by weight name ("<layer>.weight").
+SiteScores site_scores(const std::vector<Site>& sites, const std::map<std::string, Tensor>& act_norms, Score score);
+
+// Finds the permutations (data: training data for the learned methods), prunes and
+// permutes `model` in place.
+PruneResult prune_model(Model& model, const TrainData& data, const std::map<std::string, Tensor>& act_norms,
+                        const PruneOptions& opt);
+
+}  // namespace nmperm

@@ -1,0 +1,141 @@
+#include "permute/sites.h"
+
+#include "core/safetensors.h"
+
+namespace nmperm {
+
+namespace {
+
+Tensor perm_tensor(const Perm& p) { return from_vector(p, {int64_t(p.size())}); }
+
+// t <- t.index_select(dim, p), in place so every handle on the parameter sees it.
+void permute_in_place(Tensor& t, int64_t dim, const Perm& p) {
+  if (!t.defined()) return;
+  NoGradGuard ng;
+  t.copy_from(index_select(t, dim, perm_tensor(p)));
+}
+
+}  // namespace
+
+std::vector<Site> permutation_sites(Model& model) {
+  std::vector<Site> sites;
+  auto site = [&](size_t block, const std::string& name, std::vector<std::pair<std::string, Linear*>> consumers,
+                  std::vector<Linear*> producers) {
+    Site s;
+    s.name = name;
+    s.block = block;
+    for (auto& [n, l] : consumers) {
+      s.consumer_names.push_back(n);
+      s.consumers.push_back(l);
+    }
+    s.producers = std::move(producers);
+    s.channels = s.consumers[0]->in();
+    sites.push_back(std::move(s));
+    return &sites.back();
+  };
+  if (model.vit) {
+    ViT& v = *model.vit;
+    for (size_t i = 0; i < v.layers.size(); ++i) {
+      ViTLayer& l = v.layers[i];
+      std::string p = fmt::format("vit.encoder.layer.{}.", i);
+      site(i, p + "attention.attention.qkv",
+           {{p + "attention.attention.query", &l.attn.q},
+            {p + "attention.attention.key", &l.attn.k},
+            {p + "attention.attention.value", &l.attn.v}},
+           {});
+      Site* o = site(i, p + "attention.output.dense", {{p + "attention.output.dense", &l.attn.o}}, {&l.attn.v});
+      o->head_dim = l.attn.q.out() / l.attn.heads;
+      site(i, p + "intermediate.dense", {{p + "intermediate.dense", &l.fc1}}, {});
+      site(i, p + "output.dense", {{p + "output.dense", &l.fc2}}, {&l.fc1});
+    }
+  } else {
+    Llama& m = *model.llama;
+    for (size_t i = 0; i < m.layers.size(); ++i) {
+      LlamaLayer& l = m.layers[i];
+      std::string p = fmt::format("model.layers.{}.", i);
+      site(i, p + "self_attn.qkv_proj",
+           {{p + "self_attn.q_proj", &l.attn.q}, {p + "self_attn.k_proj", &l.attn.k}, {p + "self_attn.v_proj", &l.attn.v}},
+           {});
+      Site* o = site(i, p + "self_attn.o_proj", {{p + "self_attn.o_proj", &l.attn.o}}, {&l.attn.v});
+      o->head_dim = l.attn.q.out() / l.attn.heads;
+      o->heads_per_kv = l.attn.heads / l.attn.kv_heads;
+      site(i, p + "mlp.gate_up_proj", {{p + "mlp.gate_proj", &l.gate}, {p + "mlp.up_proj", &l.up}}, {});
+      site(i, p + "mlp.down_proj", {{p + "mlp.down_proj", &l.down}}, {&l.gate, &l.up});
+    }
+  }
+  return sites;
+}
+
+bool foldable(const Site& s, const Perm& p) {
+  if (s.producers.empty()) return false;
+  if (s.head_dim == 0) return true;
+  // Attention output: channel (h, d) may only move to (h, sigma_g(d)), with one sigma per
+  // key/value head g shared by its heads_per_kv query heads.
+  int64_t D = s.head_dim, H = s.channels / D;
+  for (int64_t h = 0; h < H; ++h) {
+    int64_t lead = h - h % s.heads_per_kv;  // first query head of the group
+    for (int64_t d = 0; d < D; ++d) {
+      int64_t src = p[size_t(h * D + d)];
+      if (src / D != h || src - h * D != p[size_t(lead * D + d)] - lead * D) return false;
+    }
+  }
+  return true;
+}
+
+bool apply_permutation(Site& s, const Perm& p) {
+  check_permutation(p, s.channels, "permutation for site '" + s.name + "'");
+  for (size_t c = 0; c < s.consumers.size(); ++c)
+    NMPERM_CHECK(!s.consumers[c]->input_perm.defined(), "site '{}': layer '{}' is already permuted", s.name,
+                 s.consumer_names[c]);
+  for (Linear* c : s.consumers) permute_in_place(c->weight, 1, p);
+  if (!foldable(s, p)) {
+    Tensor pt = perm_tensor(p);
+    for (Linear* c : s.consumers) c->input_perm = pt;
+    return false;
+  }
+  Perm rows = p;
+  if (s.head_dim > 0) {
+    // The value projection has one row block per key/value head: permute each by the
+    // within-head permutation of the first query head that reads it.
+    int64_t D = s.head_dim, kv = s.channels / D / s.heads_per_kv;
+    rows.assign(size_t(kv * D), 0);
+    for (int64_t g = 0; g < kv; ++g)
+      for (int64_t d = 0; d < D; ++d) {
+        int64_t h = g * s.heads_per_kv;
+        rows[size_t(g * D + d)] = g * D + (p[size_t(h * D + d)] - h * D);
+      }
+  }
+  for (Linear* pr : s.producers) {
+    permute_in_place(pr->weight, 0, rows);
+    permute_in_place(pr->bias, 0, rows);
+  }
+  return true;
+}
+
+Perm inverse_permutation(const Perm& p) {
+  Perm inv(p.size());
+  for (size_t j = 0; j < p.size(); ++j) inv[size_t(p[j])] = int64_t(j);
+  return inv;
+}
+
+void save_permutations(const std::string& path, const std::map<std::string, Perm>& perms,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, p] : perms) tensors.emplace_back(name, perm_tensor(p).to(DType::I32));
+  save_safetensors(path, tensors, metadata);
+}
+
+std::map<std::string, Perm> load_permutations(const std::string& path) {
+  SafeTensors st = load_safetensors(path);
+  std::map<std::string, Perm> out;
+  for (auto& [name, t] : st.tensors) {
+    NMPERM_CHECK(t.ndim() == 1 && !is_floating(t.dtype()), "permutation file '{}': '{}' must be an integer vector, got {}",
+                 path, name, describe(t));
+    Perm p = t.to(DType::I64).to_vector<int64_t>();
+    check_permutation(p, int64_t(p.size()), fmt::format("permutation file '{}': '{}'", path, name));
+    out[name] = std::move(p);
+  }
+  return out;
+}
+
+}  // namespace nmperm
