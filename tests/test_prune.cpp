@@ -1,0 +1,324 @@
+// Whole-model permutations: folding leaves the dense model's function unchanged, a pruned
+// permuted model computes the original model with the back-mapped mask, checkpoints and
+// permutation files round-trip, and the learned methods' straight-through ops carry the
+// gradients they promise.
+#include <filesystem>
+
+#include "autograd/gradcheck.h"
+#include "helpers.h"
+#include "models/calibrate.h"
+#include "permute/prune.h"
+
+namespace nmperm {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string tmp(const std::string& name) {
+  return (fs::temp_directory_path() / fmt::format("nmperm_prune_{}_{}", getpid(), name)).string();
+}
+
+Model tiny_vit(uint64_t seed) {
+  ViTConfig c;
+  c.image_size = 8;
+  c.patch_size = 4;
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 32;
+  c.num_labels = 3;
+  Generator g(seed);
+  Model m;
+  m.vit = std::make_unique<ViT>(c, g);
+  // Larger weights than the 0.02 initialisation, so pruning changes the outputs visibly.
+  m.visit([&](const std::string&, Tensor& t) { t.copy_from(mul(randn(t.shape(), g), 0.3)); });
+  return m;
+}
+
+Model tiny_llama(uint64_t seed) {
+  LlamaConfig c;
+  c.vocab_size = 32;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 8;
+  Generator g(seed);
+  Model m;
+  m.llama = std::make_unique<Llama>(c, g);
+  m.visit([&](const std::string&, Tensor& t) { t.copy_from(mul(randn(t.shape(), g), 0.3)); });
+  return m;
+}
+
+TrainData tiny_data(const Model& m, uint64_t seed) {
+  Generator g(seed);
+  TrainData d;
+  if (m.vit) {
+    int64_t N = 1100;
+    d.train_images.images = rand({N, 1, 8, 8}, g);
+    std::vector<int64_t> labels(static_cast<size_t>(N));
+    for (auto& l : labels) l = g.randint(3);
+    d.train_images.labels = from_vector(labels, {N});
+    d.test_images = {narrow(d.train_images.images, 0, 0, 200), narrow(d.train_images.labels, 0, 0, 200)};
+  } else {
+    for (int i = 0; i < 3000; ++i) d.tokens.train.push_back(int32_t(g.randint(32)));
+    for (int i = 0; i < 300; ++i) d.tokens.val.push_back(int32_t(g.randint(32)));
+    d.tokens.vocab = 32;
+  }
+  return d;
+}
+
+Tensor sample_input(const Model& m, uint64_t seed) {
+  Generator g(seed);
+  if (m.vit) return rand({3, 1, 8, 8}, g);
+  std::vector<int64_t> ids(24);
+  for (auto& i : ids) i = g.randint(32);
+  return from_vector(ids, {3, 8});
+}
+
+Tensor run(const Model& m, const Tensor& x) {
+  NoGradGuard ng;
+  return m.forward(x);
+}
+
+// A permutation that keeps every channel in its head and moves channels the same way in
+// all heads: foldable into the value projection.
+Perm head_respecting(int64_t channels, int64_t D, uint64_t seed) {
+  Perm within = random_perm(D, seed), p;
+  for (int64_t h = 0; h < channels / D; ++h)
+    for (int64_t d = 0; d < D; ++d) p.push_back(h * D + within[size_t(d)]);
+  return p;
+}
+
+class PermuteModel : public ::testing::TestWithParam<const char*> {
+ protected:
+  Model make(uint64_t seed) { return std::string(GetParam()) == "vit" ? tiny_vit(seed) : tiny_llama(seed); }
+};
+
+TEST_P(PermuteModel, FoldingAndGatheringKeepTheDenseFunction) {
+  Model m = make(1);
+  Tensor x = sample_input(m, 2), before = run(m, x);
+  std::vector<Site> sites = permutation_sites(m);
+  ASSERT_EQ(sites.size(), 4 * m.num_blocks());
+  int folded = 0, gathered = 0;
+  for (size_t i = 0; i < sites.size(); ++i) {
+    Site& s = sites[i];
+    Perm p = s.head_dim > 0 && i % 8 == 1 ? head_respecting(s.channels, s.head_dim, i) : random_perm(s.channels, i + 7);
+    bool f = apply_permutation(s, p);
+    EXPECT_EQ(f, foldable(s, p)) << s.name;
+    (f ? folded : gathered)++;
+  }
+  // Each block folds the MLP output site; the first block's attention output too.
+  EXPECT_EQ(folded, int(m.num_blocks()) + 1);
+  EXPECT_GT(gathered, 0);
+  EXPECT_TRUE(test::all_close(run(m, x), before, 1e-6, 1e-5));
+
+  // The permuted model (with its gathers) survives a save and a load.
+  std::string dir = tmp(std::string("fold_") + GetParam());
+  save_checkpoint(m, dir);
+  Model back = load_checkpoint(dir);
+  EXPECT_TRUE(test::all_close(run(back, x), before, 1e-6, 1e-5));
+  fs::remove_all(dir);
+}
+
+TEST_P(PermuteModel, GroupedQueryFoldNeedsOnePermutationPerKeyValueHead) {
+  Model m = make(3);
+  std::vector<Site> sites = permutation_sites(m);
+  Site& o = sites[1];
+  ASSERT_GT(o.head_dim, 0);
+  Perm p = head_respecting(o.channels, o.head_dim, 5);
+  EXPECT_TRUE(foldable(o, p));
+  if (o.heads_per_kv > 1) {
+    // Different within-head permutations for two query heads sharing a value head.
+    Perm q = p;
+    std::swap(q[size_t(o.head_dim)], q[size_t(o.head_dim) + 1]);
+    EXPECT_FALSE(foldable(o, q));
+  }
+  Perm cross = identity_perm(o.channels);
+  std::swap(cross[0], cross[size_t(o.head_dim)]);  // moves a channel to another head
+  EXPECT_FALSE(foldable(o, cross));
+}
+
+// Wanda scores from a real calibration pass of the tiny model.
+std::map<std::string, Tensor> norms_of(Model& m, const TrainData& d) {
+  return activation_norms(m, d, {.batches = 2, .batch = 8});
+}
+
+TEST_P(PermuteModel, PrunedPermutedModelEqualsOriginalWithBackMappedMask) {
+  Model m = make(4), ref = make(4);
+  TrainData d = tiny_data(m, 5);
+  auto norms = norms_of(m, d);
+  PruneOptions o;
+  o.method = "random";
+  o.seed = 3;
+  o.progress = false;
+  PruneResult r = prune_model(m, d, norms, o);
+  // The reference: the original model with W * mask, the mask taken on S[:, p] and mapped back.
+  std::vector<Site> sites = permutation_sites(ref);
+  SiteScores scores = site_scores(sites, norms, o.score);
+  for (Site& s : sites) {
+    const Perm& p = r.perms.at(s.name);
+    Perm inv = inverse_permutation(p);
+    Tensor pt = from_vector(p, {int64_t(p.size())}), it = from_vector(inv, {int64_t(inv.size())});
+    for (size_t c = 0; c < s.consumers.size(); ++c) {
+      Tensor mask = index_select(nm_mask(index_select(scores[s.name][c], 1, pt), o.pattern), 1, it);
+      NoGradGuard ng;
+      s.consumers[c]->weight.copy_from(mul(s.consumers[c]->weight, mask));
+    }
+  }
+  Tensor x = sample_input(m, 6);
+  Tensor want = run(ref, x);
+  EXPECT_TRUE(test::all_close(run(m, x), want, 1e-6, 1e-5));
+  // Every run of 4 consecutive input channels of every pruned weight keeps at most 2.
+  for (Site& s : permutation_sites(m))
+    for (Linear* l : s.consumers) {
+      auto w = l->weight.to_vector<float>();
+      int64_t in = l->in();
+      for (int64_t r0 = 0; r0 < l->out(); ++r0)
+        for (int64_t g = 0; g < in; g += 4) {
+          int nz = 0;
+          for (int64_t j = g; j < g + 4; ++j) nz += w[size_t(r0 * in + j)] != 0.0f;
+          ASSERT_LE(nz, 2) << s.name;
+        }
+    }
+  // And the pruned model differs from the dense one (the test can tell).
+  EXPECT_FALSE(test::all_close(want, run(make(4), x), 1e-6, 1e-5));
+  EXPECT_GT(r.mean_kept, 0.4);
+  EXPECT_LE(r.mean_kept, r.mean_kept_bound + 1e-9);
+}
+
+TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
+  for (const char* method : {"learned", "permllm"}) {
+    Model m = make(7);
+    TrainData d = tiny_data(m, 8);
+    auto norms = norms_of(m, d);
+    PruneOptions o;
+    o.method = method;
+    o.progress = false;
+    o.learn = learn_defaults(method);
+    o.learn.steps = 6;
+    o.learn.eval_every = 2;
+    o.learn.batch = 8;
+    o.learn.holdout = m.vit ? 64 : 8;
+    o.learn.lr = 0.5;
+    o.warm_start = std::string(method) == "learned" ? "ria" : "none";
+    PruneResult r = prune_model(m, d, norms, o);
+    EXPECT_LE(r.learn.best_holdout, r.learn.start_holdout) << method;
+    EXPECT_TRUE(std::isfinite(r.learn.best_holdout));
+    for (const Site& s : permutation_sites(m)) {
+      const Perm& p = r.perms.at(s.name);
+      check_permutation(p, s.channels, s.name);
+      int64_t B = s.channels / site_groups(s.channels, o.learn, o.pattern);
+      for (int64_t j = 0; j < s.channels; ++j) EXPECT_EQ(p[size_t(j)] / B, j / B) << s.name << " crosses a group";
+    }
+    EXPECT_EQ(r.learn.soft_block.ndim(), 2);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, PermuteModel, ::testing::Values("vit", "llama"));
+
+TEST(Prune, BlockObjectiveTrainsEveryBlockInTurn) {
+  Model m = tiny_llama(9);
+  TrainData d = tiny_data(m, 10);
+  std::vector<Site> sites = permutation_sites(m);
+  SiteScores scores = site_scores(sites, norms_of(m, d), Score::Wanda);
+  LearnOptions o;
+  o.objective = "block";
+  o.steps = 3;
+  o.eval_every = 3;
+  o.batch = 4;
+  o.holdout = 8;
+  o.progress = false;
+  LearnResult r = learn_permutations(m, sites, scores, {}, d, o);
+  EXPECT_EQ(r.perms.size(), sites.size());
+  EXPECT_EQ(r.curve.size(), size_t(2 * (1 + 3)));  // per block: the start point and 3 steps
+}
+
+TEST(Prune, PatternThatDoesNotFitIsAnError) {
+  Model m = tiny_vit(1);
+  TrainData d = tiny_data(m, 2);
+  PruneOptions o;
+  o.pattern = NMPattern::parse("2:5");
+  o.score = Score::Magnitude;
+  EXPECT_THROW_MSG(prune_model(m, d, {}, o), "16 input channels are not a multiple of M = 5");
+  o.pattern = NMPattern::parse("2:4");
+  o.method = "hungarian";
+  EXPECT_THROW_MSG(prune_model(m, d, {}, o), "unknown permutation method");
+  o.method = "none";
+  o.score = Score::Wanda;
+  EXPECT_THROW_MSG(prune_model(m, d, {}, o), "needs the activation norms");
+}
+
+TEST(Prune, SiteGroupsFitTheChannels) {
+  LearnOptions o;
+  NMPattern p;
+  EXPECT_EQ(site_groups(128, o, p), 4);
+  EXPECT_EQ(site_groups(24, o, p), 3);  // 4 groups of 6 would split N:M groups
+  o.block_size = 64;
+  EXPECT_EQ(site_groups(128, o, p), 2);
+  EXPECT_EQ(site_groups(24, o, p), 1);
+  EXPECT_EQ(site_groups(96, o, p), 2);  // blocks of 48
+}
+
+TEST(Prune, PermutationFilesRoundTripAndRejectNonPermutations) {
+  std::string path = tmp("perms.safetensors");
+  std::map<std::string, Perm> perms = {{"a.qkv", random_perm(12, 1)}, {"b.down_proj", identity_perm(8)}};
+  save_permutations(path, perms, {{"method", "random"}});
+  EXPECT_EQ(load_permutations(path), perms);
+  save_safetensors(path, {{"bad", from_vector(std::vector<int32_t>{0, 2, 2}, {3})}});
+  EXPECT_THROW_MSG(load_permutations(path), "not a permutation");
+  fs::remove(path);
+}
+
+// The straight-through ops: the value is the hard permutation; the gradient of the soft
+// matrix is what x @ blockdiag(soft) (or its transpose) would give, checked against that
+// composition, which the op gradcheck table covers.
+TEST(Prune, PermuteChannelsStraightThroughGradients) {
+  int64_t R = 5, G = 2, B = 4, n = G * B;
+  Tensor x = test::randn64({R, n}, 1), soft = test::randn64({G, B, B}, 2), up = test::randn64({R, n}, 3);
+  Perm p = {2, 0, 3, 1, 5, 7, 4, 6};
+  Tensor pt = from_vector(p, {n});
+  for (bool inverse : {false, true}) {
+    Tensor xs = x.clone().set_requires_grad(), ss = soft.clone().set_requires_grad();
+    Tensor y = permute_channels_ste(xs, pt, ss, inverse);
+    // Value: a gather by p (or its inverse).
+    Tensor want = index_select(x, 1, inverse ? from_vector(inverse_permutation(p), {n}) : pt);
+    EXPECT_TRUE(test::all_close(y.detach(), want, 0, 0));
+    backward(sum(mul(y, up)));
+    // Reference: the same loss through x @ blockdiag(soft)^(T).
+    Tensor xr = x.clone().set_requires_grad(), sr = soft.clone().set_requires_grad();
+    Tensor xg = transpose(reshape(xr, {R, G, B}), 0, 1);  // (G, R, B)
+    Tensor yr = matmul(xg, inverse ? transpose(sr, 1, 2) : sr);
+    backward(sum(mul(reshape(transpose(yr, 0, 1), {R, n}), up)));
+    EXPECT_TRUE(test::all_close(ss.grad(), sr.grad(), 1e-12, 1e-10)) << "inverse " << inverse;
+    // The x gradient is that of the hard gather: the upstream gradient moved back.
+    Tensor gx = index_select(up, 1, inverse ? pt : from_vector(inverse_permutation(p), {n}));
+    EXPECT_TRUE(test::all_close(xs.grad(), gx, 0, 0));
+  }
+  EXPECT_THROW_MSG(permute_channels_ste(x, from_vector(Perm{4, 0, 3, 1, 5, 7, 2, 6}, {n}), soft, false), "across groups");
+}
+
+TEST(Prune, StraightThroughAndSmoothL1) {
+  Tensor hard = test::randn64({3, 4}, 4), soft = test::randn64({3, 4}, 5).set_requires_grad();
+  Tensor y = straight_through(hard, soft);
+  EXPECT_TRUE(test::all_close(y.detach(), hard, 0, 0));
+  Tensor up = test::randn64({3, 4}, 6);
+  backward(sum(mul(y, up)));
+  EXPECT_TRUE(test::all_close(soft.grad(), up, 0, 0));
+
+  Tensor a = mul(test::randn64({4, 5}, 7), 2.0), b = test::randn64({4, 5}, 8);
+  double want = 0;
+  auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+  for (size_t i = 0; i < av.size(); ++i) {
+    double d = std::abs(av[i] - bv[i]);
+    want += d < 1 ? 0.5 * d * d : d - 0.5;
+  }
+  EXPECT_NEAR(smooth_l1(a, b).item(), want / double(av.size()), 1e-12);
+  auto r = gradcheck([&](const std::vector<Tensor>& in) { return smooth_l1(in[0], in[1]); },
+                       {a.clone().set_requires_grad(), b.clone().set_requires_grad()});
+  EXPECT_TRUE(r.ok) << r.message;
+}
+
+}  // namespace
+}  // namespace nmperm
