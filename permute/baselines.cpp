@@ -76,25 +76,38 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
     // best first (one sweep then moves many channels instead of one).
     double eps = 1e-12 * std::max(1.0, std::abs(cur));
     std::vector<Move> moves;
+    // Group pairs to try: all of them, or for many groups those within windows of
+    // opt.window groups of a seeded shuffle, new each sweep (Apex's stripe groups).
+    std::vector<std::pair<int64_t, int64_t>> pairs;
+    if (opt.window <= 1 || G <= opt.window) {
+      for (int64_t g1 = 0; g1 < G; ++g1)
+        for (int64_t g2 = g1 + 1; g2 < G; ++g2) pairs.emplace_back(g1, g2);
+    } else {
+      Perm order = random_perm(G, opt.seed * 1000003 + uint64_t(sweep));
+      for (int64_t w0 = 0; w0 < G; w0 += opt.window)
+        for (int64_t a = w0; a < std::min(G, w0 + opt.window); ++a)
+          for (int64_t b = a + 1; b < std::min(G, w0 + opt.window); ++b)
+            pairs.emplace_back(std::min(order[size_t(a)], order[size_t(b)]), std::max(order[size_t(a)], order[size_t(b)]));
+    }
 #pragma omp parallel
     {
       std::vector<Move> local;
       std::vector<int64_t> gi(static_cast<size_t>(M)), gj(static_cast<size_t>(M));
 #pragma omp for schedule(dynamic) nowait
-      for (int64_t g1 = 0; g1 < G; ++g1)
-        for (int64_t g2 = g1 + 1; g2 < G; ++g2) {
-          Move best_move{eps, 0, 0, -1, -1};
-          for (int64_t a = 0; a < M; ++a)
-            for (int64_t b = 0; b < M; ++b) {
-              std::copy(p.begin() + g1 * M, p.begin() + (g1 + 1) * M, gi.begin());
-              std::copy(p.begin() + g2 * M, p.begin() + (g2 + 1) * M, gj.begin());
-              std::swap(gi[size_t(a)], gj[size_t(b)]);
-              double v1 = group_value(c, gi.data(), pat), v2 = group_value(c, gj.data(), pat);
-              double d = v1 + v2 - val[size_t(g1)] - val[size_t(g2)];
-              if (d > best_move.gain) best_move = {d, v1, v2, g1 * M + a, g2 * M + b};
-            }
-          if (best_move.i >= 0) local.push_back(best_move);
-        }
+      for (size_t k = 0; k < pairs.size(); ++k) {
+        auto [g1, g2] = pairs[k];
+        Move best_move{eps, 0, 0, -1, -1};
+        for (int64_t a = 0; a < M; ++a)
+          for (int64_t b = 0; b < M; ++b) {
+            std::copy(p.begin() + g1 * M, p.begin() + (g1 + 1) * M, gi.begin());
+            std::copy(p.begin() + g2 * M, p.begin() + (g2 + 1) * M, gj.begin());
+            std::swap(gi[size_t(a)], gj[size_t(b)]);
+            double v1 = group_value(c, gi.data(), pat), v2 = group_value(c, gj.data(), pat);
+            double d = v1 + v2 - val[size_t(g1)] - val[size_t(g2)];
+            if (d > best_move.gain) best_move = {d, v1, v2, g1 * M + a, g2 * M + b};
+          }
+        if (best_move.i >= 0) local.push_back(best_move);
+      }
 #pragma omp critical
       moves.insert(moves.end(), local.begin(), local.end());
     }
@@ -104,6 +117,7 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
     });
     std::vector<char> touched(static_cast<size_t>(G), 0);
     int64_t applied = 0;
+    double before = cur;
     for (const Move& mv : moves) {
       int64_t g1 = mv.i / M, g2 = mv.j / M;
       if (touched[size_t(g1)] || touched[size_t(g2)]) continue;
@@ -114,13 +128,13 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
       cur += mv.gain;
       ++applied;
     }
-    if (applied > 0) {
-      if (cur > best_total) {
-        best_total = cur;
-        best = p;
-      }
-      continue;
+    if (cur > best_total) {
+      best_total = cur;
+      best = p;
     }
+    // A sweep gaining less than 1e-5 of the total counts as a local optimum: on wide
+    // layers some window always finds a tiny gain, and those sweeps cost as much as any.
+    if (applied > 0 && cur - before > 1e-5 * std::abs(before)) continue;
     // Local optimum: escape with one random swap between groups, a bounded number of times.
     if (escapes++ >= opt.escapes || G < 2) break;
     int64_t i = gen.randint(I), j = gen.randint(I);

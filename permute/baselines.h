@@ -5,7 +5,9 @@
 //   random        a seeded random permutation (the control)
 //   channel-swap  greedy swaps of two channels between groups that raise the kept score,
 //                 with a bounded number of random escapes from local optima, keeping the
-//                 best permutation seen (Pool & Yu 2021, NVIDIA Apex ASP)
+//                 best permutation seen (Pool & Yu 2021, NVIDIA Apex ASP); on wide layers
+//                 each sweep tries the pairs within windows of groups, like Apex's stripe
+//                 groups, since all pairs cost O(in^2 * out) per sweep
 //   ria           RIA's channel reallocation (channels sorted by total score, dealt to
 //                 the groups in turn) followed by per-position linear sum assignment of
 //                 channels to groups, iterated (Zhang et al. 2024)
@@ -21,6 +23,8 @@ struct SearchOptions {
   uint64_t seed = 0;
   int64_t max_sweeps = 100;  // channel-swap: improving sweeps; ria: assignment rounds
   int64_t escapes = 20;      // channel-swap: random perturbations after a local optimum
+  int64_t window = 64;       // channel-swap: with more groups, pairs only within windows of this
+                             // many groups (reshuffled every sweep); 0 = all pairs
 };
 
 using Perm = std::vector<int64_t>;

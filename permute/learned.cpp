@@ -128,6 +128,36 @@ Tensor smooth_l1(const Tensor& a, const Tensor& b) {
   return mean(where(lt(d, ones({}, d.dtype())), mul(square(d), 0.5), add(d, -0.5)));
 }
 
+Perm assignment_permutation(const Tensor& blocks, bool maximize) {
+  NMPERM_CHECK(blocks.ndim() == 3 && blocks.shape(1) == blocks.shape(2),
+               "assignment_permutation: expects (G, B, B) blocks, got {}", describe(blocks));
+  Tensor assign;
+  {
+    NoGradGuard ng;
+    assign = linear_assignment_batched(blocks.detach(), maximize);
+  }
+  const int64_t* a = assign.data<int64_t>();  // (G, B): row i (channel) -> column (position)
+  int64_t G = blocks.shape(0), B = blocks.shape(1);
+  Perm p(static_cast<size_t>(G * B));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t i = 0; i < B; ++i) p[size_t(g * B + a[g * B + i])] = g * B + i;
+  return p;
+}
+
+Tensor effective_weight(const Tensor& w, const Tensor& scores, const Perm& hard, const Tensor& soft,
+                        NMPattern pattern, double score_scale) {
+  Tensor pt = perm_tensor(hard);
+  Tensor wp = permute_channels_ste(w, pt, soft, false);
+  Tensor sp = permute_channels_ste(scores, pt, soft, false);
+  Tensor mask = nm_mask(sp.detach(), pattern);
+  if (soft.defined()) {
+    int64_t R = w.shape(0), C = w.shape(1), M = pattern.m;
+    Tensor z = reshape(mul(sp, 1.0 / score_scale), {R, C / M, M});
+    mask = straight_through(mask, reshape(mul(softmax(z, -1), double(pattern.n)), {R, C}));
+  }
+  return permute_channels_ste(mul(wp, mask), pt, soft, true);
+}
+
 int64_t site_groups(int64_t channels, const LearnOptions& opt, NMPattern pattern) {
   pattern.check_fits(channels, "site");
   if (opt.block_size > 0) {
@@ -338,36 +368,15 @@ class Learner {
   }
 
   Perm harden(const SiteState& s, const Tensor& soft) const {
-    Tensor assign;
-    {
-      NoGradGuard ng;
-      assign = opt_.harden_soft && soft.defined() ? linear_assignment_batched(soft.detach(), true)
-                                                   : linear_assignment_batched(s.cost.detach(), false);
-    }
-    const int64_t* a = assign.data<int64_t>();  // (G, B): row i (channel) -> column (position)
-    Perm p(size_t(s.site->channels));
-    for (int64_t g = 0; g < s.G; ++g)
-      for (int64_t i = 0; i < s.B; ++i) p[size_t(g * s.B + a[g * s.B + i])] = g * s.B + i;
-    return p;
+    return opt_.harden_soft && soft.defined() ? assignment_permutation(soft, true) : assignment_permutation(s.cost, false);
   }
 
   // Installs W_eff in the site's consumers: with the soft paths when `soft` is defined,
   // else the plain pruned weight (hard permutation, hard mask).
   void set_effective(SiteState& s, const Tensor& soft) {
-    Tensor pt = perm_tensor(s.hard);
-    int64_t N = pattern_.n, M = pattern_.m;
-    for (size_t c = 0; c < s.weight.size(); ++c) {
-      const Tensor& w = s.weight[c];
-      Tensor wp = permute_channels_ste(w, pt, soft, false);
-      Tensor sp = permute_channels_ste(s.scores[c], pt, soft, false);
-      Tensor mask = nm_mask(sp.detach(), pattern_);
-      if (soft.defined()) {
-        int64_t R = w.shape(0), C = w.shape(1);
-        Tensor z = reshape(mul(sp, 1.0 / (opt_.mask_temperature * s.score_mean[c])), {R, C / M, M});
-        mask = straight_through(mask, reshape(mul(softmax(z, -1), double(N)), {R, C}));
-      }
-      s.site->consumers[c]->weight = permute_channels_ste(mul(wp, mask), pt, soft, true);
-    }
+    for (size_t c = 0; c < s.weight.size(); ++c)
+      s.site->consumers[c]->weight = effective_weight(s.weight[c], s.scores[c], s.hard, soft, pattern_,
+                                                      opt_.mask_temperature * s.score_mean[c]);
   }
 
   void restore_weights() {

@@ -59,6 +59,14 @@ struct LearnOptions {
 Tensor permute_channels_ste(const Tensor& x, const Tensor& perm, const Tensor& soft, bool inverse);
 // Value of `hard`, gradient passed unchanged to `soft` (same shape).
 Tensor straight_through(const Tensor& hard, const Tensor& soft);
+// The hard permutation of G blocks (G, B, B) by exact assignment: minimising costs, or
+// maximising soft permutation matrices. Position j of the result holds channel p[j].
+Perm assignment_permutation(const Tensor& blocks, bool maximize);
+// W_eff = (W P * mask(S P)) P^T for one consumer: W (out, in), scores S like W, hard p;
+// with soft = P~ (G, B, B) the straight-through paths are recorded, the soft mask being
+// N * softmax(S P / score_scale) within each group of M. Without soft: the pruned weight.
+Tensor effective_weight(const Tensor& w, const Tensor& scores, const Perm& hard, const Tensor& soft,
+                        NMPattern pattern, double score_scale);
 // Mean Smooth-L1 (Huber with beta 1) distance.
 Tensor smooth_l1(const Tensor& a, const Tensor& b);
 

@@ -1,0 +1,117 @@
+// Permutation methods on one wide site: a seeded (n, n) weight with log-normal activation
+// norms and Wanda scores (default n = 4096).
+//   1. One learning step of the learned method for that site, for G = 4 and G = 1:
+//      Sinkhorn (20 iterations) -> assignment -> W_eff with straight-through paths ->
+//      Smooth-L1 between dense and pruned outputs on 128 random input rows -> backward
+//      -> AdamW on the costs. Median of the timed steps, with the share of each part.
+//   2. Wall time of every search method (none, random, channel-swap, ria) with the kept
+//      Wanda fraction, and for the learned methods 300 x their measured step time.
+// usage: bench_permute [n] [steps] [channel-swap sweeps]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include "kernels/dispatch.h"
+#include "models/optim.h"
+#include "permute/learned.h"
+#include "permute/sinkhorn.h"
+
+using namespace nmperm;
+
+namespace {
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct StepTimes {
+  double total = 0, sinkhorn = 0, assignment = 0;
+};
+
+// One learning step of a site with G groups; returns the median of `steps` timed steps.
+StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_t steps, int64_t iters) {
+  int64_t n = w.shape(1), B = n / G;
+  Generator gen(3);
+  Tensor x = randn({128, n}, gen);
+  Tensor cost = mul(randn({G, B, B}, gen), 0.01);
+  {  // start at the identity, as the method does
+    float* c = cost.data<float>();
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t i = 0; i < B; ++i) c[(g * B + i) * B + i] -= 1.0f;
+  }
+  cost.set_requires_grad();
+  AdamW adam({cost}, {.lr = 0.1, .weight_decay = 0.0});
+  Tensor dense;
+  {
+    NoGradGuard ng;
+    dense = linear(x, w);
+  }
+  double scale = mean(scores).item();
+  std::vector<StepTimes> all;
+  for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
+    StepTimes t;
+    auto t0 = std::chrono::steady_clock::now();
+    adam.zero_grad();
+    auto ts = std::chrono::steady_clock::now();
+    Tensor soft = sinkhorn(mul(cost, -1.0 / 0.5), iters);
+    t.sinkhorn = since(ts);
+    auto ta = std::chrono::steady_clock::now();
+    Perm hard = assignment_permutation(cost, false);
+    t.assignment = since(ta);
+    Tensor weff = effective_weight(w, scores, hard, soft, NMPattern{}, scale);
+    Tensor loss = smooth_l1(linear(x, weff), dense);
+    backward(loss);
+    adam.step();
+    t.total = since(t0);
+    if (s > 0) all.push_back(t);
+  }
+  std::sort(all.begin(), all.end(), [](const StepTimes& a, const StepTimes& b) { return a.total < b.total; });
+  return all[all.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kernels::select_blas_kernels(argv);
+  int64_t n = argc > 1 ? std::atoll(argv[1]) : 4096;
+  int64_t steps = argc > 2 ? std::atoll(argv[2]) : 3;
+  int64_t sweeps = argc > 3 ? std::atoll(argv[3]) : 100;
+  try {
+    std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4; %d threads, OpenBLAS %s\n", (long long)n,
+                (long long)n, kernels::num_threads(), kernels::blas_core().c_str());
+    Generator gen(1);
+    Tensor w = mul(randn({n, n}, gen), 0.02);
+    Tensor norms = exp(randn({n}, gen));  // log-normal: a few channels carry most activation
+    Tensor scores = importance(w, norms, Score::Wanda);
+    NMPattern pat;
+
+    std::printf("\nlearning step (median of %lld, after one warm-up step):\n", (long long)steps);
+    std::printf("  %-6s %10s %12s %12s\n", "G", "step s", "sinkhorn s", "assign s");
+    double step_g4 = 0;
+    for (int64_t G : {4, 1}) {
+      StepTimes t = learning_step(w, scores, G, steps, 20);
+      if (G == 4) step_g4 = t.total;
+      std::printf("  %-6lld %10.3f %12.3f %12.3f\n", (long long)G, t.total, t.sinkhorn, t.assignment);
+      std::fflush(stdout);
+    }
+    StepTimes permllm = learning_step(w, scores, n / 64, steps, 5);
+
+    std::printf("\nmethods on the whole matrix:\n  %-14s %10s %10s\n", "method", "seconds", "kept");
+    for (const char* m : {"none", "random", "ria", "channel-swap"}) {
+      auto t0 = std::chrono::steady_clock::now();
+      Perm p = search_permutation(m, scores, pat, {.seed = 0, .max_sweeps = sweeps, .escapes = 20});
+      double s = since(t0);
+      std::printf("  %-14s %10.2f %10.4f\n", m, s, kept_fraction(scores, p, pat));
+      std::fflush(stdout);
+    }
+    std::printf("  %-14s %10.1f %10s  (300 steps x the measured step, blocks of 64, 5 Sinkhorn iterations)\n",
+                "permllm", 300 * permllm.total, "-");
+    std::printf("  %-14s %10.1f %10s  (300 steps x the measured G = 4 step)\n", "learned", 300 * step_g4, "-");
+    std::printf("  unstructured bound kept %.4f\n", kept_fraction(scores, unstructured_mask(scores, pat)));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
