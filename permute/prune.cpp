@@ -20,6 +20,9 @@ LearnOptions learn_defaults(const std::string& method) {
     o.eps_end = 0.1;
     o.lr = 1e-3;
     o.harden_soft = true;
+    // PermLLM starts from random logits (uniform in [-1, 1]), not from the identity.
+    o.init_scale = 0.0;
+    o.init_noise = 0.577;
   }
   return o;
 }

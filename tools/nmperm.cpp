@@ -4,8 +4,7 @@
 //   nmperm calibrate       activation norms of every linear layer over calibration data
 //   nmperm permute-matrix  search an N:M channel permutation for one weight matrix
 //   nmperm prune  prune a checkpoint to N:M with one or more permutation methods
-//   nmperm demo   end-to-end showcase of the engine: trains an MLP on Fashion-MNIST with
-//                 our autograd, AdamW and CBLAS matmuls, then reports test accuracy.
+//   nmperm demo   the main job: embedded models, every permutation method, a report folder
 // Exit codes: 0 success, 1 runtime error (bad file, bad data, ...), 2 usage error.
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -25,126 +24,13 @@
 #include "models/optim.h"
 #include "models/train.h"
 #include "permute/baselines.h"
-#include "permute/prune.h"
+#include "permute/compare.h"
+#include "tools/cli.h"
 
 using namespace nmperm;
+using namespace nmperm::cli;
 
 namespace {
-
-struct DemoOptions {
-  std::string data = kFashionMnistDir;
-  int epochs = 5;
-  int batch = 128;
-  double lr = 1e-3;
-  int hidden = 256;
-  uint64_t seed = 0;
-  int threads = 0;
-};
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Uniform(-1/sqrt(in), 1/sqrt(in)) like PyTorch's nn.Linear default.
-Tensor init_linear(int64_t out, int64_t in, Generator& gen) {
-  Tensor w = rand({out, in}, gen);
-  float bound = 1.0f / std::sqrt(float(in));
-  float* p = w.data<float>();
-  for (int64_t i = 0; i < w.numel(); ++i) p[i] = (2 * p[i] - 1) * bound;
-  return w.set_requires_grad();
-}
-
-int run_demo(const DemoOptions& o) {
-  if (o.threads > 0) kernels::set_num_threads(o.threads);
-  std::printf("nmperm demo (engine showcase): a 2-layer MLP on Fashion-MNIST, trained with nmperm's own autograd\n");
-  std::printf("threads: %d, OpenBLAS kernels: %s, data: %s\n", kernels::num_threads(), kernels::blas_core().c_str(),
-              o.data.c_str());
-  ImageSet train = load_fashion_mnist(o.data, "train"), test = load_fashion_mnist(o.data, "t10k");
-  int64_t N = train.size(), D = train.images.numel() / N;
-  std::printf("train %lld images, test %lld images, %lld features\n", (long long)N, (long long)test.size(),
-              (long long)D);
-  Tensor xtr = reshape(train.images, {N, D}), xte = reshape(test.images, {test.size(), D});
-  // Normalise with the training set's statistics.
-  double mu = mean(xtr).item(), sd = std::sqrt(var(xtr, {}, 0).item());
-  xtr = (xtr - mu) / sd;
-  xte = (xte - mu) / sd;
-
-  Generator gen(o.seed);
-  Tensor w1 = init_linear(o.hidden, D, gen), b1 = zeros({o.hidden}).set_requires_grad();
-  Tensor w2 = init_linear(10, o.hidden, gen), b2 = zeros({10}).set_requires_grad();
-  AdamW opt({w1, b1, w2, b2}, {.lr = o.lr, .weight_decay = 0.0});
-  auto model = [&](const Tensor& x) { return linear(gelu(linear(x, w1, b1)), w2, b2); };
-
-  int64_t steps_per_epoch = N / o.batch, total = steps_per_epoch * o.epochs, step = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  double ema = 0;
-  for (int e = 0; e < o.epochs; ++e) {
-    // Seeded shuffle (Fisher-Yates on a counter-based stream: same order for a seed).
-    std::vector<int64_t> order(static_cast<size_t>(N));
-    for (int64_t i = 0; i < N; ++i) order[size_t(i)] = i;
-    for (int64_t i = N - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(gen.randint(i + 1))]);
-    Tensor perm = from_vector(order, {N});
-    for (int64_t s = 0; s < steps_per_epoch; ++s, ++step) {
-      Tensor idx = narrow(perm, 0, s * o.batch, o.batch).contiguous();
-      Tensor x = index_select(xtr, 0, idx), y = index_select(train.labels, 0, idx);
-      Tensor loss = cross_entropy(model(x), y);
-      opt.zero_grad();
-      backward(loss);
-      clip_grad_norm(opt.params, 1.0);
-      opt.step();
-      double l = loss.item();
-      NMPERM_CHECK(std::isfinite(l), "training loss became {} at step {}", l, step);
-      ema = step == 0 ? l : 0.95 * ema + 0.05 * l;
-      if ((step + 1) % 20 == 0 || step + 1 == total) {
-        double el = seconds_since(t0), eta = el / double(step + 1) * double(total - step - 1);
-        std::printf("\r  epoch %d/%d  step %5lld/%lld  loss %.4f  %7.0f img/s  ETA %4.0fs", e + 1, o.epochs,
-                    (long long)step + 1, (long long)total, ema, double((step + 1) * o.batch) / el, eta);
-        std::fflush(stdout);
-      }
-    }
-  }
-  std::printf("\n");
-  NoGradGuard ng;
-  Tensor pred = argmax(model(xte), 1);
-  int64_t correct = 0;
-  auto pv = pred.to_vector<int64_t>(), lv = test.labels.to_vector<int64_t>();
-  for (size_t i = 0; i < pv.size(); ++i) correct += pv[i] == lv[i];
-  double test_loss = cross_entropy(model(xte), test.labels).item();
-  std::printf("test accuracy %.4f (%lld/%lld), test loss %.4f, training time %.1fs\n", double(correct) / double(pv.size()),
-              (long long)correct, (long long)pv.size(), test_loss, seconds_since(t0));
-  return 0;
-}
-
-std::string default_cache() {
-  if (const char* c = std::getenv("NMPERM_CACHE")) return c;
-  if (const char* x = std::getenv("XDG_CACHE_HOME")) return std::string(x) + "/nmperm";
-  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.cache/nmperm";
-  return ".nmperm-cache";
-}
-
-struct DataOptions {
-  std::string data;          // vit: IDX folder; llama: "kjv" or a token file
-  std::string val;           // llama: validation token file
-  std::string token_format = "auto";
-  std::string cache = default_cache();
-};
-
-TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train) {
-  TrainData d;
-  if (arch == "vit") {
-    std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
-    if (need_train) d.train_images = load_fashion_mnist(dir, "train");
-    d.test_images = load_fashion_mnist(dir, "t10k");
-  } else {
-    d.tokens = (o.data.empty() || o.data == "kjv") ? load_kjv_bytes(o.cache)
-                                                   : load_token_data(o.data, o.val, o.token_format);
-  }
-  return d;
-}
-
-// The embedded default architectures.
-ViTConfig default_vit() { return ViTConfig{}; }  // 28x28x1, patch 4, hidden 128, 4 layers, 4 heads, MLP 512
-LlamaConfig default_llama() { return LlamaConfig{}; }  // bytes, hidden 128, 4 layers, 4/2 heads, 384, ctx 128
 
 struct TrainCli {
   TrainConfig cfg;
@@ -164,7 +50,6 @@ int run_train(TrainCli& o) {
     model = load_checkpoint(o.init);
     NMPERM_CHECK(model.arch() == cfg.arch, "--init checkpoint is a {} model, --arch says {}", model.arch(), cfg.arch);
   } else {
-    Generator gen(cfg.seed);
     nlohmann::json mc = nlohmann::json::object();
     if (!o.model_config.empty()) {
       std::ifstream f(o.model_config);
@@ -172,22 +57,7 @@ int run_train(TrainCli& o) {
       mc = nlohmann::json::parse(f, nullptr, false);
       NMPERM_CHECK(!mc.is_discarded(), "--model-config '{}' is not valid JSON", o.model_config);
     }
-    if (cfg.arch == "vit") {
-      ViTConfig vc = mc.empty() ? default_vit() : ViTConfig::from_json(mc);
-      const ImageSet& tr = data.train_images;
-      NMPERM_CHECK(tr.images.shape(2) == vc.image_size && tr.images.shape(1) == vc.num_channels,
-                   "the data's images are {}x{}x{}, the model expects {}x{}x{}", tr.images.shape(1),
-                   tr.images.shape(2), tr.images.shape(3), vc.num_channels, vc.image_size, vc.image_size);
-      model.vit = std::make_unique<ViT>(vc, gen);
-      // Normalise with the training set's statistics (written to preprocessor_config.json).
-      double mu = mean(tr.images).item(), sd = std::sqrt(var(tr.images, {}, 0).item());
-      model.preprocess.image_mean = {mu};
-      model.preprocess.image_std = {sd};
-    } else {
-      LlamaConfig lc = mc.empty() ? default_llama() : LlamaConfig::from_json(mc);
-      if (mc.empty()) lc.vocab_size = std::max<int64_t>(lc.vocab_size, data.tokens.vocab);
-      model.llama = std::make_unique<Llama>(lc, gen);
-    }
+    model = fresh_model(cfg.arch, mc, data, cfg.seed);
   }
   std::printf("nmperm train: %s, %lld parameters, %s; %lld steps of batch %lld on %d threads (OpenBLAS %s)\n",
               model.arch().c_str(), (long long)model.num_parameters(),
@@ -303,140 +173,31 @@ int run_calibrate(CalibrateCli& o) {
 }
 
 struct PruneCli {
-  std::string checkpoint, out, report, pattern = "2:4", score = "wanda";
-  std::vector<std::string> methods{"none"};
-  uint64_t seed = 0;
-  int64_t seeds = 1;
+  std::string checkpoint, report;
+  CompareOptions cmp;
   DataOptions data;
-  CalibrationOptions calib;
-  int64_t eval_windows = 0;
   int threads = 0;
-  // learned-method settings given on the command line (others keep learn_defaults)
+  // learned-method settings given on the command line (the others keep learn_defaults)
   std::optional<int64_t> steps, groups, iters, batch;
   std::optional<double> lr, alpha, eps_start, eps_end;
-  std::string warm_start = "none";
-  int64_t sweeps = 100, escapes = 20;
 };
-
-nlohmann::json eval_json(Model& m, const TrainData& data, int64_t windows) {
-  EvalResult r = evaluate(m, data, windows);
-  nlohmann::json j = r.to_json(m.arch());
-  if (m.llama) j["perplexity"] = std::exp(r.loss);
-  return j;
-}
-
-// Methods whose result depends on the seed run once per seed; the others once.
-bool seeded(const std::string& m) { return m != "none" && m != "ria"; }
 
 int run_prune(PruneCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
-  NMPattern pattern = NMPattern::parse(o.pattern);
-  Score score = parse_score(o.score);
-  Model dense = load_checkpoint(o.checkpoint);
-  TrainData data = load_data(dense.arch(), o.data, true);
-  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores, methods:", o.checkpoint.c_str(),
-               dense.arch().c_str(), (long long)dense.num_parameters(), o.pattern.c_str(), o.score.c_str());
-  for (auto& m : o.methods) std::fprintf(stderr, " %s", m.c_str());
-  std::fprintf(stderr, "; %d threads\n", kernels::num_threads());
-  for (const Site& s : permutation_sites(dense)) pattern.check_fits(s.channels, "site '" + s.name + "'");
-
-  auto t0 = std::chrono::steady_clock::now();
-  nlohmann::json report = {{"checkpoint", o.checkpoint}, {"arch", dense.arch()}, {"pattern", o.pattern},
-                           {"score", o.score},           {"seed", o.seed},        {"seeds", o.seeds},
-                           {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()},
-                           {"version", "nmperm 0.1.0"}, {"calibration", {{"batches", o.calib.batches}, {"batch", o.calib.batch}}}};
-  report["dense"] = eval_json(dense, data, o.eval_windows);
-  std::fprintf(stderr, "dense: %s\n", report["dense"].dump().c_str());
-  auto norms = activation_norms(dense, data, o.calib);
-  report["runs"] = nlohmann::json::array();
-  auto save_report = [&] {
-    if (!o.report.empty()) write_file_atomic(o.report, report.dump(2) + "\n");
+  Model probe = load_checkpoint(o.checkpoint);
+  TrainData data = load_data(probe.arch(), o.data, true);
+  auto set = [&](const char* key, const auto& v) {
+    if (v) o.cmp.learn[key] = *v;
   };
-  for (const std::string& method : o.methods) {
-    int64_t runs = seeded(method) ? o.seeds : 1;
-    for (int64_t k = 0; k < runs; ++k) {
-      PruneOptions po;
-      po.pattern = pattern;
-      po.score = score;
-      po.method = method;
-      po.seed = o.seed + uint64_t(k);
-      po.search = {.seed = po.seed, .max_sweeps = o.sweeps, .escapes = o.escapes};
-      po.learn = learn_defaults(method);
-      if (o.steps) po.learn.steps = *o.steps;
-      if (o.groups) po.learn.groups = *o.groups;
-      if (o.iters) po.learn.sinkhorn_iters = *o.iters;
-      if (o.batch) po.learn.batch = *o.batch;
-      if (o.lr) po.learn.lr = *o.lr;
-      if (o.alpha) po.learn.alpha = *o.alpha;
-      if (o.eps_start) po.learn.eps_start = *o.eps_start;
-      if (o.eps_end) po.learn.eps_end = *o.eps_end;
-      po.warm_start = method == "learned" ? o.warm_start : "none";
-      std::fprintf(stderr, "%s (seed %llu)\n", method.c_str(), (unsigned long long)po.seed);
-      Model m = load_checkpoint(o.checkpoint);
-      auto t1 = std::chrono::steady_clock::now();
-      PruneResult r = prune_model(m, data, norms, po);
-      double secs = seconds_since(t1);
-      nlohmann::json run = {{"method", method},
-                            {"seed", po.seed},
-                            {"eval", eval_json(m, data, o.eval_windows)},
-                            {"mean_kept", r.mean_kept},
-                            {"mean_kept_identity", r.mean_kept_identity},
-                            {"mean_kept_unstructured", r.mean_kept_bound},
-                            {"seconds", secs},
-                            {"search_seconds", r.search_seconds},
-                            {"layers", r.layers},
-                            {"sites", r.sites}};
-      if (method == "permllm" || method == "learned") {
-        run["learn"] = {{"options", po.learn.to_json()},
-                        {"warm_start", po.warm_start},
-                        {"best_step", r.learn.best_step},
-                        {"start_holdout", r.learn.start_holdout},
-                        {"best_holdout", r.learn.best_holdout},
-                        {"curve", r.learn.curve}};
-      }
-      if (!o.out.empty()) {
-        std::string dir = o.out + "/" + method + (runs > 1 ? fmt::format("-seed{}", po.seed) : "");
-        save_checkpoint(m, dir, {{"pruned", o.pattern}, {"permute", method}});
-        std::map<std::string, std::string> meta = {{"pattern", o.pattern}, {"score", o.score}, {"method", method}};
-        save_permutations(dir + "/permutations.safetensors", r.perms, meta);
-        run["checkpoint"] = dir;
-      }
-      std::fprintf(stderr, "  %s: %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", method.c_str(),
-                   run["eval"].dump().c_str(), r.mean_kept, r.mean_kept_identity, r.mean_kept_bound, secs);
-      report["runs"].push_back(run);
-      save_report();
-    }
-  }
-  report["seconds"] = seconds_since(t0);
-  save_report();
-  // The table: metric per method (mean and spread over seeds).
-  std::printf("%-14s %-22s %-22s %-10s %s\n", "method", dense.vit ? "accuracy" : "loss", dense.vit ? "test loss" : "perplexity",
-              "kept", "seconds");
-  auto metric = [&](const nlohmann::json& e, int which) {
-    if (dense.vit) return which == 0 ? e["accuracy"].get<double>() : e["loss"].get<double>();
-    return which == 0 ? e["loss"].get<double>() : std::exp(e["loss"].get<double>());
-  };
-  std::printf("%-14s %-22.4f %-22.4f %-10s %s\n", "dense", metric(report["dense"], 0), metric(report["dense"], 1), "1",
-              "-");
-  for (const std::string& method : o.methods) {
-    std::vector<nlohmann::json> rs;
-    for (auto& run : report["runs"])
-      if (run["method"] == method) rs.push_back(run);
-    auto stat = [&](auto get) {
-      double lo = INFINITY, hi = -INFINITY, sum = 0;
-      for (auto& run : rs) {
-        double v = get(run);
-        lo = std::min(lo, v), hi = std::max(hi, v), sum += v;
-      }
-      double mu = sum / double(rs.size());
-      return rs.size() > 1 ? fmt::format("{:.4f} ± {:.4f}", mu, (hi - lo) / 2) : fmt::format("{:.4f}", mu);
-    };
-    std::printf("%-14s %-22s %-22s %-10s %s\n", method.c_str(),
-                stat([&](auto& r) { return metric(r["eval"], 0); }).c_str(),
-                stat([&](auto& r) { return metric(r["eval"], 1); }).c_str(),
-                stat([&](auto& r) { return r["mean_kept"].template get<double>(); }).c_str(),
-                stat([&](auto& r) { return r["seconds"].template get<double>(); }).c_str());
-  }
+  set("steps", o.steps), set("groups", o.groups), set("sinkhorn_iters", o.iters), set("batch", o.batch);
+  set("lr", o.lr), set("alpha", o.alpha), set("eps_start", o.eps_start), set("eps_end", o.eps_end);
+  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; %d threads\n", o.checkpoint.c_str(),
+               probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
+               kernels::num_threads());
+  nlohmann::json report = compare_methods(o.checkpoint, data, o.cmp, [&](const nlohmann::json& r) {
+    if (!o.report.empty()) write_file_atomic(o.report, r.dump(2) + "\n");
+  });
+  std::printf("%s", methods_table(report, false).c_str());
   return 0;
 }
 
@@ -458,14 +219,21 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "nmperm 0.1.0");
   app.footer("Exit codes: 0 success, 1 runtime error, 2 usage error. Run 'nmperm SUBCOMMAND --help' for details.");
 
-  DemoOptions demo;
-  auto* d = app.add_subcommand("demo", "End-to-end showcase: train an MLP on Fashion-MNIST and report test accuracy");
-  d->add_option("--data", demo.data, "Folder with the Fashion-MNIST IDX files")->capture_default_str();
-  d->add_option("--epochs", demo.epochs, "Training epochs")->capture_default_str()->check(CLI::PositiveNumber);
-  d->add_option("--batch", demo.batch, "Batch size")->capture_default_str()->check(CLI::PositiveNumber);
-  d->add_option("--lr", demo.lr, "AdamW learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-  d->add_option("--hidden", demo.hidden, "Hidden width")->capture_default_str()->check(CLI::PositiveNumber);
-  d->add_option("--seed", demo.seed, "Random seed (initialisation and shuffling)")->capture_default_str();
+  DemoCli demo;
+  auto* d = app.add_subcommand(
+      "demo",
+      "The main job: train (or reuse cached) embedded ViT and Llama, prune them to 2:4 with Wanda scores and every "
+      "permutation method, evaluate, and write a report folder (report.json, report.md, plots)");
+  d->add_flag("--quick", demo.quick, "reduced run (under 5 minutes on 2 cores): 1 seed, short learning, subsets");
+  d->add_option("--out", demo.out, "report folder (also holds the pruned checkpoints)")->capture_default_str();
+  d->add_option("--models", demo.models, "comma-separated: vit, llama")->capture_default_str();
+  d->add_option("--seeds", demo.seeds, "seeds per method with randomness (default 3, or 1 with --quick)");
+  d->add_option("--seed", demo.seed, "first seed")->capture_default_str();
+  d->add_option("--config", demo.config, "rerun the run recorded in this report.json (same options and seeds)");
+  d->add_option("--vit-data", demo.vit_data.data, "Fashion-MNIST folder (default: Debian's dataset-fashion-mnist)");
+  d->add_option("--cache", demo.llama_data.cache,
+                "cache folder for trained models and the exported KJV text (default: $NMPERM_CACHE, "
+                "$XDG_CACHE_HOME/nmperm or ~/.cache/nmperm)");
   d->add_option("--threads", demo.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
 
   TrainCli tr;
@@ -529,20 +297,20 @@ int main(int argc, char** argv) {
   PruneCli pr;
   auto* pc = app.add_subcommand("prune", "Prune a checkpoint to N:M with one or more permutation methods and evaluate");
   pc->add_option("--checkpoint", pr.checkpoint, "dense checkpoint folder or file")->required();
-  pc->add_option("--pattern", pr.pattern, "N:M pattern (M must divide every pruned layer's input channels)")->capture_default_str();
-  pc->add_option("--score", pr.score, "importance score")->capture_default_str()->check(CLI::IsMember({"magnitude", "wanda", "ria"}));
-  pc->add_option("--permute", pr.methods,
+  pc->add_option("--pattern", pr.cmp.pattern, "N:M pattern (M must divide every pruned layer's input channels)")->capture_default_str();
+  pc->add_option("--score", pr.cmp.score, "importance score")->capture_default_str()->check(CLI::IsMember({"magnitude", "wanda", "ria"}));
+  pc->add_option("--permute", pr.cmp.methods,
                  "permutation methods, comma separated: none, random, channel-swap, ria, permllm, learned")
       ->delimiter(',')->capture_default_str()
       ->check(CLI::IsMember({"none", "random", "channel-swap", "ria", "permllm", "learned"}));
-  pc->add_option("--seed", pr.seed, "seed of the first run")->capture_default_str();
-  pc->add_option("--seeds", pr.seeds, "runs with seeds seed, seed+1, ... for methods with randomness")
+  pc->add_option("--seed", pr.cmp.seed, "seed of the first run")->capture_default_str();
+  pc->add_option("--seeds", pr.cmp.seeds, "runs with seeds seed, seed+1, ... for methods with randomness")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  pc->add_option("--out", pr.out, "save each pruned checkpoint and its permutations.safetensors in OUT/METHOD[-seedS]");
+  pc->add_option("--out", pr.cmp.out_dir, "save each pruned checkpoint and its permutations.safetensors in OUT/METHOD[-seedS]");
   pc->add_option("--report", pr.report, "write the JSON report here (rewritten after every run)");
-  pc->add_option("--calib-batches", pr.calib.batches, "calibration forward passes")->capture_default_str()->check(CLI::PositiveNumber);
-  pc->add_option("--calib-batch", pr.calib.batch, "images or token windows per calibration pass")->capture_default_str()->check(CLI::PositiveNumber);
-  pc->add_option("--eval-windows", pr.eval_windows, "llama: validation windows to evaluate (0 = all)")->capture_default_str();
+  pc->add_option("--calib-batches", pr.cmp.calib.batches, "calibration forward passes")->capture_default_str()->check(CLI::PositiveNumber);
+  pc->add_option("--calib-batch", pr.cmp.calib.batch, "images or token windows per calibration pass")->capture_default_str()->check(CLI::PositiveNumber);
+  pc->add_option("--eval-windows", pr.cmp.eval_windows, "llama: validation windows to evaluate (0 = all)")->capture_default_str();
   pc->add_option("--steps", pr.steps, "learned/permllm: training steps (default 300; per block in block mode)");
   pc->add_option("--lr", pr.lr, "learned/permllm: AdamW learning rate of the costs (default 0.1 / 1e-3)");
   pc->add_option("--groups", pr.groups, "learned: permutation groups per site (default 4)");
@@ -551,10 +319,12 @@ int main(int argc, char** argv) {
   pc->add_option("--alpha", pr.alpha, "learned: weight of the Smooth-L1 distillation (default 1e-5)");
   pc->add_option("--eps-start", pr.eps_start, "learned/permllm: first Sinkhorn epsilon (default 1)");
   pc->add_option("--eps-end", pr.eps_end, "learned/permllm: last Sinkhorn epsilon (default 0.05 / 0.1)");
-  pc->add_option("--warm-start", pr.warm_start, "learned: start from this method's permutation (per group)")
+  pc->add_option("--warm-start", pr.cmp.warm_start, "learned: start from this method's permutation (per group)")
       ->capture_default_str()->check(CLI::IsMember({"none", "random", "channel-swap", "ria"}));
-  pc->add_option("--sweeps", pr.sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
-  pc->add_option("--escapes", pr.escapes, "channel-swap random escapes")->capture_default_str();
+  pc->add_option("--sweeps", pr.cmp.search.max_sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
+  pc->add_option("--escapes", pr.cmp.search.escapes, "channel-swap random escapes")->capture_default_str();
+  pc->add_option("--window", pr.cmp.search.window, "channel-swap: groups per window on wide layers (0 = all pairs)")
+      ->capture_default_str();
   pc->add_option("--threads", pr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_data_options(pc, pr.data);
 

@@ -1,0 +1,222 @@
+#include "permute/compare.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "kernels/dispatch.h"
+
+namespace nmperm {
+
+using json = nlohmann::json;
+
+json CompareOptions::to_json() const {
+  return {{"pattern", pattern},
+          {"score", score},
+          {"methods", methods},
+          {"seed", seed},
+          {"seeds", seeds},
+          {"calib_batches", calib.batches},
+          {"calib_batch", calib.batch},
+          {"eval_windows", eval_windows},
+          {"sweeps", search.max_sweeps},
+          {"escapes", search.escapes},
+          {"window", search.window},
+          {"learn", learn},
+          {"warm_start", warm_start}};
+}
+
+CompareOptions CompareOptions::from_json(const json& j) {
+  CompareOptions o;
+  try {
+    json_get(j, "pattern", o.pattern);
+    json_get(j, "score", o.score);
+    json_get(j, "methods", o.methods);
+    json_get(j, "seed", o.seed);
+    json_get(j, "seeds", o.seeds);
+    json_get(j, "calib_batches", o.calib.batches);
+    json_get(j, "calib_batch", o.calib.batch);
+    json_get(j, "eval_windows", o.eval_windows);
+    json_get(j, "sweeps", o.search.max_sweeps);
+    json_get(j, "escapes", o.search.escapes);
+    json_get(j, "window", o.search.window);
+    json_get(j, "learn", o.learn);
+    json_get(j, "warm_start", o.warm_start);
+  } catch (const json::exception& e) {
+    NMPERM_FAIL("comparison options: {}", e.what());
+  }
+  return o;
+}
+
+void merge_learn_options(LearnOptions& o, const json& j) {
+  json cur = o.to_json();
+  for (auto& [k, v] : j.items()) {
+    NMPERM_CHECK(cur.contains(k), "unknown learned-method option '{}'", k);
+    cur[k] = v;
+  }
+  try {
+    o.objective = cur["objective"].get<std::string>();
+    o.groups = cur["groups"].get<int64_t>();
+    o.block_size = cur["block_size"].get<int64_t>();
+    o.steps = cur["steps"].get<int64_t>();
+    o.batch = cur["batch"].get<int64_t>();
+    o.lr = cur["lr"].get<double>();
+    o.weight_decay = cur["weight_decay"].get<double>();
+    o.sinkhorn_iters = cur["sinkhorn_iters"].get<int64_t>();
+    o.eps_start = cur["eps_start"].get<double>();
+    o.eps_end = cur["eps_end"].get<double>();
+    o.alpha = cur["alpha"].get<double>();
+    o.mask_temperature = cur["mask_temperature"].get<double>();
+    o.harden_soft = cur["harden_soft"].get<bool>();
+    o.init_scale = cur["init_scale"].get<double>();
+    o.init_noise = cur["init_noise"].get<double>();
+    o.eval_every = cur["eval_every"].get<int64_t>();
+    o.holdout = cur["holdout"].get<int64_t>();
+    o.seed = cur["seed"].get<uint64_t>();
+  } catch (const json::exception& e) {
+    NMPERM_FAIL("learned-method options: {}", e.what());
+  }
+}
+
+namespace {
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool seeded(const std::string& m) { return m != "none" && m != "ria"; }
+
+}  // namespace
+
+json compare_methods(const std::string& checkpoint, const TrainData& data, const CompareOptions& o,
+                     const ReportCallback& on_update) {
+  NMPattern pattern = NMPattern::parse(o.pattern);
+  Score score = parse_score(o.score);
+  NMPERM_CHECK(o.seeds > 0, "seeds must be positive");
+  Model dense = load_checkpoint(checkpoint);
+  for (const Site& s : permutation_sites(dense)) pattern.check_fits(s.channels, "site '" + s.name + "'");
+  auto t0 = std::chrono::steady_clock::now();
+  json report = {{"checkpoint", checkpoint}, {"arch", dense.arch()}, {"options", o.to_json()},
+                 {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()}};
+  report["dense"] = evaluate(dense, data, o.eval_windows).to_json(dense.arch());
+  report["runs"] = json::array();
+  if (on_update) on_update(report);
+  auto norms = activation_norms(dense, data, o.calib);
+  for (const std::string& method : o.methods) {
+    int64_t runs = seeded(method) ? o.seeds : 1;
+    for (int64_t k = 0; k < runs; ++k) {
+      PruneOptions po;
+      po.pattern = pattern;
+      po.score = score;
+      po.method = method;
+      po.seed = o.seed + uint64_t(k);
+      po.search = o.search;
+      po.search.seed = po.seed;
+      po.learn = learn_defaults(method);
+      merge_learn_options(po.learn, o.learn);
+      po.warm_start = method == "learned" ? o.warm_start : "none";
+      po.progress = o.progress;
+      if (o.progress) std::fprintf(stderr, "%s: %s (seed %llu)\n", dense.arch().c_str(), method.c_str(), (unsigned long long)po.seed);
+      Model m = load_checkpoint(checkpoint);
+      auto t1 = std::chrono::steady_clock::now();
+      PruneResult r = prune_model(m, data, norms, po);
+      double secs = since(t1);
+      json run = {{"method", method},
+                  {"seed", po.seed},
+                  {"eval", evaluate(m, data, o.eval_windows).to_json(m.arch())},
+                  {"mean_kept", r.mean_kept},
+                  {"mean_kept_identity", r.mean_kept_identity},
+                  {"mean_kept_unstructured", r.mean_kept_bound},
+                  {"seconds", secs},
+                  {"layers", r.layers},
+                  {"sites", r.sites}};
+      if (method == "permllm" || method == "learned") {
+        std::vector<float> soft = r.learn.soft_block.to_vector<float>();
+        run["learn"] = {{"options", po.learn.to_json()},
+                        {"warm_start", po.warm_start},
+                        {"best_step", r.learn.best_step},
+                        {"start_holdout", r.learn.start_holdout},
+                        {"best_holdout", r.learn.best_holdout},
+                        {"curve", r.learn.curve},
+                        {"soft_block", soft},
+                        {"soft_block_size", r.learn.soft_block.shape(0)}};
+      }
+      if (!o.out_dir.empty()) {
+        std::string dir = o.out_dir + "/" + method + (runs > 1 ? fmt::format("-seed{}", po.seed) : "");
+        save_checkpoint(m, dir, {{"pruned", o.pattern}, {"permute", method}});
+        save_permutations(dir + "/permutations.safetensors", r.perms,
+                          {{"pattern", o.pattern}, {"score", o.score}, {"method", method}});
+        run["checkpoint"] = dir;
+      }
+      if (o.progress)
+        std::fprintf(stderr, "  -> %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", run["eval"].dump().c_str(),
+                     r.mean_kept, r.mean_kept_identity, r.mean_kept_bound, secs);
+      report["runs"].push_back(run);
+      report["seconds"] = since(t0);
+      if (on_update) on_update(report);
+    }
+  }
+  return report;
+}
+
+std::string methods_table(const json& report, bool markdown) {
+  bool vit = report.at("arch") == "vit";
+  auto metric = [&](const json& e, int which) {
+    double l = e.at("loss").get<double>();
+    if (vit) return which == 0 ? e.at("accuracy").get<double>() : l;
+    return which == 0 ? l : std::exp(l);
+  };
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"method", vit ? "accuracy" : "val loss", vit ? "test loss" : "perplexity", "mean kept", "seconds",
+                  "runs"});
+  rows.push_back({"dense", fmt::format("{:.4f}", metric(report.at("dense"), 0)),
+                  fmt::format("{:.4f}", metric(report.at("dense"), 1)), "1", "-", "-"});
+  std::vector<std::string> order;
+  for (auto& run : report.at("runs"))
+    if (std::find(order.begin(), order.end(), run.at("method").get<std::string>()) == order.end())
+      order.push_back(run.at("method"));
+  for (const std::string& method : order) {
+    std::vector<const json*> rs;
+    for (auto& run : report.at("runs"))
+      if (run.at("method") == method) rs.push_back(&run);
+    auto stat = [&](auto get, int digits) {
+      double lo = INFINITY, hi = -INFINITY, sum = 0;
+      for (const json* r : rs) {
+        double v = get(*r);
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+        sum += v;
+      }
+      double mu = sum / double(rs.size());
+      return rs.size() > 1 ? fmt::format("{:.{}f} ± {:.{}f}", mu, digits, (hi - lo) / 2, digits)
+                           : fmt::format("{:.{}f}", mu, digits);
+    };
+    rows.push_back({method, stat([&](const json& r) { return metric(r.at("eval"), 0); }, 4),
+                    stat([&](const json& r) { return metric(r.at("eval"), 1); }, 4),
+                    stat([](const json& r) { return r.at("mean_kept").get<double>(); }, 4),
+                    stat([](const json& r) { return r.at("seconds").get<double>(); }, 1), std::to_string(rs.size())});
+  }
+  std::string out;
+  if (markdown) {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      out += "|";
+      for (auto& c : rows[i]) out += " " + c + " |";
+      out += "\n";
+      if (i == 0) {
+        out += "|";
+        for (size_t k = 0; k < rows[i].size(); ++k) out += k == 0 ? "---|" : "---:|";
+        out += "\n";
+      }
+    }
+    return out;
+  }
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (auto& r : rows)
+    for (size_t k = 0; k < r.size(); ++k) width[k] = std::max(width[k], r[k].size());
+  for (auto& r : rows) {
+    for (size_t k = 0; k < r.size(); ++k) out += fmt::format("{:<{}}  ", r[k], width[k]);
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace nmperm

@@ -1,0 +1,48 @@
+// Side-by-side comparison of permutation methods on one checkpoint: evaluate the dense
+// model, calibrate once, then for every method (and every seed of the methods with
+// randomness) load the checkpoint afresh, prune it with prune_model, evaluate and record.
+// `nmperm prune` and `nmperm demo` both run this.
+#pragma once
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "models/calibrate.h"
+#include "permute/prune.h"
+
+namespace nmperm {
+
+struct CompareOptions {
+  std::string pattern = "2:4", score = "wanda";
+  std::vector<std::string> methods{"none"};
+  uint64_t seed = 0;
+  int64_t seeds = 1;                  // runs per method with randomness (random, channel-swap, permllm, learned)
+  CalibrationOptions calib;
+  int64_t eval_windows = 0;           // Llama: validation windows (0 = all)
+  SearchOptions search;               // seed is set per run
+  nlohmann::json learn = nlohmann::json::object();  // overrides of learn_defaults(method), LearnOptions keys
+  std::string warm_start = "none";    // learned only
+  std::string out_dir;                // save OUT/METHOD[-seedS]/ (checkpoint + permutations.safetensors)
+  bool progress = true;
+  nlohmann::json to_json() const;
+  static CompareOptions from_json(const nlohmann::json& j);
+};
+
+// Called after the dense evaluation and after every run with the report so far (to save it).
+using ReportCallback = std::function<void(const nlohmann::json& report)>;
+
+// Report: {checkpoint, arch, options, threads, blas, dense: eval, runs: [{method, seed, eval,
+// mean_kept, mean_kept_identity, mean_kept_unstructured, seconds, layers, sites, [learn]}]}.
+nlohmann::json compare_methods(const std::string& checkpoint, const TrainData& data, const CompareOptions& opt,
+                               const ReportCallback& on_update = {});
+
+// The table of a report: per method the model metric (ViT accuracy and test loss, Llama
+// loss and perplexity) and the mean kept fraction and seconds, as mean ± half-range over
+// seeds. markdown = true gives a Markdown table, else aligned text.
+std::string methods_table(const nlohmann::json& report, bool markdown);
+
+// Applies the keys of j to o (unknown keys are an error naming them).
+void merge_learn_options(LearnOptions& o, const nlohmann::json& j);
+
+}  // namespace nmperm
