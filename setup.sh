@@ -18,6 +18,7 @@ BUILD_PKGS=(build-essential cmake pkg-config git libfmt-dev libgtest-dev libbenc
             libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev)
 DATA_PKGS=(dataset-fashion-mnist bible-kjv)
 BENCH_PKGS=(python3-torch python3-numpy)
+DEMO_PKGS=(gnuplot-nox)  # the demo report's plots (the tables do not need it)
 JOBS=${JOBS:-$(nproc)}
 
 install_missing() {
@@ -41,7 +42,7 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   demo)
-    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}" "${DEMO_PKGS[@]}"
     build "${BUILD_DIR:-build}"
     exec "${BUILD_DIR:-build}/nmperm" demo "$@" ;;
   test)

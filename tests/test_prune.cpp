@@ -216,6 +216,31 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
   }
 }
 
+// Same seed, same threads: the same permutations and bitwise the same pruned weights.
+TEST_P(PermuteModel, EveryMethodIsDeterministic) {
+  for (const char* const* method = kPermuteMethods; *method; ++method) {
+    std::vector<std::vector<float>> weights[2];
+    std::map<std::string, Perm> perms[2];
+    for (int rep = 0; rep < 2; ++rep) {
+      Model m = make(11);
+      TrainData d = tiny_data(m, 12);
+      PruneOptions o;
+      o.method = *method;
+      o.seed = 5;
+      o.progress = false;
+      o.learn = learn_defaults(*method);
+      o.learn.steps = 3;
+      o.learn.batch = 8;
+      o.learn.holdout = m.vit ? 64 : 8;
+      o.search.escapes = 3;
+      perms[rep] = prune_model(m, d, norms_of(m, d), o).perms;
+      m.visit([&](const std::string&, Tensor& t) { weights[rep].push_back(t.to_vector<float>()); });
+    }
+    EXPECT_EQ(perms[0], perms[1]) << *method;
+    EXPECT_TRUE(weights[0] == weights[1]) << *method;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, PermuteModel, ::testing::Values("vit", "llama"));
 
 TEST(Prune, BlockObjectiveTrainsEveryBlockInTurn) {
