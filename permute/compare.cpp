@@ -166,10 +166,14 @@ std::string methods_table(const json& report, bool markdown) {
     return which == 0 ? l : std::exp(l);
   };
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"method", vit ? "accuracy" : "val loss", vit ? "test loss" : "perplexity", "mean kept", "seconds",
-                  "runs"});
+  rows.push_back({"method", vit ? "accuracy" : "val loss", vit ? "test loss" : "perplexity", "loss gap closed",
+                  "mean kept", "seconds", "runs"});
   rows.push_back({"dense", fmt::format("{:.4f}", metric(report.at("dense"), 0)),
-                  fmt::format("{:.4f}", metric(report.at("dense"), 1)), "1", "-", "-"});
+                  fmt::format("{:.4f}", metric(report.at("dense"), 1)), "1", "1", "-", "-"});
+  // Loss gap closed: (loss(none) - loss(method)) / (loss(none) - loss(dense)).
+  double dense_loss = report.at("dense").at("loss").get<double>(), none_loss = NAN;
+  for (auto& run : report.at("runs"))
+    if (run.at("method") == "none") none_loss = run.at("eval").at("loss").get<double>();
   std::vector<std::string> order;
   for (auto& run : report.at("runs"))
     if (std::find(order.begin(), order.end(), run.at("method").get<std::string>()) == order.end())
@@ -190,8 +194,10 @@ std::string methods_table(const json& report, bool markdown) {
       return rs.size() > 1 ? fmt::format("{:.{}f} ± {:.{}f}", mu, digits, (hi - lo) / 2, digits)
                            : fmt::format("{:.{}f}", mu, digits);
     };
+    auto gap = [&](const json& r) { return (none_loss - r.at("eval").at("loss").get<double>()) / (none_loss - dense_loss); };
     rows.push_back({method, stat([&](const json& r) { return metric(r.at("eval"), 0); }, 4),
                     stat([&](const json& r) { return metric(r.at("eval"), 1); }, 4),
+                    std::isfinite(none_loss) && none_loss != dense_loss ? stat(gap, 2) : "-",
                     stat([](const json& r) { return r.at("mean_kept").get<double>(); }, 4),
                     stat([](const json& r) { return r.at("seconds").get<double>(); }, 1), std::to_string(rs.size())});
   }

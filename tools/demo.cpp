@@ -126,7 +126,13 @@ std::string ensure_model(const TrainConfig& recipe_cfg, const std::string& cache
 // gnuplot input: whitespace-separated columns, '-' for missing values.
 void write_text(const fs::path& p, const std::string& s) { write_file_atomic(p.string(), s); }
 
-std::string quote(const std::string& s) { return "\"" + s + "\""; }
+// Writes dir/NAME.gp and runs gnuplot on it in dir; adds `output` to drawn on success.
+void draw(const fs::path& dir, const std::string& name, const std::string& script, const std::string& output,
+          std::vector<std::string>& drawn) {
+  write_text(dir / (name + ".gp"), script);
+  std::string cmd = "cd \"" + dir.string() + "\" && gnuplot " + name + ".gp 2>/dev/null";
+  if (std::system(cmd.c_str()) == 0) drawn.push_back(output);
+}
 
 // Draws the plots of one model's comparison into dir; returns the files drawn.
 std::vector<std::string> plot(const std::string& arch, const json& cmp, const fs::path& dir) {
@@ -165,13 +171,12 @@ std::vector<std::string> plot(const std::string& arch, const json& cmp, const fs
     write_text(dir / (arch + "_kept.dat"), data);
     std::string gp = fmt::format(
         "set terminal svg size 900,450 dynamic background '#ffffff'\nset output '{0}_kept.svg'\n"
-        "set title 'Kept Wanda-score fraction per pruned layer, 2:4 ({0})'\nset xlabel 'layer (q, k, v, o, mlp... per block)'\n"
+        "set title 'Kept Wanda-score fraction per pruned layer, 2:4 ({0})'\n"
+        "set xlabel 'pruned layer (in model order: q, k, v, attention output, MLP layers of each block)'\n"
         "set ylabel 'kept fraction'\nset key outside right\nset grid\n"
         "plot for [i=2:{1}] '{0}_kept.dat' using 1:i with linespoints title columnheader(i)\n",
         arch, methods.size() + 2);
-    write_text(dir / (arch + "_kept.gp"), gp);
-    if (std::system(("cd " + quote(dir.string()) + " && gnuplot " + arch + "_kept.gp 2>/dev/null").c_str()) == 0)
-      drawn.push_back(arch + "_kept.svg");
+    draw(dir, arch + "_kept", gp, arch + "_kept.svg", drawn);
   }
   // 2. Learning curves and 3. the soft permutation block of the first learned run.
   for (auto& run : cmp["runs"]) {
@@ -193,9 +198,7 @@ std::vector<std::string> plot(const std::string& arch, const json& cmp, const fs
         "unset logscale y\nset ylabel 'kept fraction'\nset xlabel 'step'\n"
         "plot '{0}_learn_evals.dat' using 1:3 with linespoints title 'mean kept Wanda score'\nunset multiplot\n",
         arch, run["seed"].get<uint64_t>());
-    write_text(dir / (arch + "_learning.gp"), gp);
-    if (std::system(("cd " + quote(dir.string()) + " && gnuplot " + arch + "_learning.gp 2>/dev/null").c_str()) == 0)
-      drawn.push_back(arch + "_learning.svg");
+    draw(dir, arch + "_learning", gp, arch + "_learning.svg", drawn);
     int64_t B = run["learn"]["soft_block_size"];
     auto soft = run["learn"]["soft_block"].get<std::vector<double>>();
     std::string m;
@@ -206,13 +209,12 @@ std::vector<std::string> plot(const std::string& arch, const json& cmp, const fs
     write_text(dir / (arch + "_soft.dat"), m);
     std::string gh = fmt::format(
         "set terminal svg size 600,560 dynamic background '#ffffff'\nset output '{0}_soft_block.svg'\n"
-        "set title 'Soft permutation P~ (first site, first group) before hardening ({0})'\n"
-        "set xlabel 'position'\nset ylabel 'channel'\nset yrange [] reverse\nset palette grey negative\n"
+        "set title 'Soft permutation (first site, first group) before hardening ({0})' noenhanced\n"
+        "set xlabel 'position'\nset ylabel 'channel'\nset xrange [-0.5:{1}-0.5]\nset yrange [{1}-0.5:-0.5]\n"
+        "set palette grey negative\n"
         "plot '{0}_soft.dat' matrix with image notitle\n",
-        arch);
-    write_text(dir / (arch + "_soft.gp"), gh);
-    if (std::system(("cd " + quote(dir.string()) + " && gnuplot " + arch + "_soft.gp 2>/dev/null").c_str()) == 0)
-      drawn.push_back(arch + "_soft_block.svg");
+        arch, B);
+    draw(dir, arch + "_soft", gh, arch + "_soft_block.svg", drawn);
     break;
   }
   return drawn;
@@ -228,7 +230,7 @@ std::string markdown(const json& report) {
                         : "");
   md += "2:4 pruning with Wanda scores of every pruned linear layer (q, k, v, attention output, both MLP layers of "
         "every block); metrics are mean ± half the range over seeds for methods with randomness. "
-        "\"gap closed\" is (pruned - none) / (dense - none) of the loss.\n";
+        "\"loss gap closed\" is (loss(none) - loss(method)) / (loss(none) - loss(dense)).\n";
   for (auto& [arch, m] : report["models"].items()) {
     if (!m.contains("comparison")) continue;
     const json& cmp = m["comparison"];
@@ -237,7 +239,10 @@ std::string markdown(const json& report) {
                       m["training"]["checkpoint"].get<std::string>(),
                       m["training"]["cached"].get<bool>() ? " (cached)" : "");
     md += methods_table(cmp, true);
-    for (auto& p : m.value("plots", json::array())) md += fmt::format("\n![{0}](plots/{0})\n", p.get<std::string>());
+    json plots = m.value("plots", json::array());
+    for (auto& p : plots) md += fmt::format("\n![{0}](plots/{0})\n", p.get<std::string>());
+    if (plots.empty() && m.contains("plots"))
+      md += "\n(No plots: gnuplot is not installed. `apt-get install gnuplot-nox`, then rerun with `--config`.)\n";
   }
   return md;
 }
