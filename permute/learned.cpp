@@ -73,10 +73,19 @@ struct SiteState {
   Site* site = nullptr;
   int64_t G = 1, B = 0;
   Tensor cost;                 // (G, B, B), the only trained tensor
-  std::vector<Tensor> weight;  // the consumers' dense weights (detached)
-  std::vector<Tensor> scores;
+  std::vector<Tensor> dense;   // the consumers' dense weights (detached)
+  // The costs permute the channels after a fixed base permutation (the warm start, or the
+  // identity): the site's permutation is base[q] for the learned block-diagonal q.
+  Perm base;
+  Tensor base_inverse;         // i64, maps base order back to the original channels
+  std::vector<Tensor> weight, scores;  // dense weights and scores in base order
   std::vector<double> score_mean;
-  Perm hard, best;
+  Perm hard, best;             // q, in base order
+  Perm permutation(const Perm& q) const {
+    Perm p(q.size());
+    for (size_t j = 0; j < q.size(); ++j) p[j] = base[size_t(q[j])];
+    return p;
+  }
 };
 
 void check_blocks(const Tensor& perm, int64_t n, int64_t G) {
@@ -192,27 +201,28 @@ class Learner {
       auto it = scores.find(s.name);
       NMPERM_CHECK(it != scores.end() && it->second.size() == s.consumers.size(),
                    "learned permutations: no scores for site '{}'", s.name);
-      for (size_t c = 0; c < s.consumers.size(); ++c) {
-        st.weight.push_back(s.consumers[c]->weight.detach());
-        st.scores.push_back(it->second[c].detach());
-        st.score_mean.push_back(std::max(mean(it->second[c]).item(), 1e-30));
-      }
-      Perm start = identity_perm(s.channels);
+      st.base = identity_perm(s.channels);
       if (auto w = warm.find(s.name); w != warm.end()) {
         check_permutation(w->second, s.channels, "warm start for site '" + s.name + "'");
-        start = w->second;
-        for (int64_t j = 0; j < s.channels; ++j)
-          NMPERM_CHECK(start[size_t(j)] / st.B == j / st.B,
-                       "warm start for site '{}' moves channels across the {} groups of {}; use --groups 1", s.name,
-                       st.G, st.B);
+        st.base = w->second;
       }
-      // C = -init_scale at (channel p[j], position j), plus noise that breaks ties.
+      Tensor base = from_vector(st.base, {s.channels});
+      st.base_inverse = from_vector(inverse_permutation(st.base), {s.channels});
+      for (size_t c = 0; c < s.consumers.size(); ++c) {
+        NoGradGuard ng;
+        st.dense.push_back(s.consumers[c]->weight.detach());
+        st.weight.push_back(index_select(st.dense.back(), 1, base));
+        st.scores.push_back(index_select(it->second[c].detach(), 1, base));
+        st.score_mean.push_back(std::max(mean(it->second[c]).item(), 1e-30));
+      }
+      // C = -init_scale on the diagonal (q starts at the identity: the base permutation),
+      // plus noise that breaks ties.
       Tensor c = randn({st.G, st.B, st.B}, gen);
       float* cp = c.data<float>();
       for (int64_t i = 0; i < c.numel(); ++i) cp[i] *= float(opt.init_noise);
       for (int64_t j = 0; j < s.channels; ++j) {
-        int64_t g = j / st.B, i = start[size_t(j)] - g * st.B;
-        cp[(g * st.B + i) * st.B + (j - g * st.B)] -= float(opt.init_scale);
+        int64_t g = j / st.B, i = j - g * st.B;
+        cp[(g * st.B + i) * st.B + i] -= float(opt.init_scale);
       }
       st.cost = c.set_requires_grad();
       states_.push_back(std::move(st));
@@ -307,7 +317,7 @@ class Learner {
       throw;
     }
     for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
-    for (auto& s : states_) r.perms[s.site->name] = s.best;
+    for (auto& s : states_) r.perms[s.site->name] = s.permutation(s.best);
     if (!states_.empty()) {
       NoGradGuard ng;
       double eps = opt_.eps_end;
@@ -375,13 +385,14 @@ class Learner {
   // else the plain pruned weight (hard permutation, hard mask).
   void set_effective(SiteState& s, const Tensor& soft) {
     for (size_t c = 0; c < s.weight.size(); ++c)
-      s.site->consumers[c]->weight = effective_weight(s.weight[c], s.scores[c], s.hard, soft, pattern_,
-                                                      opt_.mask_temperature * s.score_mean[c]);
+      s.site->consumers[c]->weight = index_select(effective_weight(s.weight[c], s.scores[c], s.hard, soft, pattern_,
+                                                                   opt_.mask_temperature * s.score_mean[c]),
+                                                  1, s.base_inverse);
   }
 
   void restore_weights() {
     for (auto& s : states_)
-      for (size_t c = 0; c < s.weight.size(); ++c) s.site->consumers[c]->weight = s.weight[c];
+      for (size_t c = 0; c < s.dense.size(); ++c) s.site->consumers[c]->weight = s.dense[c];
   }
 
   // The objective on one batch; the stage's consumers hold W_eff, everything else is dense.
@@ -393,7 +404,7 @@ class Learner {
     auto dense = [&](auto&& fn) {
       NoGradGuard ng;
       for (SiteState* s : stage_)
-        for (size_t c = 0; c < s->weight.size(); ++c) s->site->consumers[c]->weight = s->weight[c];
+        for (size_t c = 0; c < s->dense.size(); ++c) s->site->consumers[c]->weight = s->dense[c];
       fn();
       size_t k = 0;
       for (SiteState* s : stage_)
@@ -444,9 +455,9 @@ class Learner {
     Tensor total;
     for (SiteState* s : stage_)
       for (size_t c = 0; c < s->weight.size(); ++c) {
-        const Tensor& x = cap.inputs.at(s->weight[c].storage().get());
+        const Tensor& x = cap.inputs.at(s->dense[c].storage().get());
         Tensor rows = reshape(x, {-1, x.shape(-1)});
-        Tensor yd = linear(rows, s->weight[c]), ys = linear(rows, s->site->consumers[c]->weight);
+        Tensor yd = linear(rows, s->dense[c]), ys = linear(rows, s->site->consumers[c]->weight);
         Tensor cos = div(sum(mul(yd, ys), {1}),
                          add(sqrt(mul(sum(square(yd), {1}), sum(square(ys), {1}))), 1e-12));
         Tensor l = sub(ones({}, cos.dtype()), mean(cos));

@@ -83,7 +83,8 @@ struct LearnResult {
 };
 
 // Learns permutations for `sites` of `model` (weights unchanged on return). warm: a
-// starting permutation per site (identity where absent).
+// starting permutation per site (identity where absent); the costs then learn a
+// block-diagonal refinement q applied after it, and the site's permutation is warm[q].
 LearnResult learn_permutations(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern,
                                const TrainData& data, const LearnOptions& opt,
                                const std::map<std::string, Perm>& warm = {});

@@ -48,21 +48,6 @@ namespace {
 
 Tensor stacked(const std::vector<Tensor>& scores) { return scores.size() == 1 ? scores[0] : cat(scores, 0); }
 
-// A search method run independently on each of G equal channel groups: a block-diagonal
-// permutation, the form the learned method's costs can start from.
-Perm search_in_groups(const std::string& method, const Tensor& scores, NMPattern pattern, const SearchOptions& opt,
-                      int64_t G) {
-  int64_t n = scores.shape(1), B = n / G;
-  Perm p(static_cast<size_t>(n));
-  for (int64_t g = 0; g < G; ++g) {
-    SearchOptions o = opt;
-    o.seed = opt.seed * 131 + uint64_t(g);
-    Perm pg = search_permutation(method, contiguous(narrow(scores, 1, g * B, B)), pattern, o);
-    for (int64_t j = 0; j < B; ++j) p[size_t(g * B + j)] = g * B + pg[size_t(j)];
-  }
-  return p;
-}
-
 bool is_learned(const std::string& m) { return m == "permllm" || m == "learned"; }
 
 }  // namespace
@@ -84,8 +69,7 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
       for (size_t i = 0; i < sites.size(); ++i) {
         SearchOptions so = opt.search;
         so.seed = opt.seed * 1000 + i;
-        warm[sites[i].name] = search_in_groups(opt.warm_start, stacked(scores[sites[i].name]), opt.pattern, so,
-                                               site_groups(sites[i].channels, opt.learn, opt.pattern));
+        warm[sites[i].name] = search_permutation(opt.warm_start, stacked(scores[sites[i].name]), opt.pattern, so);
       }
     }
     LearnOptions lo = opt.learn;
@@ -120,6 +104,7 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
       l->weight.copy_from(mul(l->weight, mask));
       json layer = {{"layer", s.consumer_names[c]},
                     {"site", s.name},
+                    {"zeros", 1.0 - mean(ne(l->weight, zeros({}, l->weight.dtype()))).item()},
                     {"kept", kept_fraction(sc, mask)},
                     {"kept_identity", kept_fraction(sc, identity_perm(s.channels), opt.pattern)},
                     {"kept_unstructured", kept_fraction(sc, unstructured_mask(sc, opt.pattern))}};

@@ -39,7 +39,7 @@ LearnOptions learn_defaults(const std::string& method);
 
 struct PruneResult {
   std::map<std::string, Perm> perms;  // by site
-  nlohmann::json layers = nlohmann::json::array();  // per consumer: kept fractions
+  nlohmann::json layers = nlohmann::json::array();  // per consumer: kept fractions, fraction of zeros
   nlohmann::json sites = nlohmann::json::array();   // per site: folded or gathered, groups
   double mean_kept = 0, mean_kept_identity = 0, mean_kept_bound = 0;
   double search_seconds = 0;

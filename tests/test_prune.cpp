@@ -209,6 +209,7 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
     for (const Site& s : permutation_sites(m)) {
       const Perm& p = r.perms.at(s.name);
       check_permutation(p, s.channels, s.name);
+      if (o.warm_start != "none") continue;  // then p = warm[q] with a block-diagonal q
       int64_t B = s.channels / site_groups(s.channels, o.learn, o.pattern);
       for (int64_t j = 0; j < s.channels; ++j) EXPECT_EQ(p[size_t(j)] / B, j / B) << s.name << " crosses a group";
     }
@@ -239,6 +240,25 @@ TEST_P(PermuteModel, EveryMethodIsDeterministic) {
     EXPECT_EQ(perms[0], perms[1]) << *method;
     EXPECT_TRUE(weights[0] == weights[1]) << *method;
   }
+}
+
+// With a warm start the costs refine the warm permutation: before they move (lr 0) the
+// learned method returns exactly the warm start's permutations, across groups too.
+TEST_P(PermuteModel, WarmStartIsWhereLearningBegins) {
+  Model m = make(13), r = make(13);
+  TrainData d = tiny_data(m, 14);
+  auto norms = norms_of(m, d);
+  PruneOptions o;
+  o.progress = false;
+  o.method = "ria";
+  std::map<std::string, Perm> ria = prune_model(r, d, norms, o).perms;
+  o.method = "learned";
+  o.warm_start = "ria";
+  o.learn.steps = 2;
+  o.learn.batch = 8;
+  o.learn.holdout = m.vit ? 64 : 8;
+  o.learn.lr = 0.0;
+  EXPECT_EQ(prune_model(m, d, norms, o).perms, ria);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, PermuteModel, ::testing::Values("vit", "llama"));

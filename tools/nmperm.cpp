@@ -180,6 +180,7 @@ struct PruneCli {
   // learned-method settings given on the command line (the others keep learn_defaults)
   std::optional<int64_t> steps, groups, iters, batch;
   std::optional<double> lr, alpha, eps_start, eps_end;
+  std::optional<std::string> objective;
 };
 
 int run_prune(PruneCli& o) {
@@ -191,6 +192,7 @@ int run_prune(PruneCli& o) {
   };
   set("steps", o.steps), set("groups", o.groups), set("sinkhorn_iters", o.iters), set("batch", o.batch);
   set("lr", o.lr), set("alpha", o.alpha), set("eps_start", o.eps_start), set("eps_end", o.eps_end);
+  set("objective", o.objective);
   std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; %d threads\n", o.checkpoint.c_str(),
                probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
                kernels::num_threads());
@@ -316,6 +318,10 @@ int main(int argc, char** argv) {
   pc->add_option("--groups", pr.groups, "learned: permutation groups per site (default 4)");
   pc->add_option("--sinkhorn-iters", pr.iters, "learned/permllm: Sinkhorn iterations (default 20 / 5)");
   pc->add_option("--learn-batch", pr.batch, "learned/permllm: images or token windows per step (default 128 / 16)");
+  pc->add_option("--objective", pr.objective,
+                 "learned: 'task' (end to end: cross-entropy + alpha * Smooth-L1 of block outputs, default) or "
+                 "'block' (block by block: Smooth-L1 of each block's output on the dense input)")
+      ->check(CLI::IsMember({"task", "block", "layer-cosine"}));
   pc->add_option("--alpha", pr.alpha, "learned: weight of the Smooth-L1 distillation (default 1e-5)");
   pc->add_option("--eps-start", pr.eps_start, "learned/permllm: first Sinkhorn epsilon (default 1)");
   pc->add_option("--eps-end", pr.eps_end, "learned/permllm: last Sinkhorn epsilon (default 0.05 / 0.1)");
