@@ -359,7 +359,7 @@ class Learner {
       return;
     }
     const auto& tok = data.tokens.train;
-    int64_t T = context_of(model_), H = opt_.holdout > 0 ? opt_.holdout : 32;
+    int64_t T = context_of(model_), H = opt_.holdout > 0 ? opt_.holdout : 128;
     int64_t need = H * (T + 1), L = int64_t(tok.size());
     NMPERM_CHECK(L > need + 4 * (T + 1), "learned permutations need more than {} training tokens, the data has {}",
                  need + 4 * (T + 1), L);

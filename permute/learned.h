@@ -46,7 +46,7 @@ struct LearnOptions {
   double init_scale = 1.0;        // initial cost: -init_scale at the warm-start permutation
   double init_noise = 0.01;       // plus this much Gaussian noise
   int64_t eval_every = 25;
-  int64_t holdout = 0;  // held-out images (ViT) or windows (Llama); 0: 1024 images or 32 windows
+  int64_t holdout = 0;  // held-out images (ViT) or windows (Llama); 0: 1024 images or 128 windows
   uint64_t seed = 0;
   bool progress = true;
   nlohmann::json to_json() const;

@@ -6,7 +6,7 @@
 //      -> AdamW on the costs. Median of the timed steps, with the share of each part.
 //   2. Wall time of every search method (none, random, channel-swap, ria) with the kept
 //      Wanda fraction, and for the learned methods 300 x their measured step time.
-// usage: bench_permute [n] [steps] [channel-swap sweeps]
+// usage: bench_permute [n] [steps] [sweeps] [escapes]   (channel-swap and ria limits)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   int64_t n = argc > 1 ? std::atoll(argv[1]) : 4096;
   int64_t steps = argc > 2 ? std::atoll(argv[2]) : 3;
   int64_t sweeps = argc > 3 ? std::atoll(argv[3]) : 100;
+  int64_t escapes = argc > 4 ? std::atoll(argv[4]) : 20;
   try {
     std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4; %d threads, OpenBLAS %s\n", (long long)n,
                 (long long)n, kernels::num_threads(), kernels::blas_core().c_str());
@@ -97,10 +98,11 @@ int main(int argc, char** argv) {
     }
     StepTimes permllm = learning_step(w, scores, n / 64, steps, 5);
 
-    std::printf("\nmethods on the whole matrix:\n  %-14s %10s %10s\n", "method", "seconds", "kept");
+    std::printf("\nmethods on the whole matrix (at most %lld sweeps / rounds, %lld escapes):\n  %-14s %10s %10s\n",
+                (long long)sweeps, (long long)escapes, "method", "seconds", "kept");
     for (const char* m : {"none", "random", "ria", "channel-swap"}) {
       auto t0 = std::chrono::steady_clock::now();
-      Perm p = search_permutation(m, scores, pat, {.seed = 0, .max_sweeps = sweeps, .escapes = 20});
+      Perm p = search_permutation(m, scores, pat, {.seed = 0, .max_sweeps = sweeps, .escapes = escapes});
       double s = since(t0);
       std::printf("  %-14s %10.2f %10.4f\n", m, s, kept_fraction(scores, p, pat));
       std::fflush(stdout);
