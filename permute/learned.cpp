@@ -274,7 +274,7 @@ class Learner {
           first_eval = false;
           return std::make_pair(h, kept);
         };
-        for (SiteState* s : stage_) s->hard = harden(*s, Tensor());
+        for (SiteState* s : stage_) s->hard = harden_now(*s, opt_.eps_start);
         auto [h0, k0] = evaluate_now(0);
         r.curve.push_back({{"step", done}, {"holdout", h0}, {"kept", k0}, {"stage", si}});
         for (int64_t step = 0; step < opt_.steps; ++step, ++done) {
@@ -297,7 +297,7 @@ class Learner {
           json rec = {{"step", done + 1}, {"loss", l}, {"eps", eps}};
           bool eval_now = (step + 1) % opt_.eval_every == 0 || step + 1 == opt_.steps;
           if (eval_now) {
-            for (SiteState* s : stage_) s->hard = harden(*s, Tensor());
+            for (SiteState* s : stage_) s->hard = harden_now(*s, eps);
             auto [h, k] = evaluate_now(step + 1);
             rec["holdout"] = h;
             rec["kept"] = k;
@@ -375,6 +375,13 @@ class Learner {
         }
       holdout_.push_back({in, tg});
     }
+  }
+
+  // The hard permutation the costs give now (with Sinkhorn at eps when hardening P~).
+  Perm harden_now(const SiteState& s, double eps) const {
+    if (!opt_.harden_soft) return harden(s, Tensor());
+    NoGradGuard ng;
+    return harden(s, sinkhorn(mul(s.cost, -1.0 / eps), opt_.sinkhorn_iters));
   }
 
   Perm harden(const SiteState& s, const Tensor& soft) const {
