@@ -29,13 +29,13 @@ TrainConfig recipe(const std::string& arch, bool quick) {
   c.arch = arch;
   c.seed = 0;
   if (arch == "vit") {
-    c.steps = quick ? 200 : 2800;
+    c.steps = quick ? 150 : 2800;
     c.batch = 128;
     c.lr = 2e-3;
     c.warmup = quick ? 20 : 200;
     c.min_lr_ratio = 0.02;
   } else {
-    c.steps = quick ? 200 : 3000;
+    c.steps = quick ? 150 : 3000;
     c.batch = 32;
     c.lr = 2e-3;
     c.warmup = quick ? 20 : 150;
@@ -59,9 +59,9 @@ CompareOptions comparison(const std::string& arch, bool quick, int64_t seeds, ui
   o.search.escapes = 3;
   o.learn = {{"steps", 200}};
   if (quick) {
-    o.learn = {{"steps", 40}, {"eval_every", 10}};
-    o.search.max_sweeps = 10;
-    o.search.escapes = 1;
+    o.learn = {{"steps", 30}, {"eval_every", 10}};
+    o.search.max_sweeps = 2;
+    o.search.escapes = 0;
     o.calib.batches = 4;
   }
   return o;
