@@ -62,15 +62,25 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
   SiteScores scores = site_scores(sites, act_norms, opt.score);
   PruneResult r;
   auto t0 = std::chrono::steady_clock::now();
+  // A search method on every site, each with its own seed.
+  auto search_all = [&](const std::string& method) {
+    std::map<std::string, Perm> perms;
+    Progress bar(opt.progress);
+    for (size_t i = 0; i < sites.size(); ++i) {
+      SearchOptions so = opt.search;
+      so.seed = opt.seed * 1000 + i;
+      perms[sites[i].name] = search_permutation(method, stacked(scores[sites[i].name]), opt.pattern, so);
+      bar.show(fmt::format("  {}: site {}/{}  ETA {}", method, i + 1, sites.size(),
+                           bar.eta(double(i + 1), double(sites.size()))),
+               i + 1 == sites.size());
+    }
+    return perms;
+  };
   if (is_learned(opt.method)) {
     std::map<std::string, Perm> warm;
     if (opt.warm_start != "none") {
       NMPERM_CHECK(!is_learned(opt.warm_start), "--warm-start must be a search method, got '{}'", opt.warm_start);
-      for (size_t i = 0; i < sites.size(); ++i) {
-        SearchOptions so = opt.search;
-        so.seed = opt.seed * 1000 + i;
-        warm[sites[i].name] = search_permutation(opt.warm_start, stacked(scores[sites[i].name]), opt.pattern, so);
-      }
+      warm = search_all(opt.warm_start);
     }
     LearnOptions lo = opt.learn;
     lo.seed = opt.seed;
@@ -78,15 +88,7 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
     r.learn = learn_permutations(model, sites, scores, opt.pattern, data, lo, warm);
     r.perms = r.learn.perms;
   } else {
-    Progress bar(opt.progress);
-    for (size_t i = 0; i < sites.size(); ++i) {
-      SearchOptions so = opt.search;
-      so.seed = opt.seed * 1000 + i;
-      r.perms[sites[i].name] = search_permutation(opt.method, stacked(scores[sites[i].name]), opt.pattern, so);
-      bar.show(fmt::format("  {}: site {}/{}  ETA {}", opt.method, i + 1, sites.size(),
-                           bar.eta(double(i + 1), double(sites.size()))),
-               i + 1 == sites.size());
-    }
+    r.perms = search_all(opt.method);
   }
   r.search_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
