@@ -209,7 +209,9 @@ void add_data_options(CLI::App* c, DataOptions& d) {
                 "llama: 'kjv' (default, the King James Bible as bytes) or a token file (llm.c .bin, .u16, .u32)");
   c->add_option("--val", d.val, "llama: validation token file (default: the last 5% of --data)");
   c->add_option("--token-format", d.token_format, "auto, llmc, u16 or u32")->capture_default_str();
-  c->add_option("--cache", d.cache, "cache folder (exported KJV text)")->capture_default_str();
+  c->add_option("--cache", d.cache,
+                "cache folder for the exported KJV text (default: $NMPERM_CACHE, $XDG_CACHE_HOME/nmperm or "
+                "~/.cache/nmperm)");
 }
 
 }  // namespace
