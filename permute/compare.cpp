@@ -1,5 +1,6 @@
 #include "permute/compare.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -215,9 +216,13 @@ std::string methods_table(const json& report, bool markdown) {
     }
     return out;
   }
+  // Widths in characters, not bytes ("±" is two bytes of UTF-8), as fmt pads.
+  auto chars = [](const std::string& t) {
+    return size_t(std::count_if(t.begin(), t.end(), [](char ch) { return (ch & 0xC0) != 0x80; }));
+  };
   std::vector<size_t> width(rows[0].size(), 0);
   for (auto& r : rows)
-    for (size_t k = 0; k < r.size(); ++k) width[k] = std::max(width[k], r[k].size());
+    for (size_t k = 0; k < r.size(); ++k) width[k] = std::max(width[k], chars(r[k]));
   for (auto& r : rows) {
     for (size_t k = 0; k < r.size(); ++k) out += fmt::format("{:<{}}  ", r[k], width[k]);
     out += "\n";
