@@ -13,7 +13,7 @@ void throw_error(const char* file, int line, const std::string& msg) {
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) NMPERM_CHECK(!__builtin_mul_overflow(n, d, &n), "shape {} has too many elements", s);
   return n;
 }
 
@@ -22,7 +22,8 @@ Shape contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= std::max<int64_t>(s[i], 1);
+    // Strides skip zero dims, so a shape like (0, 2^32, 2^32) must be refused here too.
+    NMPERM_CHECK(!__builtin_mul_overflow(acc, std::max<int64_t>(s[i], 1), &acc), "shape {} is too large", s);
   }
   return st;
 }

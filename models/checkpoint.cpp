@@ -129,6 +129,36 @@ void assign_parameters(Model& model, const SafeTensors& st, const std::string& w
   }
 }
 
+Model model_from(const json& cfg, const SafeTensors& weights, const std::string& what) {
+  NMPERM_CHECK(cfg.is_object(), "{}: config.json must be a JSON object", what);
+  std::string type;
+  if (cfg.contains("model_type") && cfg["model_type"].is_string()) {
+    type = cfg["model_type"].get<std::string>();
+  } else if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty() &&
+             cfg["architectures"][0].is_string()) {
+    std::string a = cfg["architectures"][0].get<std::string>();
+    type = a.starts_with("ViT") ? "vit" : a.starts_with("Llama") ? "llama" : a;
+  }
+  NMPERM_CHECK(type == "vit" || type == "llama", "{}: model_type '{}' is not supported (vit, llama)", what, type);
+  ViTConfig vit_cfg;
+  LlamaConfig llama_cfg;
+  if (type == "vit") vit_cfg = ViTConfig::from_json(cfg);
+  else llama_cfg = LlamaConfig::from_json(cfg);
+  // Every parameter must come from the weights, so a config that needs far more values
+  // than the files hold is refused before anything that size is allocated. Small
+  // differences pass on to assign_parameters, which names the missing or mis-shaped tensor.
+  double needed = type == "vit" ? vit_cfg.parameter_count() : llama_cfg.parameter_count(), held = 0;
+  for (auto& [name, t] : weights.tensors) held += double(t.numel());
+  NMPERM_CHECK(needed <= 4 * held + (1 << 20), "{}: config.json describes a {} of {:.0f} parameters, the weights hold only {:.0f} values",
+               what, type, needed, held);
+  Model m;
+  Generator gen(0);
+  if (type == "vit") m.vit = std::make_unique<ViT>(vit_cfg, gen);
+  else m.llama = std::make_unique<Llama>(llama_cfg, gen);
+  assign_parameters(m, weights, what);
+  return m;
+}
+
 Model load_checkpoint(const std::string& path) {
   fs::path p(path);
   NMPERM_CHECK(fs::exists(p), "checkpoint '{}' does not exist", path);
@@ -137,16 +167,6 @@ Model load_checkpoint(const std::string& path) {
   fs::path cfg_path = dir / "config.json";
   NMPERM_CHECK(fs::exists(cfg_path), "checkpoint '{}': no config.json in '{}'", path, dir.string());
   json cfg = read_json(cfg_path);
-  std::string type = cfg.value("model_type", "");
-  if (type.empty() && cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty()) {
-    std::string a = cfg["architectures"][0].get<std::string>();
-    type = a.starts_with("ViT") ? "vit" : a.starts_with("Llama") ? "llama" : a;
-  }
-  Model m;
-  Generator gen(0);
-  if (type == "vit") m.vit = std::make_unique<ViT>(ViTConfig::from_json(cfg), gen);
-  else if (type == "llama") m.llama = std::make_unique<Llama>(LlamaConfig::from_json(cfg), gen);
-  else NMPERM_FAIL("checkpoint '{}': model_type '{}' is not supported (vit, llama)", path, type);
 
   // Weights: the given file, model.safetensors, or the shards of an index.
   std::vector<fs::path> files;
@@ -154,10 +174,15 @@ Model load_checkpoint(const std::string& path) {
   else if (fs::exists(dir / "model.safetensors")) files.push_back(dir / "model.safetensors");
   else if (fs::exists(dir / "model.safetensors.index.json")) {
     json idx = read_json(dir / "model.safetensors.index.json");
-    NMPERM_CHECK(idx.contains("weight_map") && idx["weight_map"].is_object(),
+    NMPERM_CHECK(idx.is_object() && idx.contains("weight_map") && idx["weight_map"].is_object(),
                  "'{}': model.safetensors.index.json has no weight_map", path);
     std::set<std::string> shards;
-    for (auto& [k, v] : idx["weight_map"].items()) shards.insert(v.get<std::string>());
+    for (auto& [k, v] : idx["weight_map"].items()) {
+      NMPERM_CHECK(v.is_string() && !v.get<std::string>().empty() && v.get<std::string>().find('/') == std::string::npos,
+                   "'{}': model.safetensors.index.json maps '{}' to {}, not a file name in the checkpoint folder", path,
+                   k, v.dump());
+      shards.insert(v.get<std::string>());
+    }
     for (auto& s : shards) files.push_back(dir / s);
   } else {
     NMPERM_FAIL("checkpoint '{}': no model.safetensors (or index) in '{}'", path, dir.string());
@@ -170,7 +195,7 @@ Model load_checkpoint(const std::string& path) {
       all.tensors.push_back(std::move(t));
     }
   }
-  assign_parameters(m, all, path);
+  Model m = model_from(cfg, all, fmt::format("checkpoint '{}'", path));
   if (m.vit && fs::exists(dir / "preprocessor_config.json"))
     m.preprocess = ImagePreprocess::from_json(read_json(dir / "preprocessor_config.json"));
   return m;

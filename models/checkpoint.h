@@ -47,6 +47,9 @@ struct Model {
 // path: a checkpoint folder, or a .safetensors file with config.json beside it.
 Model load_checkpoint(const std::string& path);
 void save_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata = {});
+// Builds the model a config.json describes and fills it from `weights`; `what` names the
+// checkpoint in errors. Used by load_checkpoint and the fuzzers.
+Model model_from(const nlohmann::json& config, const SafeTensors& weights, const std::string& what);
 // Copies `tensors` (Hugging Face names) into the model's parameters, checking names and shapes.
 // "<linear>.input_permutation" (integer, (in)) sets that layer's input gather.
 void assign_parameters(Model& model, const SafeTensors& tensors, const std::string& what);

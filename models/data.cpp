@@ -20,8 +20,12 @@ std::string read_file_maybe_gz(const std::string& path) {
   NMPERM_CHECK(f, "cannot open '{}': {}", path, std::strerror(errno));
   std::stringstream ss;
   ss << f.rdbuf();
-  std::string raw = ss.str();
+  return gunzip_if_needed(ss.str(), path);
+}
+
+std::string gunzip_if_needed(std::string raw, const std::string& path) {
   if (raw.size() < 2 || uint8_t(raw[0]) != 0x1f || uint8_t(raw[1]) != 0x8b) return raw;
+  NMPERM_CHECK(raw.size() <= UINT32_MAX, "'{}': gzip files over 4 GiB are not supported", path);
   z_stream z{};
   NMPERM_CHECK(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK, "'{}': cannot start gzip decoder", path);
   z.next_in = reinterpret_cast<Bytef*>(raw.data());
@@ -57,12 +61,13 @@ Tensor parse_idx(const std::string& b, const std::string& what) {
   NMPERM_CHECK(nd >= 1 && nd <= 4, "{}: IDX rank {} not supported", what, nd);
   NMPERM_CHECK(b.size() >= 4 + 4 * nd, "{}: truncated IDX header", what);
   Shape shape;
-  uint64_t count = 1;
+  uint64_t count = 1, nonzero = 1;  // nonzero: (0, 2^32, 2^32) is empty yet too large to describe
   for (uint32_t d = 0; d < nd; ++d) {
     uint32_t n = u32(4 + 4 * d);
     shape.push_back(int64_t(n));
     count *= n;
-    NMPERM_CHECK(count <= b.size(), "{}: IDX dims {} need more bytes than the file has", what, shape);
+    nonzero *= std::max<uint32_t>(n, 1);
+    NMPERM_CHECK(nonzero <= b.size(), "{}: IDX dims {} need more bytes than the file has", what, shape);
   }
   NMPERM_CHECK(b.size() - (4 + 4 * nd) == count, "{}: IDX dims {} need {} data bytes, the file has {}", what, shape,
                count, b.size() - (4 + 4 * nd));
@@ -99,8 +104,12 @@ ImageSet load_fashion_mnist(const std::string& dir, const std::string& split) {
   return load_idx_pair(path("images-idx3-ubyte"), path("labels-idx1-ubyte"));
 }
 
-std::vector<int32_t> load_token_file(const std::string& path, const std::string& format_in) {
-  std::string b = read_file_maybe_gz(path), format = format_in;
+std::vector<int32_t> load_token_file(const std::string& path, const std::string& format) {
+  return parse_tokens(read_file_maybe_gz(path), format, path);
+}
+
+std::vector<int32_t> parse_tokens(const std::string& b, const std::string& format_in, const std::string& path) {
+  std::string format = format_in;
   auto le32 = [&](size_t at) {
     return uint32_t(uint8_t(b[at])) | uint32_t(uint8_t(b[at + 1])) << 8 | uint32_t(uint8_t(b[at + 2])) << 16 |
            uint32_t(uint8_t(b[at + 3])) << 24;

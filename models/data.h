@@ -16,6 +16,8 @@ struct ImageSet {
 
 // Reads a whole file, gunzipping when it starts with the gzip magic.
 std::string read_file_maybe_gz(const std::string& path);
+// Decompresses `raw` when it is gzip data, else returns it; `what` names it in errors.
+std::string gunzip_if_needed(std::string raw, const std::string& what);
 // Parses IDX bytes; `what` names the source in errors.
 Tensor parse_idx(const std::string& bytes, const std::string& what);
 // images/labels file pair, e.g. DIR/train-images-idx3-ubyte.gz + DIR/train-labels-idx1-ubyte.gz.
@@ -38,6 +40,9 @@ struct TokenData {
 // llm.c's .bin token file: 256 int32 header (magic 20240520, version 1, token count),
 // then uint16 tokens. Raw arrays: "u16" or "u32" little-endian tokens with no header.
 std::vector<int32_t> load_token_file(const std::string& path, const std::string& format = "auto");
+// The same from bytes already read (and gunzipped); `what` names the source in errors and,
+// for format "auto", its .u16/.u32 extension picks a raw array format.
+std::vector<int32_t> parse_tokens(const std::string& bytes, const std::string& format, const std::string& what);
 // The King James Bible as UTF-8 bytes (vocab 256), exported by the `bible` program of
 // Debian's bible-kjv package (cached under cache_dir). Split: every 10th 8 KiB chunk is
 // validation, the rest training.

@@ -56,6 +56,13 @@ nlohmann::json LlamaConfig::to_json() const {
 }
 
 void LlamaConfig::validate() const {
+  for (auto [key, v] : {std::pair{"vocab_size", vocab_size}, {"hidden_size", hidden_size},
+                        {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_hidden_layers},
+                        {"num_attention_heads", num_attention_heads}, {"num_key_value_heads", num_key_value_heads},
+                        {"max_position_embeddings", max_position_embeddings}})
+    NMPERM_CHECK(v < (int64_t(1) << 31), "Llama config: {} {} is out of range", key, v);
+  NMPERM_CHECK(std::isfinite(rms_norm_eps) && rms_norm_eps >= 0 && std::isfinite(rope_theta) && rope_theta > 0,
+               "Llama config: rms_norm_eps must be finite and >= 0, rope_theta finite and > 0");
   NMPERM_CHECK(vocab_size > 0 && hidden_size > 0 && intermediate_size > 0 && num_hidden_layers >= 0 &&
                    max_position_embeddings > 0,
                "Llama config: sizes must be positive");
@@ -65,6 +72,16 @@ void LlamaConfig::validate() const {
   NMPERM_CHECK(num_key_value_heads > 0 && num_attention_heads % num_key_value_heads == 0,
                "Llama config: num_attention_heads {} is not a multiple of num_key_value_heads {}", num_attention_heads,
                num_key_value_heads);
+}
+
+double LlamaConfig::parameter_count() const {
+  double C = double(hidden_size), I = double(intermediate_size), V = double(vocab_size);
+  double D = double(hidden_size / num_attention_heads), Q = double(num_attention_heads) * D,
+         KV = double(num_key_value_heads) * D;
+  double per_layer = C * (Q + 2 * KV) + Q * C + (attention_bias ? Q + 2 * KV + C : 0)  // q, k, v, o
+                     + 3 * C * I + (mlp_bias ? 2 * I + C : 0)                          // gate, up, down
+                     + 2 * C;                                                          // two RMSNorms
+  return V * C + double(num_hidden_layers) * per_layer + C + (tie_word_embeddings ? 0 : V * C);
 }
 
 Llama::Llama(const LlamaConfig& c, Generator& gen) : cfg(c) {

@@ -20,6 +20,7 @@ struct LlamaConfig {
   static LlamaConfig from_json(const nlohmann::json& j);
   nlohmann::json to_json() const;
   void validate() const;
+  double parameter_count() const;  // without building the model; a tied lm_head counts once
 };
 
 struct LlamaLayer {

@@ -3,6 +3,9 @@
 // Hugging Face names, which is how checkpoints load and save and how optimizers find them.
 // Dimension names: B batch, T tokens, C channels, H heads, D head dim.
 #pragma once
+#include <cmath>
+#include <limits>
+#include <type_traits>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -17,8 +20,23 @@ struct Linear;
 using LinearVisitor = std::function<void(const std::string& prefix, Linear& layer)>;
 
 // Reads j[key] into out when present and not null (config.json fields are optional).
+// Integers must be integral values in range (1e30 or 2.5 for a size is an error, not a
+// silent wrap); other mismatches throw nlohmann's type_error, which callers rename.
 template <class T> void json_get(const nlohmann::json& j, const char* key, T& out) {
-  if (j.contains(key) && !j[key].is_null()) out = j[key].get<T>();
+  if (!j.contains(key) || j[key].is_null()) return;
+  const nlohmann::json& v = j[key];
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    bool ok = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
+              : v.is_number_integer() ? v.get<int64_t>() >= int64_t(std::numeric_limits<T>::min())
+              : v.is_number_float()   ? std::abs(v.get<double>()) < 9e15 && v.get<double>() == std::floor(v.get<double>())
+                                      : true;  // not a number: get<T> below names the type
+    NMPERM_CHECK(ok, "'{}' must be an integer in range, got {}", key, v.dump());
+    if (v.is_number_float()) {
+      out = T(v.get<double>());
+      return;
+    }
+  }
+  out = v.get<T>();
 }
 
 // Sees the input of every Linear while installed (calibration): see models/calibrate.h.

@@ -55,6 +55,11 @@ nlohmann::json ViTConfig::to_json() const {
 }
 
 void ViTConfig::validate() const {
+  for (auto [key, v] : {std::pair{"image_size", image_size}, {"patch_size", patch_size}, {"num_channels", num_channels},
+                        {"hidden_size", hidden_size}, {"num_hidden_layers", num_hidden_layers},
+                        {"num_attention_heads", num_attention_heads}, {"intermediate_size", intermediate_size},
+                        {"num_labels", num_labels}})
+    NMPERM_CHECK(v < (int64_t(1) << 31), "ViT config: {} {} is out of range", key, v);
   NMPERM_CHECK(image_size > 0 && patch_size > 0 && image_size % patch_size == 0,
                "ViT config: image_size {} must be a positive multiple of patch_size {}", image_size, patch_size);
   NMPERM_CHECK(num_channels > 0 && hidden_size > 0 && num_hidden_layers >= 0 && intermediate_size > 0 && num_labels > 0,
@@ -63,6 +68,16 @@ void ViTConfig::validate() const {
                "ViT config: hidden_size {} is not a multiple of num_attention_heads {}", hidden_size, num_attention_heads);
   NMPERM_CHECK(hidden_act == "gelu" || hidden_act == "gelu_new" || hidden_act == "gelu_pytorch_tanh",
                "ViT config: hidden_act '{}' is not supported (gelu, gelu_new, gelu_pytorch_tanh)", hidden_act);
+}
+
+double ViTConfig::parameter_count() const {
+  double C = double(hidden_size), I = double(intermediate_size), P = double(patch_size), L = double(num_labels);
+  double per_layer = 4 * C * C + (qkv_bias ? 3 * C : 0) + C   // q, k, v, attention output
+                     + 2 * C * I + I + C                       // intermediate, output
+                     + 4 * C;                                  // two LayerNorms
+  double patches = double(image_size / patch_size) * double(image_size / patch_size);
+  return C * double(num_channels) * P * P + C + C + (patches + 1) * C + double(num_hidden_layers) * per_layer +
+         2 * C + C * L + L;
 }
 
 ViT::ViT(const ViTConfig& c, Generator& gen) : cfg(c) {

@@ -22,6 +22,7 @@ struct ViTConfig {
   static ViTConfig from_json(const nlohmann::json& j);  // a Hugging Face config.json
   nlohmann::json to_json() const;
   void validate() const;
+  double parameter_count() const;  // without building the model (double: no overflow on absurd configs)
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
 };
 

@@ -126,7 +126,10 @@ void save_permutations(const std::string& path, const std::map<std::string, Perm
 }
 
 std::map<std::string, Perm> load_permutations(const std::string& path) {
-  SafeTensors st = load_safetensors(path);
+  return permutations_from(load_safetensors(path), path);
+}
+
+std::map<std::string, Perm> permutations_from(const SafeTensors& st, const std::string& path) {
   std::map<std::string, Perm> out;
   for (auto& [name, t] : st.tensors) {
     NMPERM_CHECK(t.ndim() == 1 && !is_floating(t.dtype()), "permutation file '{}': '{}' must be an integer vector, got {}",

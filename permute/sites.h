@@ -55,5 +55,7 @@ Perm inverse_permutation(const Perm& p);
 void save_permutations(const std::string& path, const std::map<std::string, Perm>& perms,
                        const std::map<std::string, std::string>& metadata = {});
 std::map<std::string, Perm> load_permutations(const std::string& path);
+// The same from a parsed file; `what` names it in errors.
+std::map<std::string, Perm> permutations_from(const SafeTensors& file, const std::string& what);
 
 }  // namespace nmperm

@@ -3,6 +3,7 @@
 // parameter gradient and 5 AdamW steps match PyTorch. Tolerances are for float32:
 // logits and loss 1e-5 absolute + 1e-4 relative, gradients 1e-5 + 1e-3 relative.
 #include <filesystem>
+#include <fstream>
 
 #include "core/safetensors.h"
 #include "helpers.h"
@@ -150,6 +151,36 @@ TEST(ModelsBadCheckpoint, WrongArchitectureIsRefused) {
   EXPECT_THROW_MSG(load_checkpoint(dir), "is missing (the vit architecture needs it)");
   fs::remove_all(dir);
   EXPECT_THROW_MSG(load_checkpoint("/nonexistent/ckpt"), "does not exist");
+}
+
+TEST(Models, ParameterCountWithoutBuilding) {
+  Generator gen(0);
+  for (bool bias : {true, false}) {
+    ViTConfig v;
+    v.qkv_bias = bias;
+    v.image_size = 12;
+    v.num_channels = 3;
+    EXPECT_EQ(v.parameter_count(), double(Model{std::make_unique<ViT>(v, gen), nullptr, {}}.num_parameters()));
+    LlamaConfig l;
+    l.attention_bias = l.mlp_bias = bias;
+    l.tie_word_embeddings = !bias;
+    EXPECT_EQ(l.parameter_count(), double(Model{nullptr, std::make_unique<Llama>(l, gen), {}}.num_parameters()));
+  }
+}
+
+TEST(ModelsBadCheckpoint, ConfigLargerThanTheWeightsIsRefusedBeforeBuilding) {
+  SafeTensors st = load_safetensors(fixture("vit_tiny/model.safetensors"));
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(fixture("vit_tiny/config.json")));
+  cfg["hidden_size"] = int64_t(1) << 24;  // would need petabytes if it were built
+  EXPECT_THROW_MSG(model_from(cfg, st, "ckpt"), "ckpt: config.json describes a vit of");
+  cfg["hidden_size"] = int64_t(1) << 40;
+  EXPECT_THROW_MSG(model_from(cfg, st, "ckpt"), "hidden_size 1099511627776 is out of range");
+  cfg["hidden_size"] = 1e30;
+  EXPECT_THROW_MSG(model_from(cfg, st, "ckpt"), "'hidden_size' must be an integer in range, got 1e+30");
+  cfg["model_type"] = 7;
+  cfg["architectures"] = {nullptr};
+  EXPECT_THROW_MSG(model_from(cfg, st, "ckpt"), "model_type '' is not supported");
+  EXPECT_THROW_MSG(model_from(nlohmann::json::array(), st, "ckpt"), "must be a JSON object");
 }
 
 TEST(Models, ConfigErrorsAreClear) {

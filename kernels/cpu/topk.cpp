@@ -16,6 +16,7 @@ void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indi
     const T* xp = x.data<T>();
     T* vp = values.data<T>();
     int64_t* ip = indices.data<int64_t>();
+    const bool descending = largest;  // a local of this lambda: clang 14 cannot capture `largest` in the omp region
 #pragma omp parallel if (R * K > 16384)
     {
       std::vector<int64_t> order(static_cast<size_t>(K));
@@ -24,7 +25,7 @@ void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indi
         const T* row = xp + r * K;
         std::iota(order.begin(), order.end(), 0);
         auto better = [&](int64_t a, int64_t b) {
-          if (row[a] != row[b]) return largest ? row[a] > row[b] : row[a] < row[b];
+          if (row[a] != row[b]) return descending ? row[a] > row[b] : row[a] < row[b];
           return a < b;
         };
         std::partial_sort(order.begin(), order.begin() + k, order.end(), better);
