@@ -1,5 +1,6 @@
 #include "models/checkpoint.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -27,6 +28,14 @@ json read_json(const fs::path& p) {
 // Tensors some exporters include that carry no parameters of these architectures.
 bool ignorable(const std::string& name) {
   return name.starts_with("vit.pooler.") || name.ends_with(".rotary_emb.inv_freq");
+}
+
+int64_t count_nonfinite(const Tensor& t) {
+  Tensor c = t.detach().contiguous().to(DType::F32);
+  const float* p = c.data<float>();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < c.numel(); ++i) bad += !std::isfinite(p[i]);
+  return bad;
 }
 
 }  // namespace
@@ -107,6 +116,9 @@ void assign_parameters(Model& model, const SafeTensors& st, const std::string& w
     NMPERM_CHECK(is_floating(t->dtype()), "{}: tensor '{}' has dtype {}, expected floating point", what, name,
                  t->dtype());
     p.copy_from(*t);  // in place: tied weights stay tied
+    int64_t bad = count_nonfinite(p);
+    NMPERM_CHECK(bad == 0, "{}: tensor '{}' holds {} NaN or infinite values (of {}); the checkpoint is corrupt", what,
+                 name, bad, p.numel());
     used.insert(name);
   });
   model.visit_linears([&](const std::string& prefix, Linear& l) {

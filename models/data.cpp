@@ -61,13 +61,16 @@ Tensor parse_idx(const std::string& b, const std::string& what) {
   NMPERM_CHECK(nd >= 1 && nd <= 4, "{}: IDX rank {} not supported", what, nd);
   NMPERM_CHECK(b.size() >= 4 + 4 * nd, "{}: truncated IDX header", what);
   Shape shape;
-  uint64_t count = 1, nonzero = 1;  // nonzero: (0, 2^32, 2^32) is empty yet too large to describe
+  // An empty file like (0, 28, 28) is well-formed, but (0, 2^32, 2^32) describes no tensor
+  // we could index: the product of the non-zero dims is bounded too.
+  uint64_t count = 1, nonzero = 1, limit = std::max<uint64_t>(b.size(), uint64_t(1) << 24);
   for (uint32_t d = 0; d < nd; ++d) {
     uint32_t n = u32(4 + 4 * d);
     shape.push_back(int64_t(n));
     count *= n;
+    NMPERM_CHECK(std::max<uint32_t>(n, 1) <= limit / nonzero, "{}: IDX dims {} are too large", what, shape);
     nonzero *= std::max<uint32_t>(n, 1);
-    NMPERM_CHECK(nonzero <= b.size(), "{}: IDX dims {} need more bytes than the file has", what, shape);
+    NMPERM_CHECK(count <= b.size(), "{}: IDX dims {} need more bytes than the file has", what, shape);
   }
   NMPERM_CHECK(b.size() - (4 + 4 * nd) == count, "{}: IDX dims {} need {} data bytes, the file has {}", what, shape,
                count, b.size() - (4 + 4 * nd));
@@ -84,6 +87,7 @@ ImageSet load_idx_pair(const std::string& images_path, const std::string& labels
   NMPERM_CHECK(img.ndim() == 3, "{}: expected (N, rows, cols) images, got {}", images_path, img.shape());
   NMPERM_CHECK(lab.ndim() == 1 && lab.shape(0) == img.shape(0), "{}: {} labels for {} images", labels_path,
                lab.shape(0), img.shape(0));
+  NMPERM_CHECK(img.shape(0) > 0, "{}: holds no images", images_path);
   ImageSet s;
   int64_t N = img.shape(0), H = img.shape(1), W = img.shape(2);
   s.images = Tensor::empty({N, 1, H, W}, DType::F32);

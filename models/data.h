@@ -11,7 +11,7 @@ namespace nmperm {
 struct ImageSet {
   Tensor images;  // (N, 1, H, W) f32 in [0, 1]
   Tensor labels;  // (N) i64
-  int64_t size() const { return labels.numel(); }
+  int64_t size() const { return labels.defined() ? labels.numel() : 0; }
 };
 
 // Reads a whole file, gunzipping when it starts with the gzip magic.

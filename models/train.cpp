@@ -96,26 +96,47 @@ Tensor lm_loss(const Llama& m, const Tensor& windows) {
   return task_loss(m.forward(b.input), b);
 }
 
-void check_vocab(const Model& m, const TrainData& d) {
-  if (!m.llama) return;
+// Data problems are reported before any work: a run must not train for hours and then
+// find that its validation set is too short to evaluate.
+void check_data(const Model& m, const TrainData& d, bool training) {
+  if (m.vit) {
+    NMPERM_CHECK(d.test_images.size() > 0, "the test set holds no images");
+    NMPERM_CHECK(!training || d.train_images.size() > 0, "the training set holds no images");
+    return;
+  }
   NMPERM_CHECK(d.tokens.vocab <= m.llama->cfg.vocab_size, "the data uses token ids up to {} but the model's vocab is {}",
                d.tokens.vocab - 1, m.llama->cfg.vocab_size);
+  int64_t window = context_of(m) + 1;
+  NMPERM_CHECK(int64_t(d.tokens.val.size()) >= window,
+               "the validation stream ({} tokens) is shorter than one window of {} (the model's context + 1)",
+               d.tokens.val.size(), window);
+  NMPERM_CHECK(!training || int64_t(d.tokens.train.size()) > window,
+               "the training stream ({} tokens) is shorter than one window of {} (the model's context + 1)",
+               d.tokens.train.size(), window);
 }
 
 std::string step_dir(int64_t step) { return fmt::format("step_{:07d}", step); }
 
 void save_training_state(Model& model, AdamW& opt, const TrainConfig& cfg, int64_t step) {
   fs::path dir = fs::path(cfg.out_dir) / step_dir(step);
-  save_checkpoint(model, dir.string(), {{"step", std::to_string(step)}});
-  std::vector<std::pair<std::string, Tensor>> state;
-  size_t i = 0;
-  model.visit([&](const std::string& name, Tensor&) {
-    state.emplace_back("m." + name, opt.m[i]);
-    state.emplace_back("v." + name, opt.v[i]);
-    ++i;
-  });
-  save_safetensors((dir / "trainer_state.safetensors").string(), state,
-                   {{"step", std::to_string(step)}, {"train_config", cfg.to_json().dump()}});
+  try {
+    save_checkpoint(model, dir.string(), {{"step", std::to_string(step)}});
+    std::vector<std::pair<std::string, Tensor>> state;
+    size_t i = 0;
+    model.visit([&](const std::string& name, Tensor&) {
+      state.emplace_back("m." + name, opt.m[i]);
+      state.emplace_back("v." + name, opt.v[i]);
+      ++i;
+    });
+    save_safetensors((dir / "trainer_state.safetensors").string(), state,
+                     {{"step", std::to_string(step)}, {"train_config", cfg.to_json().dump()}});
+  } catch (const Error& e) {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);  // a half-written step folder must not look like a checkpoint
+    NMPERM_FAIL("training stopped: the checkpoint of step {} could not be saved ({}); the last good checkpoint "
+                "in '{}' is kept",
+                step, e.what(), cfg.out_dir);
+  }
   // Publish: only now does the checkpoint become the one a resume uses.
   write_file_atomic((fs::path(cfg.out_dir) / "latest").string(), step_dir(step) + "\n");
   // Keep the newest few.
@@ -180,10 +201,9 @@ Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, i
 EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, int64_t batch) {
   NoGradGuard ng;
   EvalResult r;
-  check_vocab(model, data);
+  check_data(model, data, false);
   if (model.vit) {
     const ImageSet& s = data.test_images;
-    NMPERM_CHECK(s.size() > 0, "no evaluation images");
     batch = batch > 0 ? batch : 500;
     double loss_sum = 0;
     int64_t correct = 0;
@@ -204,8 +224,7 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
   }
   // Llama: consecutive non-overlapping windows of the validation stream.
   const auto& val = data.tokens.val;
-  int64_t T = context_of(model), windows = (int64_t(val.size()) - 1) / T;
-  NMPERM_CHECK(windows > 0, "validation stream ({} tokens) is shorter than one window of {}", val.size(), T + 1);
+  int64_t T = context_of(model), windows = (int64_t(val.size()) - 1) / T;  // >= 1: see check_data
   if (max_windows > 0) windows = std::min(windows, max_windows);
   batch = batch > 0 ? batch : 16;
   double loss_sum = 0;
@@ -225,7 +244,7 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
 EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bool resume, bool progress) {
   NMPERM_CHECK(!cfg.out_dir.empty(), "train: an output folder is required");
   NMPERM_CHECK(cfg.steps > 0 && cfg.batch > 0, "train: steps and batch must be positive");
-  check_vocab(model, data);
+  check_data(model, data, true);
   fs::create_directories(cfg.out_dir);
   std::vector<Tensor> params = model.parameters();
   AdamW opt(params, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
@@ -251,7 +270,7 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
                  "(try a lower --lr)",
                  l, step, cfg.out_dir);
     backward(loss);
-    double gnorm = clip_grad_norm(params, cfg.clip > 0 ? cfg.clip : INFINITY);
+    double gnorm = clip_grad_norm(params, cfg.clip > 0 ? cfg.clip : INFINITY);  // throws on NaN/Inf, before any step
     opt.step();
     ema = step == start ? l : 0.98 * ema + 0.02 * l;
     double el = bar.elapsed();

@@ -214,3 +214,86 @@ TEST(Gradcheck, RefusesFloat32Inputs) {
 
 }  // namespace
 }  // namespace nmperm
+
+namespace nmperm {
+namespace {
+
+// The same table fed hostile inputs: each input in turn gets the wrong dtype, the wrong
+// rank, a mismatched or empty shape, or (for index inputs) ids out of range. Every call
+// (and its backward) must either work or throw nmperm::Error; a crash, another exception
+// type or, under the sanitizers, an out-of-bounds access fails the test.
+std::vector<std::pair<std::string, In>> mutations(const In& in) {
+  std::vector<std::pair<std::string, In>> out;
+  Shape s = in.shape;
+  auto with = [&](std::string what, Shape shape, Kind kind, int64_t high) {
+    out.push_back({std::move(what), In{kind, std::move(shape), high}});
+  };
+  with("scalar", {}, in.kind, in.high);
+  if (!s.empty()) {
+    Shape longer = s, empty = s;
+    longer.back() += 1;
+    empty.front() = 0;
+    with("last dim + 1", longer, in.kind, in.high);
+    with("empty", empty, in.kind, in.high);
+  }
+  Shape extra = s;
+  extra.insert(extra.begin(), 2);
+  with("extra leading dim", extra, in.kind, in.high);
+  if (in.kind == Kind::Index) {
+    with("ids past the end", s, Kind::Index, in.high + 1000);
+    with("float ids", s, Kind::Normal, 0);
+  } else {
+    with("integer values", s, Kind::Index, 3);
+  }
+  return out;
+}
+
+Tensor make_hostile(const In& in, uint64_t seed, bool f32) {
+  Tensor t = make(in, seed);
+  if (in.kind == Kind::Index && in.high > 0 && t.numel() > 0) t.data<int64_t>()[0] = -1;  // a negative id too
+  if (f32 && is_floating(t.dtype())) t = t.detach().to(DType::F32).set_requires_grad(t.requires_grad());
+  return t;
+}
+
+class OpHostile : public ::testing::TestWithParam<OpCase> {};
+
+TEST_P(OpHostile, BadInputsGiveErrorsNotCrashes) {
+  const OpCase& c = GetParam();
+  auto attempt = [&](const std::vector<Tensor>& xs, const std::string& what) {
+    try {
+      Tensor y = c.fn(xs);
+      if (y.requires_grad()) backward(sum(y));
+    } catch (const Error&) {
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << c.name << " with " << what << ": escaped as " << typeid(e).name() << ": " << e.what();
+    }
+  };
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    auto base = [&](bool f32_at_i) {
+      std::vector<Tensor> xs;
+      for (size_t j = 0; j < c.inputs.size(); ++j) xs.push_back(make_hostile(c.inputs[j], 1000 + j, f32_at_i && j == i));
+      return xs;
+    };
+    if (c.inputs.size() > 1) attempt(base(true), fmt::format("input {} in f32, the rest f64", i));
+    for (auto& [what, in] : mutations(c.inputs[i])) {
+      std::vector<Tensor> xs = base(false);
+      xs[i] = make_hostile(in, 77, false);
+      attempt(xs, fmt::format("input {}: {}", i, what));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllOps, OpHostile, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// Out-of-range ids must be refused, never read past the table.
+TEST(OpHostile, OutOfRangeIdsAreRefusedByName) {
+  Tensor table = randn64({5, 3}, 1);
+  EXPECT_THROW_MSG(embedding(table, from_vector<int64_t>({0, 5}, {2})), "5");
+  EXPECT_THROW_MSG(embedding(table, from_vector<int64_t>({-1}, {1})), "-1");
+  EXPECT_THROW_MSG(index_select(table, 0, from_vector<int64_t>({7}, {1})), "7");
+  EXPECT_THROW_MSG(cross_entropy(table, from_vector<int64_t>({0, 1, 2, 2, 9}, {5})), "target 9");
+}
+
+}  // namespace
+}  // namespace nmperm

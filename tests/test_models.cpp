@@ -143,6 +143,19 @@ TEST(ModelsBadCheckpoint, MisShapedTensorIsNamed) {
   fs::remove_all(dir);
 }
 
+TEST(ModelsBadCheckpoint, NonFiniteWeightIsNamed) {
+  std::string dir = edited_copy("llama_tiny", [](auto& ts) {
+    for (auto& [n, t] : ts)
+      if (n == "model.layers.1.self_attn.o_proj.weight") {
+        t = t.clone();
+        t.template data<float>()[3] = INFINITY;
+        t.template data<float>()[5] = NAN;
+      }
+  });
+  EXPECT_THROW_MSG(load_checkpoint(dir), "tensor 'model.layers.1.self_attn.o_proj.weight' holds 2 NaN or infinite values");
+  fs::remove_all(dir);
+}
+
 TEST(ModelsBadCheckpoint, WrongArchitectureIsRefused) {
   std::string dir = (fs::temp_directory_path() / fmt::format("nmperm_arch_{}", getpid())).string();
   fs::remove_all(dir);

@@ -27,6 +27,12 @@ std::string le32(uint32_t v) {
   return s;
 }
 
+std::string be32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[size_t(i)] = char((v >> (24 - 8 * i)) & 0xff);
+  return s;
+}
+
 LlamaConfig tiny_llama(int64_t vocab, int64_t hidden, int64_t heads, int64_t kv_heads, int64_t context) {
   LlamaConfig lc;
   lc.vocab_size = vocab;
@@ -132,6 +138,45 @@ TEST(Training, ResumeIsExact) {
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_EQ(pa[i].to_vector<float>(), pc[i].to_vector<float>()) << i;
   fs::remove_all(tmp("straight"));
   fs::remove_all(tmp("split"));
+}
+
+TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {
+  LlamaConfig lc = tiny_llama(20, 8, 2, 2, 8);
+  Generator g(0);
+  Model m;
+  m.llama = std::make_unique<Llama>(lc, g);
+  TrainConfig cfg;
+  cfg.arch = "llama";
+  cfg.steps = 2;
+  cfg.batch = 2;
+  cfg.out_dir = tmp("short");
+  TrainData data;
+  data.tokens.vocab = 20;
+  data.tokens.train.assign(100, 1);
+  data.tokens.val.assign(8, 1);  // one window needs context + 1 = 9
+  EXPECT_THROW_MSG(train(m, cfg, data, false, false), "the validation stream (8 tokens) is shorter than one window of 9");
+  EXPECT_FALSE(fs::exists(cfg.out_dir + "/metrics.jsonl"));  // refused before any step
+  data.tokens.val.assign(9, 1);
+  data.tokens.train.assign(9, 1);
+  EXPECT_THROW_MSG(train(m, cfg, data, false, false), "the training stream (9 tokens) is shorter");
+  data.tokens.vocab = 21;
+  EXPECT_THROW_MSG(evaluate(m, data), "token ids up to 20 but the model's vocab is 20");
+
+  ViTConfig vc;
+  vc.image_size = 8;
+  Model v;
+  v.vit = std::make_unique<ViT>(vc, g);
+  TrainData images;
+  EXPECT_THROW_MSG(evaluate(v, images), "the test set holds no images");
+  std::string empty_idx = std::string("\x00\x00\x08\x03", 4) + be32(0) + be32(8) + be32(8);
+  std::string empty_labels = std::string("\x00\x00\x08\x01", 4) + be32(0);
+  write_bytes(tmp("images"), empty_idx);
+  write_bytes(tmp("labels"), empty_labels);
+  EXPECT_EQ(parse_idx(empty_idx, "x").shape(), (Shape{0, 8, 8}));  // well-formed, just empty
+  EXPECT_THROW_MSG(load_idx_pair(tmp("images"), tmp("labels")), "holds no images");
+  fs::remove(tmp("images"));
+  fs::remove(tmp("labels"));
+  fs::remove_all(cfg.out_dir);
 }
 
 TEST(Training, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
