@@ -140,16 +140,25 @@ TEST(Training, ResumeIsExact) {
   fs::remove_all(tmp("split"));
 }
 
-TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {
-  LlamaConfig lc = tiny_llama(20, 8, 2, 2, 8);
-  Generator g(0);
+Model llama_model(const LlamaConfig& lc, uint64_t seed) {
+  Generator g(seed);
   Model m;
   m.llama = std::make_unique<Llama>(lc, g);
+  return m;
+}
+
+TrainConfig llama_run(int64_t steps, int64_t batch, const std::string& out) {
   TrainConfig cfg;
   cfg.arch = "llama";
-  cfg.steps = 2;
-  cfg.batch = 2;
-  cfg.out_dir = tmp("short");
+  cfg.steps = steps;
+  cfg.batch = batch;
+  cfg.out_dir = tmp(out);
+  return cfg;
+}
+
+TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {
+  Model m = llama_model(tiny_llama(20, 8, 2, 2, 8), 0);
+  TrainConfig cfg = llama_run(2, 2, "short");
   TrainData data;
   data.tokens.vocab = 20;
   data.tokens.train.assign(100, 1);
@@ -164,6 +173,7 @@ TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {
 
   ViTConfig vc;
   vc.image_size = 8;
+  Generator g(0);
   Model v;
   v.vit = std::make_unique<ViT>(vc, g);
   TrainData images;
@@ -184,17 +194,10 @@ TEST(Training, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
   for (int i = 0; i < 2000; ++i) data.tokens.train.push_back(i % 20);
   data.tokens.val = data.tokens.train;
   data.tokens.vocab = 20;
-  LlamaConfig lc = tiny_llama(20, 8, 2, 2, 8);
-  Generator g(0);
-  Model m;
-  m.llama = std::make_unique<Llama>(lc, g);
-  TrainConfig cfg;
-  cfg.arch = "llama";
-  cfg.steps = 4;
-  cfg.batch = 2;
+  Model m = llama_model(tiny_llama(20, 8, 2, 2, 8), 0);
+  TrainConfig cfg = llama_run(4, 2, "nan");
   cfg.ckpt_every = 2;
   cfg.eval_every = 100;
-  cfg.out_dir = tmp("nan");
   train(m, cfg, data, false, false);  // leaves step 2 and step 4
   // Poison a weight and continue: the first step must stop with a message, and the
   // newest checkpoint must still be the good one.
