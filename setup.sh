@@ -4,6 +4,7 @@
 #   ./setup.sh demo [ARGS...]   install what is missing, build, run `nmperm demo ARGS...`
 #   ./setup.sh test             install what is missing, build, run the whole test suite
 #   ./setup.sh test-asan        the test suite under AddressSanitizer + UBSan (build-asan/)
+#   ./setup.sh fuzz [SECONDS]   libFuzzer on every reader of outside data, SECONDS per target (default 60)
 #   ./setup.sh bench            build and run the CPU benchmarks (ops, training steps) against PyTorch
 #   ./setup.sh build            install what is missing and build only
 #
@@ -19,6 +20,7 @@ BUILD_PKGS=(build-essential cmake pkg-config git libfmt-dev libgtest-dev libbenc
 DATA_PKGS=(dataset-fashion-mnist bible-kjv)
 BENCH_PKGS=(python3-torch python3-numpy)
 DEMO_PKGS=(gnuplot-nox)  # the demo report's plots (the tables do not need it)
+FUZZ_PKGS=(clang libclang-rt-14-dev libomp-dev)
 JOBS=${JOBS:-$(nproc)}
 
 install_missing() {
@@ -53,6 +55,9 @@ case "$cmd" in
     install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
     build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_SANITIZE=ON -DNMPERM_CUDA=OFF
     cd build-asan && ASAN_OPTIONS=detect_leaks=1 exec ctest --output-on-failure -j "$JOBS" ;;
+  fuzz)
+    install_missing "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}"
+    exec tools/fuzz.sh "$@" ;;
   bench)
     install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}"
     build "${BUILD_DIR:-build}"
@@ -62,7 +67,7 @@ case "$cmd" in
     install_missing "${BUILD_PKGS[@]}"
     build "${BUILD_DIR:-build}" ;;
   -h|--help|"")
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "setup.sh: unknown command '$cmd' (try ./setup.sh --help)" >&2
     exit 2 ;;
