@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "core/dtype.h"
 
@@ -33,9 +34,22 @@ HostMemoryStats host_memory_stats();
 void release_host_cache();  // returns every cached free block to the system
 
 // CUDA runtime entry points (core/cuda/runtime.cu, or core/cuda/stub.cpp which throws).
+// Device memory comes from a caching allocator (size classes, free lists, free-and-retry
+// on out-of-memory); its statistics count whole size classes.
 bool cuda_available();
 void* cuda_alloc(size_t nbytes);
 void cuda_free(void* p);
+struct DeviceMemoryStats {
+  size_t active_bytes = 0;
+  size_t peak_active_bytes = 0;
+  size_t cached_bytes = 0;  // freed blocks kept for reuse
+};
+DeviceMemoryStats cuda_memory_stats();
+void release_cuda_cache();  // returns every cached free block to the driver
+void cuda_synchronize();    // waits for every queued kernel (timing, benchmarks)
+// Peak memory bandwidth of device 0 in bytes/s (memory clock x bus width x 2) and its name.
+double cuda_peak_bandwidth();
+std::string cuda_device_name();
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 void cuda_copy(void* dst, const void* src, size_t nbytes, CopyKind kind);
 

@@ -1,5 +1,9 @@
 #include "core/tensor.h"
 
+#ifdef NMPERM_WITH_CUDA
+#include "kernels/cuda/launchers.h"
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -41,14 +45,23 @@ Tensor Tensor::detach() const { return as_strided(shape_, strides_, offset_); }
 
 void Tensor::copy_from(const Tensor& src) {
   NMPERM_CHECK(src.shape_ == shape_, "copy_from: shape {} into {}", src.shape_, shape_);
-  if (device() != Device::CPU || src.device() != Device::CPU) {
-    NMPERM_CHECK(dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous(),
-                 "copy between devices needs the same dtype and contiguous tensors ({} <- {})", describe(*this),
-                 describe(src));
-    CopyKind kind = src.device() == Device::CPU ? CopyKind::HostToDevice
-                    : device() == Device::CPU   ? CopyKind::DeviceToHost
-                                                : CopyKind::DeviceToDevice;
-    cuda_copy(raw_data(), src.raw_data(), size_t(numel()) * dtype_size(dtype_), kind);
+  if (device() == Device::CUDA && src.device() == Device::CUDA) {
+#ifdef NMPERM_WITH_CUDA
+    kernels::cuda::copy(src, *this);  // any strides and dtypes, on the GPU
+#endif
+    return;
+  }
+  if (device() != src.device()) {
+    // Convert and pack on the source's device, move the bytes, then unpack here if needed.
+    Tensor packed = src;
+    if (src.dtype_ != dtype_ || !src.is_contiguous()) {
+      packed = empty(src.shape_, dtype_, src.device());
+      packed.copy_from(src);
+    }
+    Tensor landed = is_contiguous() ? *this : empty(shape_, dtype_, device());
+    cuda_copy(landed.raw_data(), packed.raw_data(), size_t(numel()) * dtype_size(dtype_),
+              src.device() == Device::CPU ? CopyKind::HostToDevice : CopyKind::DeviceToHost);
+    if (!is_contiguous()) copy_from(landed);
     return;
   }
   if (dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous()) {
@@ -98,7 +111,6 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return detach();
-  NMPERM_CHECK(device() == Device::CPU, "to(dtype) on {} needs a CPU tensor", describe(*this));
   Tensor t = empty(shape_, dtype, device());
   t.copy_from(*this);
   return t;

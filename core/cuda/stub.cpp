@@ -8,6 +8,11 @@ void* cuda_alloc(size_t) {
   NMPERM_FAIL("CUDA was requested but this build has no CUDA backend (configure with nvcc present)");
 }
 void cuda_free(void*) {}
+DeviceMemoryStats cuda_memory_stats() { return {}; }
+void release_cuda_cache() {}
+void cuda_synchronize() {}
+double cuda_peak_bandwidth() { return 0; }
+std::string cuda_device_name() { return "none"; }
 void cuda_copy(void*, const void*, size_t, CopyKind) {
   NMPERM_FAIL("CUDA was requested but this build has no CUDA backend (configure with nvcc present)");
 }

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kernels/cpu/vmath.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -184,6 +185,7 @@ void strided_loop(const Shape& shape, const std::array<const Shape*, N>& strides
 }  // namespace
 
 void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
+  NMPERM_ROUTE_CUDA(x, unary(op, x, out, scalar));
   require_cpu(unary_name(op), x, out);
   NMPERM_CHECK(x.shape() == out.shape() && out.is_contiguous(), "{}: bad output for input {}", unary_name(op),
                describe(x));
@@ -194,6 +196,7 @@ void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
 }
 
 void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, double scalar) {
+  NMPERM_ROUTE_CUDA(x, unary_backward(op, x, y, dy, dx, scalar));
   require_cpu(unary_name(op), x, y, dy, dx);
   dispatch_float(x.dtype(), [&]<class T>() {
     Tensor xc = x.contiguous(), yc = y.contiguous(), gc = dy.contiguous();
@@ -204,6 +207,7 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  NMPERM_ROUTE_CUDA(out, binary(op, a, b, out));
   require_cpu(binary_name(op), a, b, out);
   NMPERM_CHECK(a.dtype() == b.dtype(), "{}: dtypes differ: {} and {}", binary_name(op), describe(a), describe(b));
   NMPERM_CHECK(a.shape() == out.shape() && b.shape() == out.shape() && out.is_contiguous(),
@@ -241,6 +245,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  NMPERM_ROUTE_CUDA(out, where(cond, a, b, out));
   require_cpu("where", cond, a, b, out);
   NMPERM_CHECK(a.dtype() == b.dtype(), "where: dtypes differ: {} and {}", describe(a), describe(b));
   dispatch_float(a.dtype(), [&]<class T>() {
@@ -261,6 +266,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void scale_(Tensor& t, double s) {
+  NMPERM_ROUTE_CUDA(t, scale_(t, s));
   require_cpu("scale_", t);
   NMPERM_CHECK(t.is_contiguous(), "scale_: needs a contiguous tensor");
   dispatch_float(t.dtype(), [&]<class T>() {

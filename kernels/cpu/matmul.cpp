@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -28,6 +29,7 @@ MatView classify(const Tensor& t, const char* which) {
 }  // namespace
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
+  NMPERM_ROUTE_CUDA(c, matmul(a, b, c, alpha, beta));
   require_cpu("matmul", a, b, c);
   NMPERM_CHECK(a.ndim() == 3 && b.ndim() == 3 && c.ndim() == 3, "matmul kernel wants 3-d views, got {} {} {}",
                a.shape(), b.shape(), c.shape());

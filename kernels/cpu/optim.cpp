@@ -4,11 +4,13 @@
 #include <vector>
 
 #include "kernels/cpu/chunks.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
 
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
+  NMPERM_ROUTE_CUDA(param, adamw(param, grad, m, v, p, step));
   require_cpu("adamw", param, grad, m, v);
   NMPERM_CHECK(param.is_contiguous() && grad.shape() == param.shape() && m.shape() == param.shape() &&
                    v.shape() == param.shape(),
@@ -34,6 +36,7 @@ void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWP
 }
 
 double sum_squares(const Tensor& t) {
+  NMPERM_ROUTE_CUDA(t, sum_squares(t));
   require_cpu("sum_squares", t);
   return dispatch_float(t.dtype(), [&]<class T>() {
     Tensor c = t.contiguous();

@@ -5,11 +5,13 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
 
 void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) {
+  NMPERM_ROUTE_CUDA(x, reduce_rows(op, x, out, correction));
   require_cpu("reduce", x, out);
   NMPERM_CHECK(x.ndim() == 2 && x.is_contiguous() && out.numel() == x.shape(0), "reduce_rows: bad shapes {} -> {}",
                x.shape(), out.shape());
@@ -77,6 +79,7 @@ void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) 
 }
 
 void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out) {
+  NMPERM_ROUTE_CUDA(x, reduce_cols(op, x, out));
   require_cpu("reduce", x, out);
   NMPERM_CHECK((op == ReduceOp::Sum || op == ReduceOp::Mean) && x.ndim() == 2 && x.is_contiguous() &&
                    out.numel() == x.shape(1),

@@ -6,11 +6,13 @@
 #include <limits>
 
 #include "kernels/cpu/vmath.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
 
 void softmax_rows(const Tensor& x, Tensor& y, bool log) {
+  NMPERM_ROUTE_CUDA(x, softmax_rows(x, y, log));
   require_cpu(log ? "log_softmax" : "softmax", x, y);
   int64_t R = x.shape(0), K = x.shape(1);
   dispatch_float(x.dtype(), [&]<class T>() {
@@ -39,6 +41,7 @@ void softmax_rows(const Tensor& x, Tensor& y, bool log) {
 }
 
 void softmax_rows_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool log) {
+  NMPERM_ROUTE_CUDA(y, softmax_rows_backward(y, dy, dx, log));
   require_cpu(log ? "log_softmax_backward" : "softmax_backward", y, dy, dx);
   int64_t R = y.shape(0), K = y.shape(1);
   dispatch_float(y.dtype(), [&]<class T>() {

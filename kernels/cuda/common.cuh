@@ -1,0 +1,110 @@
+// Shared pieces of the CUDA kernels: checked calls, strided indexing, launch shapes and
+// block reductions. Reductions use a fixed tree, so results do not depend on timing:
+// every CUDA kernel here is deterministic run to run (no floating-point atomics).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+#include "core/tensor.h"
+
+#define NMPERM_CUDA_CHECK(call)                                                                    \
+  do {                                                                                             \
+    cudaError_t err_ = (call);                                                                     \
+    NMPERM_CHECK(err_ == cudaSuccess, "CUDA error '{}' in {}", cudaGetErrorString(err_), #call);   \
+  } while (0)
+
+namespace nmperm::kernels::cuda {
+
+// Kernels run on the default stream; host code that reads results copies synchronously.
+inline cudaStream_t stream() { return 0; }
+
+// After a launch: a bad configuration shows here, with the op's name.
+inline void check_launch(const char* op) {
+  cudaError_t err = cudaGetLastError();
+  NMPERM_CHECK(err == cudaSuccess, "{}: CUDA kernel launch failed: {}", op, cudaGetErrorString(err));
+}
+
+inline void require_cuda_one(const char* op, const Tensor& t) {
+  NMPERM_CHECK(!t.defined() || t.device() == Device::CUDA, "{}: tensor {} is not on the GPU (mixed devices)", op,
+               describe(t));
+}
+template <class... Ts> void require_cuda(const char* op, const Ts&... ts) { (require_cuda_one(op, ts), ...); }
+
+constexpr int kMaxDims = 8;
+
+// A tensor's view (shape, strides, offset) passed by value to a kernel.
+struct Strided {
+  int nd = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t stride[kMaxDims] = {};
+  int64_t offset = 0;
+};
+
+inline Strided strided(const Tensor& t, const char* op) {
+  NMPERM_CHECK(t.ndim() <= kMaxDims, "{}: CUDA kernels take at most {} dims, got {}", op, kMaxDims, describe(t));
+  Strided s;
+  s.nd = int(t.ndim());
+  for (int d = 0; d < s.nd; ++d) {
+    s.shape[d] = t.shape(d);
+    s.stride[d] = t.stride(d);
+  }
+  s.offset = t.offset();
+  return s;
+}
+
+// Element offset of the i-th element (row-major order of the shape).
+__device__ inline int64_t offset_of(const Strided& s, int64_t i) {
+  int64_t off = s.offset;
+  for (int d = s.nd - 1; d >= 0; --d) {
+    int64_t n = s.shape[d];
+    off += (i % n) * s.stride[d];
+    i /= n;
+  }
+  return off;
+}
+
+template <class T> T* ptr(const Tensor& t) { return static_cast<T*>(t.storage()->data); }  // base, no offset
+
+constexpr int kThreads = 256;
+// Grid-stride loops take any n; the grid is capped so huge tensors need no 64-bit grids.
+inline unsigned grid_for(int64_t n) {
+  return unsigned(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, int64_t(65535) * 16));
+}
+#define NMPERM_GRID_STRIDE(i, n) \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+
+// Block-wide sum of one value per thread (blockDim.x a multiple of 32, at most 1024);
+// every thread gets the result. The order is fixed, so the result is reproducible.
+template <class A> __device__ A block_sum(A v) {
+  __shared__ A warp_part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();  // warp_part may still be read by a previous call
+  if (lane == 0) warp_part[warp] = v;
+  __syncthreads();
+  A t = lane < warps ? warp_part[lane] : A(0);
+  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+  return t;
+}
+
+template <class A> __device__ A block_max(A v) {
+  __shared__ A warp_part[32];
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) warp_part[warp] = v;
+  __syncthreads();
+  A t = lane < warps ? warp_part[lane] : v;
+  for (int o = 16; o > 0; o >>= 1) t = max(t, __shfl_xor_sync(0xffffffffu, t, o));
+  return t;
+}
+
+// Calls f(T{}) for f32 / f64 (a tag argument: .cu files are C++17, no template lambdas).
+template <class F> void on_float(DType t, F&& f) {
+  if (t == DType::F32) f(float{});
+  else if (t == DType::F64) f(double{});
+  else NMPERM_FAIL("expected a floating dtype (f32 or f64), got {}", dtype_name(t));
+}
+
+}  // namespace nmperm::kernels::cuda

@@ -1,0 +1,229 @@
+// CUDA elementwise kernels: strided copy with dtype conversion, unary ops and their
+// backward, broadcasting binary ops, where, in-place scaling. Grid-stride loops over the
+// output in row-major order; inputs may be any strided view (broadcast = stride 0).
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launchers.h"
+
+namespace nmperm::kernels::cuda {
+
+namespace {
+
+template <class D, class S> __global__ void copy_kernel(const S* src, Strided ss, D* dst, Strided ds, int64_t n) {
+  NMPERM_GRID_STRIDE(i, n) dst[offset_of(ds, i)] = D(src[offset_of(ss, i)]);
+}
+
+template <class D, class S> __global__ void copy_contiguous_kernel(const S* src, D* dst, int64_t n) {
+  NMPERM_GRID_STRIDE(i, n) dst[i] = D(src[i]);
+}
+
+template <class F> void on_any(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: return f(float{});
+    case DType::F64: return f(double{});
+    case DType::I32: return f(int32_t{});
+    case DType::I64: return f(int64_t{});
+  }
+}
+
+template <class T> __device__ T unary_fn(UnaryOp op, T x, T p) {
+  const T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588);
+  switch (op) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return exp(x);
+    case UnaryOp::Log: return log(x);
+    case UnaryOp::Sqrt: return sqrt(x);
+    case UnaryOp::Rsqrt: return T(1) / sqrt(x);
+    case UnaryOp::Tanh: return tanh(x);
+    case UnaryOp::Sigmoid: return T(1) / (T(1) + exp(-x));
+    case UnaryOp::Relu: return x > T(0) ? x : T(0);
+    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + erf(x * kSqrt2Inv));
+    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x)));
+    case UnaryOp::Silu: return x / (T(1) + exp(-x));
+    case UnaryOp::Abs: return x < T(0) ? -x : x;
+    case UnaryOp::Pow: return pow(x, p);
+    case UnaryOp::Square: return x * x;
+  }
+  return x;
+}
+
+template <class T> __device__ T unary_grad(UnaryOp op, T x, T y, T g, T p) {
+  const T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588),
+          kInvSqrt2Pi = T(0.39894228040143267794);
+  switch (op) {
+    case UnaryOp::Neg: return -g;
+    case UnaryOp::Exp: return g * y;
+    case UnaryOp::Log: return g / x;
+    case UnaryOp::Sqrt: return g * T(0.5) / y;
+    case UnaryOp::Rsqrt: return g * T(-0.5) * y * y * y;
+    case UnaryOp::Tanh: return g * (T(1) - y * y);
+    case UnaryOp::Sigmoid: return g * y * (T(1) - y);
+    case UnaryOp::Relu: return x > T(0) ? g : T(0);
+    case UnaryOp::GeluErf: return g * (T(0.5) * (T(1) + erf(x * kSqrt2Inv)) + x * kInvSqrt2Pi * exp(T(-0.5) * x * x));
+    case UnaryOp::GeluTanh: {
+      T t = tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x));
+      T du = kSqrt2OverPi * (T(1) + T(3 * 0.044715) * x * x);
+      return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
+    }
+    case UnaryOp::Silu: {
+      T sg = T(1) / (T(1) + exp(-x));
+      return g * sg * (T(1) + x * (T(1) - sg));
+    }
+    case UnaryOp::Abs: return x > T(0) ? g : (x < T(0) ? -g : T(0));
+    case UnaryOp::Pow: return p == T(0) ? T(0) : g * p * pow(x, p - T(1));
+    case UnaryOp::Square: return g * T(2) * x;
+  }
+  return g;
+}
+
+template <class T> __device__ T binary_fn(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    case BinaryOp::Maximum: return a > b ? a : b;
+    case BinaryOp::Minimum: return a < b ? a : b;
+    case BinaryOp::Eq: return T(a == b);
+    case BinaryOp::Ne: return T(a != b);
+    case BinaryOp::Lt: return T(a < b);
+    case BinaryOp::Le: return T(a <= b);
+    case BinaryOp::Gt: return T(a > b);
+    case BinaryOp::Ge: return T(a >= b);
+  }
+  return a;
+}
+
+template <class T> __global__ void unary_kernel(UnaryOp op, const T* x, Strided xs, T* y, int64_t n, T p) {
+  NMPERM_GRID_STRIDE(i, n) y[i] = unary_fn<T>(op, x[offset_of(xs, i)], p);
+}
+
+template <class T>
+__global__ void unary_grad_kernel(UnaryOp op, const T* x, Strided xs, const T* y, Strided ys, const T* g, Strided gs,
+                                  T* dx, int64_t n, T p) {
+  NMPERM_GRID_STRIDE(i, n) dx[i] = unary_grad<T>(op, x[offset_of(xs, i)], y[offset_of(ys, i)], g[offset_of(gs, i)], p);
+}
+
+template <class T> __global__ void binary_contiguous_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
+  NMPERM_GRID_STRIDE(i, n) out[i] = binary_fn<T>(op, a[i], b[i]);
+}
+
+template <class T>
+__global__ void binary_kernel(BinaryOp op, const T* a, Strided as, const T* b, Strided bs, T* out, int64_t n) {
+  NMPERM_GRID_STRIDE(i, n) out[i] = binary_fn<T>(op, a[offset_of(as, i)], b[offset_of(bs, i)]);
+}
+
+template <class T, class C>
+__global__ void where_kernel(const C* c, Strided cs, const T* a, Strided as, const T* b, Strided bs, T* out, int64_t n) {
+  NMPERM_GRID_STRIDE(i, n) out[i] = c[offset_of(cs, i)] != C(0) ? a[offset_of(as, i)] : b[offset_of(bs, i)];
+}
+
+template <class T> __global__ void scale_kernel(T* t, int64_t n, T s) {
+  NMPERM_GRID_STRIDE(i, n) t[i] *= s;
+}
+
+void check_output(const char* op, const Tensor& out, const Shape& shape) {
+  NMPERM_CHECK(out.shape() == shape && out.is_contiguous(), "{}: output {} must be contiguous with shape {}", op,
+               describe(out), shape);
+}
+
+}  // namespace
+
+void copy(const Tensor& src, Tensor& dst) {
+  require_cuda("copy", src, dst);
+  NMPERM_CHECK(src.shape() == dst.shape(), "copy: shape {} into {}", src.shape(), dst.shape());
+  int64_t n = dst.numel();
+  if (n == 0) return;
+  on_any(dst.dtype(), [&](auto D_tag) {
+    using D = decltype(D_tag);
+    on_any(src.dtype(), [&](auto S_tag) {
+    using S = decltype(S_tag);
+      if (src.is_contiguous() && dst.is_contiguous())
+        copy_contiguous_kernel<D, S><<<grid_for(n), kThreads, 0, stream()>>>(ptr<S>(src) + src.offset(),
+                                                                             ptr<D>(dst) + dst.offset(), n);
+      else
+        copy_kernel<D, S><<<grid_for(n), kThreads, 0, stream()>>>(ptr<S>(src), strided(src, "copy"), ptr<D>(dst),
+                                                                  strided(dst, "copy"), n);
+    });
+  });
+  check_launch("copy");
+}
+
+void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
+  require_cuda(unary_name(op), x, out);
+  check_output(unary_name(op), out, x.shape());
+  int64_t n = x.numel();
+  if (n == 0) return;
+  on_float(x.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag);
+    unary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, ptr<T>(x), strided(x, unary_name(op)), out.data<T>(),
+                                                            n, T(scalar));
+  });
+  check_launch(unary_name(op));
+}
+
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, double scalar) {
+  require_cuda(unary_name(op), x, y, dy, dx);
+  check_output(unary_name(op), dx, x.shape());
+  NMPERM_CHECK(y.shape() == x.shape() && dy.shape() == x.shape(), "{} backward: shapes {} {} {} differ", unary_name(op),
+               x.shape(), y.shape(), dy.shape());
+  int64_t n = x.numel();
+  if (n == 0) return;
+  on_float(x.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag);
+    unary_grad_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, ptr<T>(x), strided(x, "unary"), ptr<T>(y),
+                                                                 strided(y, "unary"), ptr<T>(dy), strided(dy, "unary"),
+                                                                 dx.data<T>(), n, T(scalar));
+  });
+  check_launch(unary_name(op));
+}
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
+  require_cuda(binary_name(op), a, b, out);
+  NMPERM_CHECK(a.dtype() == b.dtype(), "{}: dtypes differ: {} and {}", binary_name(op), describe(a), describe(b));
+  NMPERM_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "{}: inputs must be expanded to the output shape",
+               binary_name(op));
+  check_output(binary_name(op), out, a.shape());
+  int64_t n = out.numel();
+  if (n == 0) return;
+  on_float(a.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag);
+    if (a.is_contiguous() && b.is_contiguous())
+      binary_contiguous_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, a.data<T>(), b.data<T>(), out.data<T>(), n);
+    else
+      binary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, ptr<T>(a), strided(a, binary_name(op)), ptr<T>(b),
+                                                               strided(b, binary_name(op)), out.data<T>(), n);
+  });
+  check_launch(binary_name(op));
+}
+
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
+  require_cuda("where", cond, a, b, out);
+  NMPERM_CHECK(a.dtype() == b.dtype(), "where: dtypes differ: {} and {}", describe(a), describe(b));
+  NMPERM_CHECK(cond.shape() == out.shape() && a.shape() == out.shape() && b.shape() == out.shape(),
+               "where: inputs must be expanded to the output shape");
+  check_output("where", out, a.shape());
+  int64_t n = out.numel();
+  if (n == 0) return;
+  on_float(a.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag);
+    on_any(cond.dtype(), [&](auto C_tag) {
+    using C = decltype(C_tag);
+      where_kernel<T, C><<<grid_for(n), kThreads, 0, stream()>>>(ptr<C>(cond), strided(cond, "where"), ptr<T>(a),
+                                                                 strided(a, "where"), ptr<T>(b), strided(b, "where"),
+                                                                 out.data<T>(), n);
+    });
+  });
+  check_launch("where");
+}
+
+void scale_(Tensor& t, double s) {
+  require_cuda("scale_", t);
+  NMPERM_CHECK(t.is_contiguous(), "scale_: needs a contiguous tensor, got {}", describe(t));
+  int64_t n = t.numel();
+  if (n == 0) return;
+  on_float(t.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag); scale_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(t.data<T>(), n, T(s)); });
+  check_launch("scale_");
+}
+
+}  // namespace nmperm::kernels::cuda

@@ -1,0 +1,118 @@
+// CUDA matmul through cuBLAS: one strided-batched GEMM per call. Row-major C = A @ B is
+// computed as the column-major C^T = B^T A^T, so no operand is ever copied; a transposed
+// view (column-major storage) becomes CUBLAS_OP_T, a broadcast batch a zero stride.
+// TF32 tensor cores only when the user opts in (set_allow_tf32).
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <mutex>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/launchers.h"
+
+namespace nmperm::kernels::cuda {
+
+namespace {
+
+const char* cublas_status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "cuBLAS error";
+  }
+}
+
+#define NMPERM_CUBLAS_CHECK(call)                                                                          \
+  do {                                                                                                     \
+    cublasStatus_t st_ = (call);                                                                           \
+    NMPERM_CHECK(st_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error {} in {}", cublas_status_name(st_), #call);   \
+  } while (0)
+
+bool g_allow_tf32 = false;
+
+cublasHandle_t handle() {
+  static cublasHandle_t h = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    NMPERM_CUBLAS_CHECK(cublasCreate(&h));
+    NMPERM_CUBLAS_CHECK(cublasSetStream(h, stream()));
+  });
+  NMPERM_CUBLAS_CHECK(cublasSetMathMode(h, g_allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  return h;
+}
+
+struct MatView {
+  bool trans;       // column-major storage of the row-major operand
+  int64_t ld;       // leading dimension
+  int64_t bstride;  // batch stride (0 = broadcast)
+};
+
+// The same classification as the CPU matmul (kernels/cpu/matmul.cpp).
+MatView classify(const Tensor& t, const char* which) {
+  int64_t r = t.shape(1), c = t.shape(2), sr = t.stride(1), sc = t.stride(2);
+  if (sc == 1 && (sr >= std::max<int64_t>(c, 1) || r == 1)) return {false, std::max<int64_t>({sr, c, 1}), t.stride(0)};
+  if (sr == 1 && (sc >= std::max<int64_t>(r, 1) || c == 1)) return {true, std::max<int64_t>({sc, r, 1}), t.stride(0)};
+  NMPERM_FAIL("matmul: operand {} with strides {} is neither row- nor column-major", which, t.strides());
+}
+
+void gemm(float alpha, const float* A, const float* B, float beta, float* C, cublasOperation_t opa,
+          cublasOperation_t opb, int m, int n, int k, int lda, long long sa, int ldb, long long sb, int ldc,
+          long long sc, int batch) {
+  NMPERM_CUBLAS_CHECK(cublasSgemmStridedBatched(handle(), opb, opa, n, m, k, &alpha, B, ldb, sb, A, lda, sa, &beta, C,
+                                                ldc, sc, batch));
+}
+void gemm(double alpha, const double* A, const double* B, double beta, double* C, cublasOperation_t opa,
+          cublasOperation_t opb, int m, int n, int k, int lda, long long sa, int ldb, long long sb, int ldc,
+          long long sc, int batch) {
+  NMPERM_CUBLAS_CHECK(cublasDgemmStridedBatched(handle(), opb, opa, n, m, k, &alpha, B, ldb, sb, A, lda, sa, &beta, C,
+                                                ldc, sc, batch));
+}
+
+int narrow_int(int64_t v, const char* what) {
+  NMPERM_CHECK(v <= int64_t(INT32_MAX), "matmul: {} = {} exceeds cuBLAS's 32-bit sizes", what, v);
+  return int(v);
+}
+
+}  // namespace
+
+void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
+
+void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
+  require_cuda("matmul", a, b, c);
+  NMPERM_CHECK(a.ndim() == 3 && b.ndim() == 3 && c.ndim() == 3, "matmul kernel wants 3-d views, got {} {} {}", a.shape(),
+               b.shape(), c.shape());
+  int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
+  NMPERM_CHECK(a.shape(0) == batch && b.shape(0) == batch && a.shape(1) == M && b.shape(1) == K && b.shape(2) == N,
+               "matmul: shapes {} @ {} -> {} do not match", a.shape(), b.shape(), c.shape());
+  NMPERM_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "matmul: dtypes differ: {} {} {}", describe(a),
+               describe(b), describe(c));
+  NMPERM_CHECK(c.stride(2) == 1 && c.stride(1) >= N, "matmul: output must be row-major");
+  if (batch == 0 || M == 0 || N == 0) return;
+  if (K == 0) {  // empty inner dimension: C = beta * C (cuBLAS would not touch C)
+    NMPERM_CHECK(c.is_contiguous(), "matmul: an empty inner dimension needs a contiguous output");
+    if (beta == 0) {
+      NMPERM_CUDA_CHECK(cudaMemsetAsync(c.raw_data(), 0, size_t(c.numel()) * dtype_size(c.dtype()), stream()));
+    } else {
+      Tensor cc = c;
+      scale_(cc, beta);
+    }
+    return;
+  }
+  MatView va = classify(a, "A"), vb = classify(b, "B");
+  on_float(a.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag);
+    gemm(T(alpha), ptr<T>(a) + a.offset(), ptr<T>(b) + b.offset(), T(beta), c.data<T>(),
+         va.trans ? CUBLAS_OP_T : CUBLAS_OP_N, vb.trans ? CUBLAS_OP_T : CUBLAS_OP_N, narrow_int(M, "M"),
+         narrow_int(N, "N"), narrow_int(K, "K"), narrow_int(va.ld, "lda"), va.bstride, narrow_int(vb.ld, "ldb"),
+         vb.bstride, narrow_int(c.stride(1), "ldc"), c.stride(0), narrow_int(batch, "batch"));
+  });
+}
+
+}  // namespace nmperm::kernels::cuda

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with an NVIDIA GPU and nvcc:
+#   tools/gpu-check.sh OUT_DIR
+# Builds with CUDA (build-gpu/), runs every test, the CUDA parity tests included
+# (ctest -L cuda), then the GPU microbenchmarks (tools/bench/bench_cuda.cpp) and, when
+# PyTorch with CUDA is importable, the same ops in PyTorch with the ratios. Everything
+# lands in OUT_DIR: nvidia-smi.txt, build.log, ctest-cuda.log, ctest-cpu.log,
+# bench_cuda.jsonl, bench_cuda.md, summary.txt. Sized to finish in a few minutes on one H200.
+set -uo pipefail
+out=${1:?usage: tools/gpu-check.sh OUT_DIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+summary="$out/summary.txt"
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+
+nvidia-smi >"$out/nvidia-smi.txt" 2>&1 || note "nvidia-smi failed (see nvidia-smi.txt)"
+start=$(date +%s)
+if ! { cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DNMPERM_CUDA=ON -DNMPERM_CUDA_ARCHS="${NMPERM_CUDA_ARCHS:-90}" &&
+       cmake --build build-gpu -j "$jobs"; } >"$out/build.log" 2>&1; then
+  note "BUILD FAILED after $(( $(date +%s) - start )) s (build.log; a missing package shows near its end)"
+  tail -30 "$out/build.log"
+  exit 1
+fi
+note "build: $(( $(date +%s) - start )) s"
+
+status=0
+(cd build-gpu && ctest -L cuda --output-on-failure --timeout 300) >"$out/ctest-cuda.log" 2>&1 || status=1
+note "cuda tests: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | tail -1)"
+grep -q "Not Run\|Skipped" "$out/ctest-cuda.log" && note "WARNING: some CUDA tests were skipped (no device seen?)"
+(cd build-gpu && ctest -L cpu -j "$jobs" --output-on-failure --timeout 300) >"$out/ctest-cpu.log" 2>&1 || status=1
+note "cpu tests: $(grep -E 'tests passed|tests failed' "$out/ctest-cpu.log" | tail -1)"
+
+build-gpu/bench_cuda >"$out/bench_cuda.jsonl" 2>>"$summary" || { note "bench_cuda failed"; status=1; }
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  python3 tools/bench/compare_cuda.py --results "$out/bench_cuda.jsonl" >"$out/bench_cuda.md" 2>&1 || status=1
+else
+  note "PyTorch with CUDA not importable: no peer timings"
+  cp "$out/bench_cuda.jsonl" "$out/bench_cuda.md"
+fi
+cat "$out/bench_cuda.md"
+note "total: $(( $(date +%s) - start )) s, status $status"
+exit $status
