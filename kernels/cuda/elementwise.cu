@@ -136,7 +136,7 @@ void copy(const Tensor& src, Tensor& dst) {
   on_any(dst.dtype(), [&](auto D_tag) {
     using D = decltype(D_tag);
     on_any(src.dtype(), [&](auto S_tag) {
-    using S = decltype(S_tag);
+      using S = decltype(S_tag);
       if (src.is_contiguous() && dst.is_contiguous())
         copy_contiguous_kernel<D, S><<<grid_for(n), kThreads, 0, stream()>>>(ptr<S>(src) + src.offset(),
                                                                              ptr<D>(dst) + dst.offset(), n);
@@ -207,7 +207,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
   on_float(a.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
     on_any(cond.dtype(), [&](auto C_tag) {
-    using C = decltype(C_tag);
+      using C = decltype(C_tag);
       where_kernel<T, C><<<grid_for(n), kThreads, 0, stream()>>>(ptr<C>(cond), strided(cond, "where"), ptr<T>(a),
                                                                  strided(a, "where"), ptr<T>(b), strided(b, "where"),
                                                                  out.data<T>(), n);
