@@ -9,4 +9,13 @@ namespace nmperm::kernels {
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha = 1.0, double beta = 0.0);
 
+// How a 3-d operand is laid out, for BLAS: row-major or column-major (a transposed view),
+// its leading dimension and batch stride (0 = broadcast). Throws for other layouts.
+struct MatView {
+  bool trans;       // stored column-major => pass "transposed" to a row-major gemm
+  int64_t ld;       // leading dimension of the storage
+  int64_t bstride;  // batch stride (0 = broadcast)
+};
+MatView matmul_operand(const Tensor& t, const char* which);
+
 }  // namespace nmperm::kernels

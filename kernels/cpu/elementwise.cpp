@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kernels/cpu/vmath.h"
+#include "kernels/binary_fn.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
@@ -138,24 +139,6 @@ template <class F> void with_op(UnaryOp op, F&& f) {
     NMPERM_OP(Pow) NMPERM_OP(Square)
 #undef NMPERM_OP
   }
-}
-
-template <class T> inline T binary_fn(BinaryOp op, T a, T b) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    case BinaryOp::Maximum: return a > b ? a : b;  // NaN-propagation aside, PyTorch-compatible for finite
-    case BinaryOp::Minimum: return a < b ? a : b;
-    case BinaryOp::Eq: return T(a == b);
-    case BinaryOp::Ne: return T(a != b);
-    case BinaryOp::Lt: return T(a < b);
-    case BinaryOp::Le: return T(a <= b);
-    case BinaryOp::Gt: return T(a > b);
-    case BinaryOp::Ge: return T(a >= b);
-  }
-  return a;
 }
 
 // Runs f(out_index, offsets...) over all elements of `shape`, parallel over the outer

@@ -11,22 +11,12 @@
 
 namespace nmperm::kernels {
 
-namespace {
-
-struct MatView {
-  bool trans;      // stored column-major => pass CblasTrans on a row-major call
-  int64_t ld;      // leading dimension of the row-major storage
-  int64_t bstride; // batch stride (0 = broadcast)
-};
-
-MatView classify(const Tensor& t, const char* which) {
+MatView matmul_operand(const Tensor& t, const char* which) {
   int64_t r = t.shape(1), c = t.shape(2), sr = t.stride(1), sc = t.stride(2);
   if (sc == 1 && (sr >= std::max<int64_t>(c, 1) || r == 1)) return {false, std::max<int64_t>({sr, c, 1}), t.stride(0)};
   if (sr == 1 && (sc >= std::max<int64_t>(r, 1) || c == 1)) return {true, std::max<int64_t>({sc, r, 1}), t.stride(0)};
   NMPERM_FAIL("matmul: operand {} with strides {} is neither row- nor column-major", which, t.strides());
 }
-
-}  // namespace
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
   NMPERM_ROUTE_CUDA(c, matmul(a, b, c, alpha, beta));
@@ -40,7 +30,7 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
                describe(b), describe(c));
   NMPERM_CHECK(c.stride(2) == 1 && c.stride(1) >= N, "matmul: output must be row-major");
   if (batch == 0 || M == 0 || N == 0) return;
-  MatView va = classify(a, "A"), vb = classify(b, "B");
+  MatView va = matmul_operand(a, "A"), vb = matmul_operand(b, "B");
   dispatch_float(a.dtype(), [&]<class T>() {
     const T* A = static_cast<const T*>(a.storage()->data) + a.offset();
     const T* B = static_cast<const T*>(b.storage()->data) + b.offset();

@@ -1,6 +1,7 @@
 // CUDA elementwise kernels: strided copy with dtype conversion, unary ops and their
 // backward, broadcasting binary ops, where, in-place scaling. Grid-stride loops over the
 // output in row-major order; inputs may be any strided view (broadcast = stride 0).
+#include "kernels/binary_fn.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -73,24 +74,6 @@ template <class T> __device__ T unary_grad(UnaryOp op, T x, T y, T g, T p) {
     case UnaryOp::Square: return g * T(2) * x;
   }
   return g;
-}
-
-template <class T> __device__ T binary_fn(BinaryOp op, T a, T b) {
-  switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    case BinaryOp::Maximum: return a > b ? a : b;
-    case BinaryOp::Minimum: return a < b ? a : b;
-    case BinaryOp::Eq: return T(a == b);
-    case BinaryOp::Ne: return T(a != b);
-    case BinaryOp::Lt: return T(a < b);
-    case BinaryOp::Le: return T(a <= b);
-    case BinaryOp::Gt: return T(a > b);
-    case BinaryOp::Ge: return T(a >= b);
-  }
-  return a;
 }
 
 template <class T> __global__ void unary_kernel(UnaryOp op, const T* x, Strided xs, T* y, int64_t n, T p) {

@@ -9,6 +9,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
+#include "kernels/matmul.h"
 
 namespace nmperm::kernels::cuda {
 
@@ -46,20 +47,6 @@ cublasHandle_t handle() {
   });
   NMPERM_CUBLAS_CHECK(cublasSetMathMode(h, g_allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   return h;
-}
-
-struct MatView {
-  bool trans;       // column-major storage of the row-major operand
-  int64_t ld;       // leading dimension
-  int64_t bstride;  // batch stride (0 = broadcast)
-};
-
-// The same classification as the CPU matmul (kernels/cpu/matmul.cpp).
-MatView classify(const Tensor& t, const char* which) {
-  int64_t r = t.shape(1), c = t.shape(2), sr = t.stride(1), sc = t.stride(2);
-  if (sc == 1 && (sr >= std::max<int64_t>(c, 1) || r == 1)) return {false, std::max<int64_t>({sr, c, 1}), t.stride(0)};
-  if (sr == 1 && (sc >= std::max<int64_t>(r, 1) || c == 1)) return {true, std::max<int64_t>({sc, r, 1}), t.stride(0)};
-  NMPERM_FAIL("matmul: operand {} with strides {} is neither row- nor column-major", which, t.strides());
 }
 
 void gemm(float alpha, const float* A, const float* B, float beta, float* C, cublasOperation_t opa,
@@ -105,7 +92,7 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     }
     return;
   }
-  MatView va = classify(a, "A"), vb = classify(b, "B");
+  MatView va = matmul_operand(a, "A"), vb = matmul_operand(b, "B");
   on_float(a.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
     gemm(T(alpha), ptr<T>(a) + a.offset(), ptr<T>(b) + b.offset(), T(beta), c.data<T>(),
