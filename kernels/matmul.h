@@ -17,5 +17,7 @@ struct MatView {
   int64_t bstride;  // batch stride (0 = broadcast)
 };
 MatView matmul_operand(const Tensor& t, const char* which);
+// The checks both backends make: 3-d views, matching shapes and dtypes, row-major output.
+void check_matmul(const Tensor& a, const Tensor& b, const Tensor& c);
 
 }  // namespace nmperm::kernels

@@ -11,6 +11,17 @@
 
 namespace nmperm::kernels {
 
+void check_matmul(const Tensor& a, const Tensor& b, const Tensor& c) {
+  NMPERM_CHECK(a.ndim() == 3 && b.ndim() == 3 && c.ndim() == 3, "matmul kernel wants 3-d views, got {} {} {}",
+               a.shape(), b.shape(), c.shape());
+  int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
+  NMPERM_CHECK(a.shape(0) == batch && b.shape(0) == batch && a.shape(1) == M && b.shape(1) == K && b.shape(2) == N,
+               "matmul: shapes {} @ {} -> {} do not match", a.shape(), b.shape(), c.shape());
+  NMPERM_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "matmul: dtypes differ: {} {} {}", describe(a),
+               describe(b), describe(c));
+  NMPERM_CHECK(c.stride(2) == 1 && c.stride(1) >= N, "matmul: output must be row-major");
+}
+
 MatView matmul_operand(const Tensor& t, const char* which) {
   int64_t r = t.shape(1), c = t.shape(2), sr = t.stride(1), sc = t.stride(2);
   if (sc == 1 && (sr >= std::max<int64_t>(c, 1) || r == 1)) return {false, std::max<int64_t>({sr, c, 1}), t.stride(0)};
@@ -21,14 +32,8 @@ MatView matmul_operand(const Tensor& t, const char* which) {
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
   NMPERM_ROUTE_CUDA(c, matmul(a, b, c, alpha, beta));
   require_cpu("matmul", a, b, c);
-  NMPERM_CHECK(a.ndim() == 3 && b.ndim() == 3 && c.ndim() == 3, "matmul kernel wants 3-d views, got {} {} {}",
-               a.shape(), b.shape(), c.shape());
+  check_matmul(a, b, c);
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
-  NMPERM_CHECK(a.shape(0) == batch && b.shape(0) == batch && a.shape(1) == M && b.shape(1) == K && b.shape(2) == N,
-               "matmul: shapes {} @ {} -> {} do not match", a.shape(), b.shape(), c.shape());
-  NMPERM_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "matmul: dtypes differ: {} {} {}", describe(a),
-               describe(b), describe(c));
-  NMPERM_CHECK(c.stride(2) == 1 && c.stride(1) >= N, "matmul: output must be row-major");
   if (batch == 0 || M == 0 || N == 0) return;
   MatView va = matmul_operand(a, "A"), vb = matmul_operand(b, "B");
   dispatch_float(a.dtype(), [&]<class T>() {

@@ -73,14 +73,8 @@ void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
   require_cuda("matmul", a, b, c);
-  NMPERM_CHECK(a.ndim() == 3 && b.ndim() == 3 && c.ndim() == 3, "matmul kernel wants 3-d views, got {} {} {}", a.shape(),
-               b.shape(), c.shape());
+  check_matmul(a, b, c);
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
-  NMPERM_CHECK(a.shape(0) == batch && b.shape(0) == batch && a.shape(1) == M && b.shape(1) == K && b.shape(2) == N,
-               "matmul: shapes {} @ {} -> {} do not match", a.shape(), b.shape(), c.shape());
-  NMPERM_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "matmul: dtypes differ: {} {} {}", describe(a),
-               describe(b), describe(c));
-  NMPERM_CHECK(c.stride(2) == 1 && c.stride(1) >= N, "matmul: output must be row-major");
   if (batch == 0 || M == 0 || N == 0) return;
   if (K == 0) {  // empty inner dimension: C = beta * C (cuBLAS would not touch C)
     NMPERM_CHECK(c.is_contiguous(), "matmul: an empty inner dimension needs a contiguous output");
