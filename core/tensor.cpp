@@ -48,8 +48,10 @@ void Tensor::copy_from(const Tensor& src) {
   if (device() == Device::CUDA && src.device() == Device::CUDA) {
 #ifdef NMPERM_WITH_CUDA
     kernels::cuda::copy(src, *this);  // any strides and dtypes, on the GPU
-#endif
     return;
+#else
+    NMPERM_FAIL("copy_from: a CUDA tensor in a build without the CUDA backend");
+#endif
   }
   if (device() != src.device()) {
     // Convert and pack on the source's device, move the bytes, then unpack here if needed.
