@@ -254,6 +254,8 @@ int main(int argc, char** argv) {
   t->add_option("--min-lr-ratio", tr.cfg.min_lr_ratio, "final lr as a fraction of --lr (cosine)")->capture_default_str();
   t->add_option("--warmup", tr.cfg.warmup, "linear warm-up steps")->capture_default_str()->check(CLI::NonNegativeNumber);
   t->add_option("--weight-decay", tr.cfg.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  t->add_option("--beta1", tr.cfg.beta1, "AdamW first-moment decay")->capture_default_str()->check(CLI::Range(0.0, 0.999999));
+  t->add_option("--beta2", tr.cfg.beta2, "AdamW second-moment decay")->capture_default_str()->check(CLI::Range(0.0, 0.999999));
   t->add_option("--clip", tr.cfg.clip, "global gradient-norm clip (0 = off)")->capture_default_str();
   t->add_option("--eval-every", tr.cfg.eval_every, "steps between evaluations")->capture_default_str()->check(CLI::PositiveNumber);
   t->add_option("--ckpt-every", tr.cfg.ckpt_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);

@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/vmath.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
@@ -58,6 +59,7 @@ void scores(const Dims& d, const T* qh, const T* kh, T scale, bool causal, T* p,
 }  // namespace
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal) {
+  NMPERM_ROUTE_CUDA(q, attention(q, k, v, out, lse, scale, causal));
   require_cpu("attention", q, k, v, out, lse);
   Dims d = check_dims(q, k, v);
   dispatch_float(q.dtype(), [&]<class T>() {
@@ -87,6 +89,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, T
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal) {
+  NMPERM_ROUTE_CUDA(q, attention_backward(q, k, v, out, lse, dout, dq, dk, dv, scale, causal));
   require_cpu("attention_backward", q, k, v, out, lse, dout, dq, dk, dv);
   Dims d = check_dims(q, k, v);
   dispatch_float(q.dtype(), [&]<class T>() {

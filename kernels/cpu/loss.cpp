@@ -4,12 +4,14 @@
 #include <limits>
 
 #include "kernels/cpu/vmath.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
 
 void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
                    Tensor& loss_rows, Tensor& lse) {
+  NMPERM_ROUTE_CUDA(logits, cross_entropy(logits, target, ignore_index, label_smoothing, loss_rows, lse));
   require_cpu("cross_entropy", logits, target, loss_rows, lse);
   int64_t N = logits.shape(0), V = logits.shape(1);
   dispatch_index(target.dtype(), [&]<class I>() {
@@ -39,6 +41,8 @@ void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_in
 
 void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad_rows,
                             int64_t ignore_index, double label_smoothing, Tensor& dlogits) {
+  NMPERM_ROUTE_CUDA(logits, cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, label_smoothing,
+                                                   dlogits));
   require_cpu("cross_entropy_backward", logits, target, lse, grad_rows, dlogits);
   int64_t N = logits.shape(0), V = logits.shape(1);
   dispatch_index(target.dtype(), [&]<class I>() {

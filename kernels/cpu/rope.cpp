@@ -3,11 +3,13 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
 
 void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeStyle style, bool inverse) {
+  NMPERM_ROUTE_CUDA(x, rope(x, out, pos_offset, theta, style, inverse));
   require_cpu("rope", x, out);
   NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", x.shape());
   int64_t BH = x.shape(0) * x.shape(1), T = x.shape(2), D = x.shape(3), half = D / 2;

@@ -4,11 +4,13 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
 
 void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indices) {
+  NMPERM_ROUTE_CUDA(x, topk(x, k, largest, values, indices));
   require_cpu("topk", x, values, indices);
   int64_t R = x.shape(0), K = x.shape(1);
   NMPERM_CHECK(k >= 0 && k <= K, "topk: k = {} must lie in [0, {}]", k, K);

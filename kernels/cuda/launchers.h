@@ -7,6 +7,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/optim.h"
 #include "kernels/reduce.h"
+#include "kernels/rope.h"
 
 namespace nmperm::kernels::cuda {
 
@@ -35,6 +36,27 @@ void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, con
 // tensor cores only after set_allow_tf32(true).
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta);
 void set_allow_tf32(bool allow);
+
+void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out);
+void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src);
+void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out);
+void scatter_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src);
+
+void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
+                   Tensor& loss_rows, Tensor& lse);
+void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad_rows,
+                            int64_t ignore_index, double label_smoothing, Tensor& dlogits);
+
+void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeStyle style, bool inverse);
+void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indices);
+
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal);
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                        const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal);
+
+void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, Tensor& col_norm);
+void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tensor& col_norm, const Tensor& dp,
+                       Tensor& dlogits);
 
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step);
 double sum_squares(const Tensor& t);

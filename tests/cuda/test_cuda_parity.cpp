@@ -5,15 +5,22 @@
 // test skips at run time, reported as skipped, when no GPU is present.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "core/storage.h"
+#include "kernels/attention.h"
 #include "kernels/elementwise.h"
+#include "kernels/index.h"
+#include "kernels/loss.h"
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
 #include "kernels/optim.h"
 #include "kernels/reduce.h"
+#include "kernels/rope.h"
+#include "kernels/sinkhorn.h"
 #include "kernels/softmax.h"
+#include "kernels/topk.h"
 #include "tests/helpers.h"
 
 namespace nmperm {
@@ -221,6 +228,173 @@ TEST(CudaParity, AdamWStepsAndSumOfSquares) {
       EXPECT_NEAR(sum_squares(gp), sum_squares(p), 1e-9 * sum_squares(p)) << n;
       EXPECT_EQ(sum_squares(gp), sum_squares(gp));  // the same reduction order every time
     }
+}
+
+// Indices in [0, limit), seeded, as i32 or i64.
+Tensor indices(const Shape& s, int64_t limit, DType t, uint64_t seed) {
+  Generator g(seed);
+  auto u = rand(s, g, DType::F64).to_vector<double>();
+  std::vector<double> v(u.size());
+  for (size_t i = 0; i < u.size(); ++i) v[i] = std::min(double(limit - 1), std::floor(u[i] * double(limit)));
+  return from_vector(v, s).to(t);
+}
+
+TEST(CudaParity, IndexSelectGatherAndTheirAdds) {
+  REQUIRE_GPU();
+  for (DType t : kTypes)
+    for (DType it : {DType::I32, DType::I64})
+      for (int64_t n : kSizes) {
+        // index_select / index_add along dim 1 of (3, 33, n): repeated indices sum in order.
+        Tensor x = input({3, 33, n}, t, 40), idx = indices({n}, 33, it, 41);
+        Tensor out = Tensor::empty({3, n, n}, t), gout = Tensor::empty({3, n, n}, t, Device::CUDA);
+        index_select(x, 1, idx, out);
+        index_select(gpu(x), 1, gpu(idx), gout);
+        EXPECT_TRUE(close(gout, out, 0)) << "index_select n=" << n;
+        Tensor acc = input({3, 33, n}, t, 42), gacc = gpu(acc);
+        index_add(acc, 1, idx, out);
+        index_add(gacc, 1, gpu(idx), gout);
+        EXPECT_TRUE(close(gacc, acc, tol(t))) << "index_add n=" << n;
+        // embedding form: dim 0 of a (V, D) table
+        Tensor table = input({n, 7}, t, 43), tok = indices({33}, n, it, 44);
+        Tensor rows = Tensor::empty({33, 7}, t), grows = Tensor::empty({33, 7}, t, Device::CUDA);
+        index_select(table, 0, tok, rows);
+        index_select(gpu(table), 0, gpu(tok), grows);
+        Tensor dt = zeros({n, 7}, t), gdt = zeros({n, 7}, t, Device::CUDA);
+        index_add(dt, 0, tok, rows);
+        index_add(gdt, 0, gpu(tok), grows);
+        EXPECT_TRUE(close(gdt, dt, tol(t))) << "embedding backward n=" << n;
+        // gather / scatter_add along dim 1
+        Tensor gi = indices({3, 5, n}, 33, it, 45);
+        Tensor go = Tensor::empty({3, 5, n}, t), ggo = Tensor::empty({3, 5, n}, t, Device::CUDA);
+        gather(x, 1, gi, go);
+        gather(gpu(x), 1, gpu(gi), ggo);
+        EXPECT_TRUE(close(ggo, go, 0)) << "gather n=" << n;
+        Tensor sa = input({3, 33, n}, t, 46), gsa = gpu(sa);
+        scatter_add(sa, 1, gi, go);
+        scatter_add(gsa, 1, gpu(gi), ggo);
+        EXPECT_TRUE(close(gsa, sa, tol(t))) << "scatter_add n=" << n;
+      }
+  Tensor bad = from_vector(std::vector<double>{0, 33}, {2}).to(DType::I64);
+  Tensor x = gpu(input({33, 2}, DType::F32, 47)), out = Tensor::empty({2, 2}, DType::F32, Device::CUDA);
+  try {
+    index_select(x, 0, gpu(bad), out);
+    ADD_FAILURE() << "an index out of range was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("index 33 out of range"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaParity, CrossEntropyWithSmoothingAndIgnoredRows) {
+  REQUIRE_GPU();
+  for (DType t : kTypes)
+    for (int64_t n : kSizes)
+      for (double ls : {0.0, 0.1}) {
+        Tensor x = input({33, n}, t, 50, -8, 8), y = indices({33}, n, DType::I64, 51), g = input({33}, t, 52);
+        auto yv = y.to_vector<int64_t>();
+        yv[3] = -100;  // an ignored row
+        Tensor yi = from_vector(std::vector<double>(yv.begin(), yv.end()), {33}).to(DType::I64);
+        auto on = [&](Device d) {
+          Tensor loss = Tensor::empty({33}, t, d), lse = Tensor::empty({33}, t, d), dx = like(x, d);
+          cross_entropy(x.to(d), yi.to(d), -100, ls, loss, lse);
+          cross_entropy_backward(x.to(d), yi.to(d), lse, g.to(d), -100, ls, dx);
+          return std::vector<Tensor>{loss, lse, dx};
+        };
+        auto c = on(Device::CPU), gg = on(Device::CUDA);
+        for (size_t i = 0; i < c.size(); ++i)
+          EXPECT_TRUE(close(gg[i], c[i], t == DType::F32 ? 1e-5 : 1e-11)) << "output " << i << " n=" << n << " ls=" << ls;
+      }
+}
+
+TEST(CudaParity, RopeBothConventionsAndInverse) {
+  REQUIRE_GPU();
+  for (DType t : kTypes)
+    for (int64_t T : kSizes)
+      for (RopeStyle style : {RopeStyle::RotateHalf, RopeStyle::Interleaved})
+        for (bool inverse : {false, true}) {
+          Tensor x = input({2, 3, T, 16}, t, 60), y = like(x, Device::CPU), gy = like(x, Device::CUDA);
+          rope(x, y, 5, 10000, style, inverse);
+          rope(gpu(x), gy, 5, 10000, style, inverse);
+          EXPECT_TRUE(close(gy, y, tol(t))) << "T=" << T << " style=" << int(style) << " inverse=" << inverse;
+        }
+}
+
+TEST(CudaParity, TopKWithTies) {
+  REQUIRE_GPU();
+  for (DType t : kTypes)
+    for (int64_t n : kSizes)
+      for (bool largest : {true, false}) {
+        // values on a coarse grid so rows have ties; the lower index must come first
+        auto v = input({33, n}, t, 70, 0, 4).to_vector<double>();
+        for (double& e : v) e = std::floor(e);
+        Tensor x = from_vector(v, {33, n}).to(t);
+        int64_t k = std::min<int64_t>(n, 4);
+        Tensor val = Tensor::empty({33, k}, t), ind = Tensor::empty({33, k}, DType::I64);
+        Tensor gval = Tensor::empty({33, k}, t, Device::CUDA), gind = Tensor::empty({33, k}, DType::I64, Device::CUDA);
+        topk(x, k, largest, val, ind);
+        topk(gpu(x), k, largest, gval, gind);
+        EXPECT_TRUE(close(gval, val, 0)) << "n=" << n;
+        EXPECT_EQ(cpu(gind).to_vector<int64_t>(), ind.to_vector<int64_t>()) << "n=" << n;
+      }
+}
+
+TEST(CudaParity, AttentionForwardBackwardCausalAndGroupedHeads) {
+  REQUIRE_GPU();
+  struct Case { int64_t B, H, Hkv, T, S, D; bool causal; };
+  const Case cases[] = {{1, 1, 1, 1, 1, 8, false},   {2, 4, 2, 7, 7, 16, true},     {1, 2, 1, 33, 33, 64, true},
+                        {2, 4, 4, 33, 40, 32, false}, {1, 4, 2, 5, 70, 128, true},   {1, 2, 2, 100, 100, 24, true},
+                        {1, 3, 1, 40, 17, 40, true}};
+  for (DType t : kTypes)
+    for (const Case& c : cases) {
+      Tensor q = input({c.B, c.H, c.T, c.D}, t, 80), k = input({c.B, c.Hkv, c.S, c.D}, t, 81),
+             v = input({c.B, c.Hkv, c.S, c.D}, t, 82), g = input({c.B, c.H, c.T, c.D}, t, 83);
+      double scale = 1.0 / std::sqrt(double(c.D));
+      auto on = [&](Device d) {
+        Tensor out = like(q, d), lse = Tensor::empty({c.B, c.H, c.T}, t, d);
+        attention(q.to(d), k.to(d), v.to(d), out, lse, scale, c.causal);
+        Tensor dq = like(q, d), dk = like(k, d), dv = like(v, d);
+        attention_backward(q.to(d), k.to(d), v.to(d), out, lse, g.to(d), dq, dk, dv, scale, c.causal);
+        return std::vector<Tensor>{out, lse, dq, dk, dv};
+      };
+      auto cc = on(Device::CPU), gg = on(Device::CUDA);
+      const char* names[] = {"out", "lse", "dq", "dk", "dv"};
+      for (size_t i = 0; i < cc.size(); ++i) {
+        // a row with no visible key has lse -inf on both sides: compare where finite
+        Tensor a = cc[i], b = cpu(gg[i]);
+        if (i == 1) {
+          auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+          for (size_t j = 0; j < av.size(); ++j) {
+            EXPECT_EQ(std::isinf(av[j]), std::isinf(bv[j])) << "lse " << j;
+            if (std::isinf(av[j])) av[j] = bv[j] = 0;
+          }
+          a = from_vector(av, a.shape());
+          b = from_vector(bv, b.shape());
+        }
+        EXPECT_TRUE(test::all_close(b, a, t == DType::F32 ? 1e-4 : 1e-10, t == DType::F32 ? 1e-4 : 1e-10))
+            << names[i] << " B=" << c.B << " H=" << c.H << "/" << c.Hkv << " T=" << c.T << " S=" << c.S << " D=" << c.D
+            << " causal=" << c.causal;
+      }
+    }
+}
+
+TEST(CudaParity, SinkhornForwardAndBackward) {
+  REQUIRE_GPU();
+  for (DType t : kTypes)
+    for (int64_t n : {int64_t(1), int64_t(7), int64_t(33), int64_t(300)})
+      for (int64_t G : {int64_t(1), int64_t(4)}) {
+        const int64_t iters = 12;
+        Tensor L = input({G, n, n}, t, 90, -3, 3), dp = input({G, n, n}, t, 91);
+        auto on = [&](Device d) {
+          Tensor p = Tensor::empty({G, n, n}, t, d), rn = Tensor::empty({G, iters, n}, t, d),
+                 cn = Tensor::empty({G, iters, n}, t, d), dl = Tensor::empty({G, n, n}, t, d);
+          sinkhorn(L.to(d), iters, p, rn, cn);
+          sinkhorn_backward(L.to(d), rn, cn, dp.to(d), dl);
+          return std::vector<Tensor>{p, rn, cn, dl};
+        };
+        auto c = on(Device::CPU), gg = on(Device::CUDA);
+        const char* names[] = {"plan", "row normalisers", "column normalisers", "dlogits"};
+        for (size_t i = 0; i < c.size(); ++i)
+          EXPECT_TRUE(close(gg[i], c[i], t == DType::F32 ? 1e-4 : 1e-10)) << names[i] << " n=" << n << " G=" << G;
+      }
 }
 
 TEST(CudaRuntime, CachingAllocatorReusesAndReports) {
