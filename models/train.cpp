@@ -19,7 +19,7 @@ json TrainConfig::to_json() const {
           {"batch", batch},        {"warmup", warmup},
           {"lr", lr},              {"min_lr_ratio", min_lr_ratio},
           {"weight_decay", weight_decay}, {"clip", clip},
-          {"beta1", beta1},        {"beta2", beta2},
+          {"beta1", beta1},        {"beta2", beta2}, {"label_smoothing", label_smoothing},
           {"eval_every", eval_every}, {"ckpt_every", ckpt_every},
           {"keep_checkpoints", keep_checkpoints}, {"eval_windows", eval_windows},
           {"seed", seed}};
@@ -37,6 +37,7 @@ TrainConfig TrainConfig::from_json(const json& j) {
   c.clip = j.value("clip", c.clip);
   c.beta1 = j.value("beta1", c.beta1);
   c.beta2 = j.value("beta2", c.beta2);
+  c.label_smoothing = j.value("label_smoothing", c.label_smoothing);
   c.eval_every = j.value("eval_every", c.eval_every);
   c.ckpt_every = j.value("ckpt_every", c.ckpt_every);
   c.keep_checkpoints = j.value("keep_checkpoints", c.keep_checkpoints);
@@ -188,14 +189,14 @@ Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint
   return lm_batch(token_windows(data.tokens.train, batch, context_of(model), seed, step));
 }
 
-Tensor task_loss(const Tensor& logits, const Batch& b) {
+Tensor task_loss(const Tensor& logits, const Batch& b, double label_smoothing) {
   int64_t V = logits.shape(-1);
-  return cross_entropy(reshape(logits, {-1, V}), reshape(b.target, {-1}));
+  return cross_entropy(reshape(logits, {-1, V}), reshape(b.target, {-1}), -100, label_smoothing);
 }
 
 Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, int64_t step) {
   Batch b = train_batch(model, data, cfg.batch, cfg.seed, step);
-  return task_loss(model.forward(b.input), b);
+  return task_loss(model.forward(b.input), b, cfg.label_smoothing);
 }
 
 EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, int64_t batch) {

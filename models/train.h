@@ -25,6 +25,7 @@ struct TrainConfig {
   std::string out_dir;
   int64_t steps = 1000, batch = 128, warmup = 100;
   double lr = 1e-3, min_lr_ratio = 0.1, weight_decay = 0.05, clip = 1.0, beta1 = 0.9, beta2 = 0.999;
+  double label_smoothing = 0;  // training loss only; evaluation reports the plain cross-entropy
   int64_t eval_every = 500, ckpt_every = 500, keep_checkpoints = 2;
   int64_t eval_windows = 400;  // Llama: validation windows per evaluation (0 = all)
   uint64_t seed = 0;
@@ -62,8 +63,8 @@ struct Batch {
 };
 // The batch of step `step` (a pure function of seed and step), as batch_loss uses it.
 Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step);
-// Mean cross-entropy of logits against the batch's targets.
-Tensor task_loss(const Tensor& logits, const Batch& b);
+// Mean cross-entropy of logits against the batch's targets (optionally label-smoothed).
+Tensor task_loss(const Tensor& logits, const Batch& b, double label_smoothing = 0);
 // Window length for a Llama (its max_position_embeddings).
 int64_t context_of(const Model& model);
 

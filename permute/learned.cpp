@@ -102,6 +102,41 @@ void check_blocks(const Tensor& perm, int64_t n, int64_t G) {
 
 Tensor perm_tensor(const Perm& p) { return from_vector(p, {int64_t(p.size())}); }
 
+void check_options(const LearnOptions& opt) {
+  NMPERM_CHECK(opt.objective == "task" || opt.objective == "block" || opt.objective == "layer-cosine",
+               "learned permutations: unknown objective '{}' (task, block, layer-cosine)", opt.objective);
+  NMPERM_CHECK(opt.steps > 0 && opt.sinkhorn_iters > 0 && opt.eps_start > 0 && opt.eps_end > 0 && opt.eval_every > 0,
+               "learned permutations: steps, Sinkhorn iterations, epsilons and eval_every must be positive");
+}
+
+// C = -init_scale on the diagonal of every (B, B) block (q starts at the identity: the
+// base permutation), plus noise that breaks ties.
+Tensor initial_cost(int64_t G, int64_t B, const LearnOptions& opt, Generator& gen) {
+  Tensor c = randn({G, B, B}, gen);
+  float* cp = c.data<float>();
+  for (int64_t i = 0; i < c.numel(); ++i) cp[i] *= float(opt.init_noise);
+  for (int64_t j = 0; j < G * B; ++j) {
+    int64_t g = j / B, i = j - g * B;
+    cp[(g * B + i) * B + i] -= float(opt.init_scale);
+  }
+  return c.set_requires_grad();
+}
+
+// Sinkhorn epsilon, annealed geometrically from eps_start to eps_end, and the cosine lr.
+double eps_at(const LearnOptions& opt, int64_t step) {
+  double t = opt.steps > 1 ? double(step) / double(opt.steps - 1) : 1.0;
+  return opt.eps_start * std::pow(opt.eps_end / opt.eps_start, t);
+}
+double lr_at(const LearnOptions& opt, int64_t step) {
+  return opt.lr * 0.5 * (1 + std::cos(M_PI * double(step) / double(opt.steps)));
+}
+
+// The hard block-diagonal permutation of costs `cost` (G, B, B): by assignment on the
+// costs, or on the soft permutation at eps when `harden_soft` (PermLLM).
+Perm harden_costs(const Tensor& cost, const Tensor& soft, bool harden_soft) {
+  return harden_soft && soft.defined() ? assignment_permutation(soft, true) : assignment_permutation(cost, false);
+}
+
 }  // namespace
 
 Tensor permute_channels_ste(const Tensor& x, const Tensor& perm, const Tensor& soft, bool inverse) {
@@ -187,10 +222,7 @@ class Learner {
   Learner(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern, const TrainData& data,
           const LearnOptions& opt, const std::map<std::string, Perm>& warm)
       : model_(model), pattern_(pattern), opt_(opt) {
-    NMPERM_CHECK(opt.objective == "task" || opt.objective == "block" || opt.objective == "layer-cosine",
-                 "learned permutations: unknown objective '{}' (task, block, layer-cosine)", opt.objective);
-    NMPERM_CHECK(opt.steps > 0 && opt.sinkhorn_iters > 0 && opt.eps_start > 0 && opt.eps_end > 0 && opt.eval_every > 0,
-                 "learned permutations: steps, Sinkhorn iterations, epsilons and eval_every must be positive");
+    check_options(opt);
     split_data(data);
     Generator gen(opt.seed * 7919 + 17);
     for (Site& s : sites) {
@@ -215,16 +247,7 @@ class Learner {
         st.scores.push_back(index_select(it->second[c].detach(), 1, base));
         st.score_mean.push_back(std::max(mean(it->second[c]).item(), 1e-30));
       }
-      // C = -init_scale on the diagonal (q starts at the identity: the base permutation),
-      // plus noise that breaks ties.
-      Tensor c = randn({st.G, st.B, st.B}, gen);
-      float* cp = c.data<float>();
-      for (int64_t i = 0; i < c.numel(); ++i) cp[i] *= float(opt.init_noise);
-      for (int64_t j = 0; j < s.channels; ++j) {
-        int64_t g = j / st.B, i = j - g * st.B;
-        cp[(g * st.B + i) * st.B + i] -= float(opt.init_scale);
-      }
-      st.cost = c.set_requires_grad();
+      st.cost = initial_cost(st.G, st.B, opt, gen);
       states_.push_back(std::move(st));
     }
   }
@@ -278,9 +301,8 @@ class Learner {
         auto [h0, k0] = evaluate_now(0);
         r.curve.push_back({{"step", done}, {"holdout", h0}, {"kept", k0}, {"stage", si}});
         for (int64_t step = 0; step < opt_.steps; ++step, ++done) {
-          double t = opt_.steps > 1 ? double(step) / double(opt_.steps - 1) : 1.0;
-          double eps = opt_.eps_start * std::pow(opt_.eps_end / opt_.eps_start, t);
-          adam.hp.lr = opt_.lr * 0.5 * (1 + std::cos(M_PI * double(step) / double(opt_.steps)));
+          double eps = eps_at(opt_, step);
+          adam.hp.lr = lr_at(opt_, step);
           adam.zero_grad();
           Batch b = train_batch(model_, fit_, batch_size(), opt_.seed + 1000003 * (si + 1), step);
           for (SiteState* s : stage_) {
@@ -384,9 +406,7 @@ class Learner {
     return harden(s, sinkhorn(mul(s.cost, -1.0 / eps), opt_.sinkhorn_iters));
   }
 
-  Perm harden(const SiteState& s, const Tensor& soft) const {
-    return opt_.harden_soft && soft.defined() ? assignment_permutation(soft, true) : assignment_permutation(s.cost, false);
-  }
+  Perm harden(const SiteState& s, const Tensor& soft) const { return harden_costs(s.cost, soft, opt_.harden_soft); }
 
   // Installs W_eff in the site's consumers: with the soft paths when `soft` is defined,
   // else the plain pruned weight (hard permutation, hard mask).
@@ -510,6 +530,110 @@ LearnResult learn_permutations(Model& model, std::vector<Site>& sites, const Sit
                                const TrainData& data, const LearnOptions& opt, const std::map<std::string, Perm>& warm) {
   NMPERM_CHECK(!sites.empty(), "learned permutations: no sites to learn");
   return Learner(model, sites, scores, pattern, data, opt, warm).run();
+}
+
+namespace {
+
+// The matrix objective of learn_matrix_permutation for W_eff against W (both in base
+// order); a2 (1, C) holds the squared input norms.
+Tensor matrix_objective(const Tensor& w, const Tensor& weff, const Tensor& a2, bool cosine, double dense_energy) {
+  if (cosine) {
+    Tensor num = sum(mul(mul(w, weff), a2), {1});
+    Tensor den = add(sqrt(mul(sum(mul(square(w), a2), {1}), sum(mul(square(weff), a2), {1}))), 1e-12);
+    return sub(ones({}, w.dtype()), mean(div(num, den)));
+  }
+  return mul(sum(mul(square(sub(w, weff)), a2)), 1.0 / dense_energy);
+}
+
+}  // namespace
+
+LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weight, const Tensor& act_norms,
+                                     const Tensor& scores, NMPattern pattern, const LearnOptions& opt,
+                                     const Perm& warm) {
+  check_options(opt);
+  NMPERM_CHECK(weight.ndim() == 2 && scores.shape() == weight.shape(),
+               "learned permutation of '{}': weight {} and scores {} must be one (out, in) shape", name,
+               describe(weight), describe(scores));
+  const int64_t C = weight.shape(1);
+  NMPERM_CHECK(!act_norms.defined() || act_norms.numel() == C,
+               "learned permutation of '{}': {} activation norms for {} input channels", name,
+               act_norms.defined() ? act_norms.numel() : 0, C);
+  const int64_t G = site_groups(C, opt, pattern), B = C / G;
+  Perm base = warm.empty() ? identity_perm(C) : warm;
+  check_permutation(base, C, "warm start for '" + name + "'");
+  const bool cosine = opt.objective == "layer-cosine";
+  Tensor w, s, a2;
+  double dense_energy = 0, score_scale = 0;
+  {
+    NoGradGuard ng;
+    Tensor b = perm_tensor(base);
+    w = index_select(weight.detach().to(DType::F32), 1, b);
+    s = index_select(scores.detach().to(DType::F32), 1, b);
+    a2 = act_norms.defined() ? reshape(index_select(square(act_norms.detach().to(DType::F32)), 0, b), {1, C})
+                             : ones({1, C});
+    dense_energy = std::max(sum(mul(square(w), a2)).item(), 1e-30);
+    score_scale = opt.mask_temperature * std::max(mean(s).item(), 1e-30);
+  }
+  Generator gen(opt.seed * 7919 + 17);
+  Tensor cost = initial_cost(G, B, opt, gen);
+  auto hard_objective = [&](const Perm& q) {
+    NoGradGuard ng;
+    return matrix_objective(w, effective_weight(w, s, q, Tensor(), pattern, score_scale), a2, cosine, dense_energy)
+        .item();
+  };
+  auto harden_at = [&](double eps) {
+    if (!opt.harden_soft) return harden_costs(cost, Tensor(), false);
+    NoGradGuard ng;
+    return harden_costs(cost, sinkhorn(mul(cost, -1.0 / eps), opt.sinkhorn_iters), true);
+  };
+
+  LearnResult r;
+  Progress bar(opt.progress);
+  AdamW adam({cost}, {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt.weight_decay});
+  Perm best = harden_at(opt.eps_start);
+  r.start_holdout = r.best_holdout = hard_objective(best);
+  r.curve.push_back({{"step", 0}, {"holdout", r.best_holdout}, {"kept", kept_fraction(s, best, pattern)}});
+  for (int64_t step = 0; step < opt.steps; ++step) {
+    double eps = eps_at(opt, step);
+    adam.hp.lr = lr_at(opt, step);
+    adam.zero_grad();
+    Tensor soft = sinkhorn(mul(cost, -1.0 / eps), opt.sinkhorn_iters);
+    Perm hard = harden_costs(cost, soft, opt.harden_soft);
+    Tensor loss = matrix_objective(w, effective_weight(w, s, hard, soft, pattern, score_scale), a2, cosine,
+                                   dense_energy);
+    double l = loss.item();
+    NMPERM_CHECK(std::isfinite(l), "learned permutation of '{}': the loss is {} at step {} (try a lower lr)", name, l,
+                 step);
+    backward(loss);
+    adam.step();
+    json rec = {{"step", step + 1}, {"loss", l}, {"eps", eps}};
+    bool eval_now = (step + 1) % opt.eval_every == 0 || step + 1 == opt.steps;
+    if (eval_now) {
+      Perm q = harden_at(eps);
+      double h = hard_objective(q);
+      if (h < r.best_holdout) {
+        r.best_holdout = h;
+        best = q;
+        r.best_step = step + 1;
+      }
+      rec["holdout"] = h;
+      rec["kept"] = kept_fraction(s, q, pattern);
+    }
+    r.curve.push_back(rec);
+    bar.show(fmt::format("  learn step {:>4}/{}  loss {:.5f}  eps {:.3f}  best {:.5f}  ETA {}", step + 1, opt.steps, l,
+                         eps, r.best_holdout, bar.eta(double(step + 1), double(opt.steps))),
+             step + 1 == opt.steps);
+  }
+  Perm p(best.size());
+  for (size_t j = 0; j < best.size(); ++j) p[j] = base[size_t(best[j])];
+  r.perms[name] = p;
+  {
+    NoGradGuard ng;
+    Tensor soft = sinkhorn(mul(cost, -1.0 / opt.eps_end), opt.sinkhorn_iters);
+    r.soft_block = contiguous(reshape(narrow(soft, 0, 0, 1), {B, B}));
+  }
+  r.seconds = bar.elapsed();
+  return r;
 }
 
 }  // namespace nmperm

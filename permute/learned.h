@@ -89,6 +89,18 @@ LearnResult learn_permutations(Model& model, std::vector<Site>& sites, const Sit
                                const TrainData& data, const LearnOptions& opt,
                                const std::map<std::string, Perm>& warm = {});
 
+// One matrix without a model or data (nmperm permute-matrix): the costs learn against
+// the expected output error of the pruned matrix for inputs whose channels have the
+// norms `act_norms` (all ones when undefined) and are uncorrelated, so only the weights
+// and the norms are needed. With a_j the norm of input j:
+//   objective task/block (learned):   sum_ij a_j^2 (W - W_eff)_ij^2 / sum_ij a_j^2 W_ij^2
+//   objective layer-cosine (permllm): mean over outputs i of 1 - cos_i, cos_i the cosine
+//     between the dense and pruned outputs of neuron i, sum_j a_j^2 W_ij W_eff,ij over
+//     the product of the norms
+// The best hard permutation by that objective is kept (best_holdout; perms[name]).
+LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weight, const Tensor& act_norms,
+                                     const Tensor& scores, NMPattern pattern, const LearnOptions& opt,
+                                     const Perm& warm = {});
 // Groups actually used for a site of `channels` inputs (see LearnOptions::groups/block_size).
 int64_t site_groups(int64_t channels, const LearnOptions& opt, NMPattern pattern);
 

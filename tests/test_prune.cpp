@@ -217,6 +217,55 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
   }
 }
 
+// permute-matrix's learned methods: the objective is the expected relative output error
+// of the pruned matrix for uncorrelated inputs with the given norms. On a matrix whose
+// large columns sit together (the identity prunes half of them) learning finds a better
+// permutation, keeps the best, is deterministic, and a warm start is where it begins.
+TEST(Prune, LearnedMatrixPermutationImprovesItsObjective) {
+  const int64_t R = 8, C = 16;
+  Generator g(5);
+  Tensor noise = rand({R, C}, g);
+  std::vector<double> wv(size_t(R * C));
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) wv[size_t(r * C + c)] = (c < 8 ? 10.0 : 0.1) + 0.01 * noise.data<float>()[r * C + c];
+  Tensor w = from_vector(wv, {R, C}).to(DType::F32), norms = ones({C});
+  NMPattern pat = NMPattern::parse("2:4");
+  Tensor s = importance(w, norms, Score::Wanda);
+  // The closed form: the pruned share of sum_j a_j^2 W_ij^2 under permutation p.
+  auto error_of = [&](const Perm& p) {
+    Tensor pt = from_vector(p, {C});
+    Tensor wp = index_select(w, 1, pt), mask = nm_mask(index_select(s, 1, pt), pat);
+    return sum(square(mul(wp, sub(ones({R, C}), mask)))).item() / sum(square(w)).item();
+  };
+  for (const char* method : {"learned", "permllm"}) {
+    LearnOptions o = learn_defaults(method);
+    o.groups = 1;
+    o.block_size = 0;
+    o.steps = 60;
+    o.eval_every = 5;
+    o.lr = std::string(method) == "learned" ? 2.0 : 0.05;
+    o.progress = false;
+    LearnResult a = learn_matrix_permutation("w", w, norms, s, pat, o), b = learn_matrix_permutation("w", w, norms, s, pat, o);
+    const Perm& p = a.perms.at("w");
+    check_permutation(p, C, method);
+    EXPECT_EQ(p, b.perms.at("w")) << method << " is not deterministic";
+    EXPECT_LE(a.best_holdout, a.start_holdout) << method;
+    if (std::string(method) != "learned") continue;
+    EXPECT_NEAR(a.start_holdout, error_of(identity_perm(C)), 1e-6);  // learning starts at the identity
+    EXPECT_NEAR(a.best_holdout, error_of(p), 1e-6);                   // and reports what it returns
+    EXPECT_LT(a.best_holdout, 0.85 * a.start_holdout) << "learning did not move large columns apart";
+    EXPECT_GT(kept_fraction(s, p, pat), kept_fraction(s, identity_perm(C), pat) + 0.05);
+    Perm warm = ria_permutation(s, pat, {});
+    LearnResult c = learn_matrix_permutation("w", w, norms, s, pat, o, warm);
+    EXPECT_NEAR(c.start_holdout, error_of(warm), 1e-6);
+    EXPECT_LE(c.best_holdout, c.start_holdout);
+  }
+  // Wrong shapes and norms are named.
+  LearnOptions o = learn_defaults("learned");
+  EXPECT_THROW(learn_matrix_permutation("w", w, ones({C + 1}), s, pat, o), Error);
+  EXPECT_THROW(learn_matrix_permutation("w", w, norms, transpose(s, 0, 1), pat, o), Error);
+}
+
 // Same seed, same threads: the same permutations and bitwise the same pruned weights.
 TEST_P(PermuteModel, EveryMethodIsDeterministic) {
   for (const char* const* method = kPermuteMethods; *method; ++method) {

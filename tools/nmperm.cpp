@@ -103,10 +103,45 @@ int run_eval(EvalCli& o) {
   return 0;
 }
 
+// Learned-method settings given on the command line (the others keep learn_defaults).
+struct LearnCli {
+  std::optional<int64_t> steps, groups, iters, batch;
+  std::optional<double> lr, alpha, eps_start, eps_end;
+  std::optional<std::string> objective;
+  void apply(nlohmann::json& learn) const {
+    auto set = [&](const char* key, const auto& v) {
+      if (v) learn[key] = *v;
+    };
+    set("steps", steps), set("groups", groups), set("sinkhorn_iters", iters), set("batch", batch);
+    set("lr", lr), set("alpha", alpha), set("eps_start", eps_start), set("eps_end", eps_end);
+    set("objective", objective);
+  }
+};
+
+// with_model: the options that need a model and data (batch, objective, alpha).
+void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
+  c->add_option("--steps", l.steps, "learned/permllm: training steps (default 300; per block in block mode)");
+  c->add_option("--lr", l.lr, "learned/permllm: AdamW learning rate of the costs (default 0.1 / 1e-3)");
+  c->add_option("--groups", l.groups, "learned: permutation groups per site (default 4)");
+  c->add_option("--sinkhorn-iters", l.iters, "learned/permllm: Sinkhorn iterations (default 20 / 5)");
+  c->add_option("--eps-start", l.eps_start, "learned/permllm: first Sinkhorn epsilon (default 1)");
+  c->add_option("--eps-end", l.eps_end, "learned/permllm: last Sinkhorn epsilon (default 0.05 / 0.1)");
+  if (!with_model) return;
+  c->add_option("--learn-batch", l.batch, "learned/permllm: images or token windows per step (default 128 / 16)");
+  c->add_option("--objective", l.objective,
+                "learned: 'task' (end to end: cross-entropy + alpha * Smooth-L1 of block outputs, default) or "
+                "'block' (block by block: Smooth-L1 of each block's output on the dense input)")
+      ->check(CLI::IsMember({"task", "block", "layer-cosine"}));
+  c->add_option("--alpha", l.alpha, "learned: weight of the Smooth-L1 distillation (default 1e-5)");
+}
+
 struct PermuteMatrixCli {
   std::string weights, tensor, act_norms, act_tensor, pattern = "2:4", score = "wanda", method = "ria";
+  std::string warm_start = "none";
   uint64_t seed = 0;
   int64_t sweeps = 100, escapes = 20;
+  LearnCli learn;
+  bool progress = false;
   int threads = 0;
 };
 
@@ -131,8 +166,28 @@ int run_permute_matrix(PermuteMatrixCli& o) {
   NMPERM_CHECK(score == Score::Magnitude || norms.defined(),
                "score '{}' needs activation norms: pass --act-norms FILE [--act-norms-tensor NAME]", o.score);
   Tensor s = importance(*w, norms, score);
+  SearchOptions search{.seed = o.seed, .max_sweeps = o.sweeps, .escapes = o.escapes};
   auto t0 = std::chrono::steady_clock::now();
-  Perm p = search_permutation(o.method, s, pat, {.seed = o.seed, .max_sweeps = o.sweeps, .escapes = o.escapes});
+  nlohmann::json learned;
+  Perm p;
+  if (o.method == "permllm" || o.method == "learned") {
+    LearnOptions lo = learn_defaults(o.method);
+    nlohmann::json overrides = nlohmann::json::object();
+    o.learn.apply(overrides);
+    merge_learn_options(lo, overrides);
+    lo.seed = o.seed;
+    lo.progress = o.progress;
+    Perm warm = o.method == "learned" && o.warm_start != "none" ? search_permutation(o.warm_start, s, pat, search) : Perm();
+    LearnResult r = learn_matrix_permutation(o.tensor, *w, norms, s, pat, lo, warm);
+    p = r.perms.at(o.tensor);
+    learned = {{"options", lo.to_json()},
+               {"warm_start", o.method == "learned" ? o.warm_start : "none"},
+               {"objective_start", r.start_holdout},
+               {"objective_best", r.best_holdout},
+               {"best_step", r.best_step}};
+  } else {
+    p = search_permutation(o.method, s, pat, search);
+  }
   double secs = seconds_since(t0);
   nlohmann::json j = {{"tensor", o.tensor},
                       {"shape", w->shape()},
@@ -144,6 +199,7 @@ int run_permute_matrix(PermuteMatrixCli& o) {
                       {"kept_unstructured", kept_fraction(s, unstructured_mask(s, pat))},
                       {"seconds", secs},
                       {"permutation", p}};
+  if (!learned.is_null()) j["learn"] = learned;
   std::printf("%s\n", j.dump().c_str());
   return 0;
 }
@@ -177,22 +233,14 @@ struct PruneCli {
   CompareOptions cmp;
   DataOptions data;
   int threads = 0;
-  // learned-method settings given on the command line (the others keep learn_defaults)
-  std::optional<int64_t> steps, groups, iters, batch;
-  std::optional<double> lr, alpha, eps_start, eps_end;
-  std::optional<std::string> objective;
+  LearnCli learn;
 };
 
 int run_prune(PruneCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   Model probe = load_checkpoint(o.checkpoint);
   TrainData data = load_data(probe.arch(), o.data, true);
-  auto set = [&](const char* key, const auto& v) {
-    if (v) o.cmp.learn[key] = *v;
-  };
-  set("steps", o.steps), set("groups", o.groups), set("sinkhorn_iters", o.iters), set("batch", o.batch);
-  set("lr", o.lr), set("alpha", o.alpha), set("eps_start", o.eps_start), set("eps_end", o.eps_end);
-  set("objective", o.objective);
+  o.learn.apply(o.cmp.learn);
   std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; %d threads\n", o.checkpoint.c_str(),
                probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
                kernels::num_threads());
@@ -256,6 +304,9 @@ int main(int argc, char** argv) {
   t->add_option("--weight-decay", tr.cfg.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
   t->add_option("--beta1", tr.cfg.beta1, "AdamW first-moment decay")->capture_default_str()->check(CLI::Range(0.0, 0.999999));
   t->add_option("--beta2", tr.cfg.beta2, "AdamW second-moment decay")->capture_default_str()->check(CLI::Range(0.0, 0.999999));
+  t->add_option("--label-smoothing", tr.cfg.label_smoothing, "label smoothing of the training loss (0 = off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.999));
   t->add_option("--clip", tr.cfg.clip, "global gradient-norm clip (0 = off)")->capture_default_str();
   t->add_option("--eval-every", tr.cfg.eval_every, "steps between evaluations")->capture_default_str()->check(CLI::PositiveNumber);
   t->add_option("--ckpt-every", tr.cfg.ckpt_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
@@ -291,9 +342,16 @@ int main(int argc, char** argv) {
   pmc->add_option("--pattern", pm.pattern, "N:M pattern")->capture_default_str();
   pmc->add_option("--score", pm.score, "importance score")->capture_default_str()->check(
       CLI::IsMember({"magnitude", "wanda", "ria"}));
-  pmc->add_option("--permute", pm.method, "method (none, random, channel-swap, ria)")->capture_default_str()->check(
-      CLI::IsMember({"none", "random", "channel-swap", "ria"}));
-  pmc->add_option("--seed", pm.seed, "seed (random, channel-swap escapes)")->capture_default_str();
+  pmc->add_option("--permute", pm.method,
+                  "method (none, random, channel-swap, ria, permllm, learned); the learned two optimise the expected "
+                  "output error (learned) or output cosine (permllm) for uncorrelated inputs with the --act-norms norms")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "random", "channel-swap", "ria", "permllm", "learned"}));
+  pmc->add_option("--seed", pm.seed, "seed (random, channel-swap escapes, learned initial noise)")->capture_default_str();
+  pmc->add_option("--warm-start", pm.warm_start, "learned: start from this method's permutation (per group)")
+      ->capture_default_str()->check(CLI::IsMember({"none", "random", "channel-swap", "ria"}));
+  add_learn_options(pmc, pm.learn, false);
+  pmc->add_flag("--progress", pm.progress, "learned/permllm: show progress on stderr");
   pmc->add_option("--sweeps", pm.sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
   pmc->add_option("--escapes", pm.escapes, "channel-swap random escapes")->capture_default_str();
   pmc->add_option("--threads", pm.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
@@ -317,18 +375,7 @@ int main(int argc, char** argv) {
   pc->add_option("--calib-batches", pr.cmp.calib.batches, "calibration forward passes")->capture_default_str()->check(CLI::PositiveNumber);
   pc->add_option("--calib-batch", pr.cmp.calib.batch, "images or token windows per calibration pass")->capture_default_str()->check(CLI::PositiveNumber);
   pc->add_option("--eval-windows", pr.cmp.eval_windows, "llama: validation windows to evaluate (0 = all)")->capture_default_str();
-  pc->add_option("--steps", pr.steps, "learned/permllm: training steps (default 300; per block in block mode)");
-  pc->add_option("--lr", pr.lr, "learned/permllm: AdamW learning rate of the costs (default 0.1 / 1e-3)");
-  pc->add_option("--groups", pr.groups, "learned: permutation groups per site (default 4)");
-  pc->add_option("--sinkhorn-iters", pr.iters, "learned/permllm: Sinkhorn iterations (default 20 / 5)");
-  pc->add_option("--learn-batch", pr.batch, "learned/permllm: images or token windows per step (default 128 / 16)");
-  pc->add_option("--objective", pr.objective,
-                 "learned: 'task' (end to end: cross-entropy + alpha * Smooth-L1 of block outputs, default) or "
-                 "'block' (block by block: Smooth-L1 of each block's output on the dense input)")
-      ->check(CLI::IsMember({"task", "block", "layer-cosine"}));
-  pc->add_option("--alpha", pr.alpha, "learned: weight of the Smooth-L1 distillation (default 1e-5)");
-  pc->add_option("--eps-start", pr.eps_start, "learned/permllm: first Sinkhorn epsilon (default 1)");
-  pc->add_option("--eps-end", pr.eps_end, "learned/permllm: last Sinkhorn epsilon (default 0.05 / 0.1)");
+  add_learn_options(pc, pr.learn, true);
   pc->add_option("--warm-start", pr.cmp.warm_start, "learned: start from this method's permutation (per group)")
       ->capture_default_str()->check(CLI::IsMember({"none", "random", "channel-swap", "ria"}));
   pc->add_option("--sweeps", pr.cmp.search.max_sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
