@@ -22,6 +22,8 @@
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
 #include "tests/helpers.h"
+#include "tests/op_table.h"
+#include "autograd/ops.h"
 
 namespace nmperm {
 namespace {
@@ -396,6 +398,38 @@ TEST(CudaParity, SinkhornForwardAndBackward) {
           EXPECT_TRUE(close(gg[i], c[i], t == DType::F32 ? 1e-4 : 1e-10)) << names[i] << " n=" << n << " G=" << G;
       }
 }
+
+// The op table of the CPU gradient checks, run on both devices in f64: outputs and the
+// gradients of every input (for the upstream gradient of a seeded random tensor) agree.
+class CudaOpTable : public ::testing::TestWithParam<test::OpCase> {};
+
+TEST_P(CudaOpTable, ForwardAndBackwardMatchTheCpu) {
+  REQUIRE_GPU();
+  const test::OpCase& c = GetParam();
+  std::vector<Tensor> xs, gxs;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    xs.push_back(test::make(c.inputs[i], 1000 + i));
+    Tensor g = xs.back().detach().to(Device::CUDA);
+    gxs.push_back(xs.back().requires_grad() ? g.set_requires_grad() : g);
+  }
+  Tensor y = c.fn(xs), gy = c.fn(gxs);
+  ASSERT_EQ(gy.device(), Device::CUDA) << c.name;
+  ASSERT_EQ(gy.shape(), y.shape()) << c.name;
+  EXPECT_TRUE(close(gy, y, 1e-9)) << c.name << " forward";
+  if (!y.requires_grad()) return;
+  Generator gen(7);
+  Tensor up = randn(y.shape(), gen, y.dtype());
+  backward(sum(mul(y, up)));
+  backward(sum(mul(gy, up.to(Device::CUDA))));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (!xs[i].requires_grad()) continue;
+    ASSERT_TRUE(gxs[i].grad().defined()) << c.name << " input " << i << " got no gradient on the GPU";
+    EXPECT_TRUE(close(gxs[i].grad(), xs[i].grad(), 1e-9)) << c.name << " gradient of input " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllOps, CudaOpTable, ::testing::ValuesIn(test::cases()),
+                         [](const auto& info) { return info.param.name; });
 
 TEST(CudaRuntime, CachingAllocatorReusesAndReports) {
   REQUIRE_GPU();
