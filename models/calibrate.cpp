@@ -11,7 +11,7 @@ struct SumSquares : LinearObserver {
   std::unordered_map<const void*, std::vector<double>> sums;  // keyed by weight storage
   void observe(const Tensor& weight, const Tensor& input) override {
     int64_t in = weight.shape(1);
-    Tensor x = input.to(DType::F32).contiguous();
+    Tensor x = input.to(Device::CPU).to(DType::F32).contiguous();
     const float* p = x.data<float>();
     auto& s = sums[weight.storage().get()];
     s.resize(size_t(in), 0.0);

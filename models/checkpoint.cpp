@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/safetensors.h"
+#include "core/storage.h"
 
 namespace nmperm {
 
@@ -79,7 +80,8 @@ Tensor ImagePreprocess::apply(const Tensor& images01) const {
     m[size_t(c)] = float(image_mean[image_mean.size() == 1 ? 0 : size_t(c)]);
     s[size_t(c)] = float(image_std[image_std.size() == 1 ? 0 : size_t(c)]);
   }
-  return div(sub(x, from_vector(m, {1, C, 1, 1})), from_vector(s, {1, C, 1, 1}));
+  Device d = images01.device();
+  return div(sub(x, from_vector(m, {1, C, 1, 1}).to(d)), from_vector(s, {1, C, 1, 1}).to(d));
 }
 
 void Model::visit(const ParamVisitor& f) {
@@ -90,6 +92,22 @@ void Model::visit(const ParamVisitor& f) {
 void Model::visit_linears(const LinearVisitor& f) {
   if (vit) vit->visit_linears(f);
   else llama->visit_linears(f);
+}
+
+void Model::to(Device d) {
+  if (d == device_) return;
+  NMPERM_CHECK(d != Device::CUDA || cuda_available(), "the model cannot move to the GPU: {}",
+               cuda_available() ? "" : "no CUDA device is available (or this build has no CUDA)");
+  visit([&](const std::string&, Tensor& t) {
+    bool grad = t.requires_grad();
+    t = t.detach().to(d);
+    if (grad) t.set_requires_grad();
+  });
+  visit_linears([&](const std::string&, Linear& l) {
+    if (l.input_perm.defined()) l.input_perm = l.input_perm.to(d);
+  });
+  if (llama && llama->cfg.tie_word_embeddings) llama->lm_head.weight = llama->embed_tokens;
+  device_ = d;
 }
 
 std::vector<Tensor> Model::parameters() {

@@ -40,8 +40,15 @@ struct Model {
   void visit(const ParamVisitor& f);
   void visit_linears(const LinearVisitor& f);
   std::vector<Tensor> parameters();
+  // Moves every parameter and input gather to `d` (tied weights stay tied). Models are
+  // built and loaded on the CPU; batches go to device() before the forward.
+  void to(Device d);
+  Device device() const { return device_; }
   nlohmann::json config_json() const;
   int64_t num_parameters();
+
+ private:
+  Device device_ = Device::CPU;
 };
 
 // path: a checkpoint folder, or a .safetensors file with config.json beside it.

@@ -183,10 +183,11 @@ Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint
     std::vector<int64_t> order = epoch_order(N, seed, epoch);
     std::vector<int64_t> idx(order.begin() + pos * batch, order.begin() + (pos + 1) * batch);
     Tensor ix = from_vector(idx, {batch});
-    return {model.preprocess.apply(index_select(data.train_images.images, 0, ix)),
-            index_select(data.train_images.labels, 0, ix)};
+    Device d = model.device();
+    return {model.preprocess.apply(index_select(data.train_images.images, 0, ix).to(d)),
+            index_select(data.train_images.labels, 0, ix).to(d)};
   }
-  return lm_batch(token_windows(data.tokens.train, batch, context_of(model), seed, step));
+  return lm_batch(token_windows(data.tokens.train, batch, context_of(model), seed, step).to(model.device()));
 }
 
 Tensor task_loss(const Tensor& logits, const Batch& b, double label_smoothing) {
@@ -210,8 +211,8 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
     int64_t correct = 0;
     for (int64_t at = 0; at < s.size(); at += batch) {
       int64_t n = std::min(batch, s.size() - at);
-      Tensor x = model.preprocess.apply(contiguous(narrow(s.images, 0, at, n)));
-      Tensor y = contiguous(narrow(s.labels, 0, at, n));
+      Tensor x = model.preprocess.apply(contiguous(narrow(s.images, 0, at, n)).to(model.device()));
+      Tensor y = contiguous(narrow(s.labels, 0, at, n)).to(model.device());
       Tensor logits = model.vit->forward(x);
       loss_sum += cross_entropy(logits, y, -100, 0.0, Reduction::Sum).item();
       auto pred = argmax(logits, 1).to_vector<int64_t>();
@@ -235,7 +236,7 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
     int64_t* p = w.data<int64_t>();
     for (int64_t b = 0; b < n; ++b)
       for (int64_t t = 0; t <= T; ++t) p[b * (T + 1) + t] = val[size_t((w0 + b) * T + t)];
-    loss_sum += lm_loss(*model.llama, w).item() * double(n * T);
+    loss_sum += lm_loss(*model.llama, w.to(model.device())).item() * double(n * T);
   }
   r.count = windows * T;
   r.loss = loss_sum / double(r.count);

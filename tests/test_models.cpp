@@ -173,11 +173,15 @@ TEST(Models, ParameterCountWithoutBuilding) {
     v.qkv_bias = bias;
     v.image_size = 12;
     v.num_channels = 3;
-    EXPECT_EQ(v.parameter_count(), double(Model{std::make_unique<ViT>(v, gen), nullptr, {}}.num_parameters()));
+    Model mv;
+    mv.vit = std::make_unique<ViT>(v, gen);
+    EXPECT_EQ(v.parameter_count(), double(mv.num_parameters()));
     LlamaConfig l;
     l.attention_bias = l.mlp_bias = bias;
     l.tie_word_embeddings = !bias;
-    EXPECT_EQ(l.parameter_count(), double(Model{nullptr, std::make_unique<Llama>(l, gen), {}}.num_parameters()));
+    Model ml;
+    ml.llama = std::make_unique<Llama>(l, gen);
+    EXPECT_EQ(l.parameter_count(), double(ml.num_parameters()));
   }
 }
 

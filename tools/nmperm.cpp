@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "autograd/ops.h"
+#include "core/storage.h"
 #include "kernels/dispatch.h"
 #include <filesystem>
 #include <fstream>
@@ -32,10 +33,31 @@ using namespace nmperm::cli;
 
 namespace {
 
+// --device: "cpu" or "cuda" (a clear error when CUDA is asked for and absent).
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  NMPERM_CHECK(name == "cuda", "--device must be cpu or cuda, got '{}'", name);
+#ifdef NMPERM_WITH_CUDA
+  NMPERM_CHECK(cuda_available(), "--device cuda: no CUDA device is available");
+#else
+  NMPERM_FAIL("--device cuda: this build has no CUDA (configure it where nvcc is installed)");
+#endif
+  return Device::CUDA;
+}
+
+std::string device_description(Device d) {
+  return d == Device::CUDA ? "GPU " + cuda_device_name()
+                           : fmt::format("{} CPU threads (OpenBLAS {})", kernels::num_threads(), kernels::blas_core());
+}
+
+void add_device_option(CLI::App* c, std::string& device) {
+  c->add_option("--device", device, "cpu or cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
 struct TrainCli {
   TrainConfig cfg;
   DataOptions data;
-  std::string model_config, init;
+  std::string model_config, init, device = "cpu";
   bool resume = false;
   int threads = 0;
 };
@@ -44,6 +66,7 @@ int run_train(TrainCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   TrainConfig& cfg = o.cfg;
   NMPERM_CHECK(cfg.arch == "vit" || cfg.arch == "llama", "--arch must be vit or llama, got '{}'", cfg.arch);
+  Device device = parse_device(o.device);
   TrainData data = load_data(cfg.arch, o.data, true);
   Model model;
   if (!o.init.empty()) {
@@ -59,11 +82,12 @@ int run_train(TrainCli& o) {
     }
     model = fresh_model(cfg.arch, mc, data, cfg.seed);
   }
-  std::printf("nmperm train: %s, %lld parameters, %s; %lld steps of batch %lld on %d threads (OpenBLAS %s)\n",
-              model.arch().c_str(), (long long)model.num_parameters(),
+  model.to(device);
+  std::printf("nmperm train: %s, %lld parameters, %s; %lld steps of batch %lld on %s\n", model.arch().c_str(),
+              (long long)model.num_parameters(),
               cfg.arch == "vit" ? fmt::format("{} training images", data.train_images.size()).c_str()
                                 : data.tokens.description.c_str(),
-              (long long)cfg.steps, (long long)cfg.batch, kernels::num_threads(), kernels::blas_core().c_str());
+              (long long)cfg.steps, (long long)cfg.batch, device_description(model.device()).c_str());
   auto t0 = std::chrono::steady_clock::now();
   EvalResult r = train(model, cfg, data, o.resume);
   std::printf("done in %.1fs: %s\ncheckpoint: %s\n", seconds_since(t0), r.to_json(model.arch()).dump().c_str(),
@@ -72,7 +96,7 @@ int run_train(TrainCli& o) {
 }
 
 struct EvalCli {
-  std::string checkpoint;
+  std::string checkpoint, device = "cpu";
   DataOptions data;
   int64_t windows = 0;
   int threads = 0;
@@ -81,7 +105,9 @@ struct EvalCli {
 
 int run_eval(EvalCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
+  Device device = parse_device(o.device);
   Model model = load_checkpoint(o.checkpoint);
+  model.to(device);
   TrainData data = load_data(model.arch(), o.data, false);
   auto t0 = std::chrono::steady_clock::now();
   EvalResult r = evaluate(model, data, o.windows);
@@ -313,6 +339,7 @@ int main(int argc, char** argv) {
   t->add_option("--eval-windows", tr.cfg.eval_windows, "llama: validation windows per evaluation (0 = all)")->capture_default_str();
   t->add_option("--seed", tr.cfg.seed, "seed for initialisation and data order")->capture_default_str();
   t->add_option("--threads", tr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  add_device_option(t, tr.device);
   add_data_options(t, tr.data);
 
   EvalCli ev;
@@ -320,6 +347,7 @@ int main(int argc, char** argv) {
   e->add_option("--checkpoint", ev.checkpoint, "checkpoint folder or .safetensors file (config.json beside it)")->required();
   e->add_option("--windows", ev.windows, "llama: at most this many validation windows (0 = all)")->capture_default_str();
   e->add_option("--threads", ev.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  add_device_option(e, ev.device);
   e->add_flag("--json", ev.json, "print one JSON object");
   add_data_options(e, ev.data);
 

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "core/storage.h"
 #include "kernels/attention.h"
@@ -23,6 +24,7 @@
 #include "kernels/topk.h"
 #include "tests/helpers.h"
 #include "tests/op_table.h"
+#include "tests/tiny_models.h"
 #include "autograd/ops.h"
 
 namespace nmperm {
@@ -430,6 +432,43 @@ TEST_P(CudaOpTable, ForwardAndBackwardMatchTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(AllOps, CudaOpTable, ::testing::ValuesIn(test::cases()),
                          [](const auto& info) { return info.param.name; });
+
+// Whole models: a few training steps (forward, backward, clipping, AdamW, a checkpoint)
+// and an evaluation on the GPU follow the same run on the CPU (f32, so loose tolerances:
+// the reductions run in different orders).
+TEST(CudaModels, TrainingAndEvaluationFollowTheCpu) {
+  REQUIRE_GPU();
+  for (const char* arch : {"vit", "llama"}) {
+    auto make = [&] { return std::string(arch) == "vit" ? test::tiny_vit(3) : test::tiny_llama(3); };
+    Model on_cpu = make(), on_gpu = make();
+    on_gpu.to(Device::CUDA);
+    ASSERT_EQ(on_gpu.parameters()[0].device(), Device::CUDA);
+    TrainData data = test::tiny_data(on_cpu, 4);
+    TrainConfig cfg;
+    cfg.arch = arch;
+    cfg.steps = 6;
+    cfg.batch = 8;
+    cfg.warmup = 2;
+    cfg.eval_every = 3;
+    cfg.ckpt_every = 3;
+    cfg.eval_windows = 8;
+    auto dir = [&](const char* d) { return (std::filesystem::temp_directory_path() / fmt::format("nmperm_cuda_{}_{}", arch, d)).string(); };
+    cfg.out_dir = dir("cpu");
+    EvalResult c = train(on_cpu, cfg, data, false, false);
+    cfg.out_dir = dir("gpu");
+    EvalResult g = train(on_gpu, cfg, data, false, false);
+    EXPECT_NEAR(g.loss, c.loss, 1e-3 * std::abs(c.loss)) << arch;
+    EXPECT_NEAR(g.accuracy, c.accuracy, 0.02) << arch;
+    auto pc = on_cpu.parameters(), pg = on_gpu.parameters();
+    ASSERT_EQ(pc.size(), pg.size());
+    for (size_t i = 0; i < pc.size(); ++i) EXPECT_TRUE(test::all_close(cpu(pg[i]), pc[i], 1e-4, 1e-3)) << arch << " parameter " << i;
+    // The checkpoint written from the GPU loads on the CPU and evaluates like the GPU model.
+    Model back = load_checkpoint(dir("gpu"));
+    EXPECT_NEAR(evaluate(back, data, 8).loss, evaluate(on_gpu, data, 8).loss, 1e-4) << arch;
+    std::filesystem::remove_all(dir("cpu"));
+    std::filesystem::remove_all(dir("gpu"));
+  }
+}
 
 TEST(CudaRuntime, CachingAllocatorReusesAndReports) {
   REQUIRE_GPU();
