@@ -5,7 +5,7 @@
 # (ctest -L cuda), then the GPU microbenchmarks (tools/bench/bench_cuda.cpp) and, when
 # PyTorch with CUDA is importable, the same ops in PyTorch with the ratios. Everything
 # lands in OUT_DIR: nvidia-smi.txt, build.log, ctest-cuda.log, ctest-cpu.log,
-# bench_cuda.jsonl, bench_cuda.md, summary.txt. Sized to finish in a few minutes on one H200.
+# bench_cuda.jsonl, bench_cuda.md, train_step.txt, summary.txt. Sized to finish in a few minutes on one H200.
 set -uo pipefail
 out=${1:?usage: tools/gpu-check.sh OUT_DIR}
 mkdir -p "$out"
@@ -40,5 +40,14 @@ else
   cp "$out/bench_cuda.jsonl" "$out/bench_cuda.md"
 fi
 cat "$out/bench_cuda.md"
+
+# Training steps of the embedded models on the GPU, beside PyTorch when it has CUDA.
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  timeout 120 python3 tools/bench/compare_train.py --bench build-gpu/bench_train --device cuda --rounds 1 \
+    >"$out/train_step.txt" 2>&1 || { note "compare_train failed"; status=1; }
+else
+  timeout 120 build-gpu/bench_train --device cuda >"$out/train_step.txt" 2>&1 || { note "bench_train failed"; status=1; }
+fi
+cat "$out/train_step.txt"
 note "total: $(( $(date +%s) - start )) s, status $status"
 exit $status

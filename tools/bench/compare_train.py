@@ -4,6 +4,7 @@ Llama: nmperm (tools/bench/bench_train.cpp) against the same models written in P
 same batch, same thread count, alternating the two sides in fresh processes; medians.
 
     /usr/bin/python3 tools/bench/compare_train.py --bench build/bench_train [--threads 2]
+    python3 tools/bench/compare_train.py --bench build-gpu/bench_train --device cuda   (GPU, both sides)
 
 The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
 (eager attention, as transformers runs on PyTorch 1.13) with the same sizes.
@@ -110,21 +111,22 @@ class Llama(nn.Module):
         return self.head(self.norm(x))
 
 
-def torch_steps(steps, warmup):
+def torch_steps(steps, warmup, device="cpu"):
     torch.manual_seed(0)
     out = {}
-    vit = ViT()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    vit = ViT().to(device)
     opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, weight_decay=0.05)
-    x, y = torch.randn(128, 1, 28, 28), torch.arange(128) % 10
+    x, y = torch.randn(128, 1, 28, 28, device=device), torch.arange(128, device=device) % 10
 
     def vstep():
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(vit(x), y).backward()
         torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
         opt.step()
-    llama = Llama()
+    llama = Llama().to(device)
     lopt = torch.optim.AdamW(llama.parameters(), lr=1e-3, weight_decay=0.05)
-    w = torch.randint(0, 256, (32, 129))
+    w = torch.randint(0, 256, (32, 129), device=device)
 
     def lstep():
         lopt.zero_grad(set_to_none=True)
@@ -136,8 +138,10 @@ def torch_steps(steps, warmup):
             fn()
         ms = []
         for _ in range(steps):
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             ms.append((time.perf_counter() - t0) * 1e3)
         out[name] = median(ms)
     out["params"] = {"vit": sum(p.numel() for p in vit.parameters()),
@@ -151,14 +155,16 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[2])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per side; medians reported")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="run both sides on this device")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         n = int(os.environ["OMP_NUM_THREADS"])
         torch.set_num_threads(n)
         set_blas_threads(n)
-        r = torch_steps(a.steps, 3)
-        r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__)
+        r = torch_steps(a.steps, 3, a.device)
+        r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__,
+                 device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
         print(json.dumps(r))
         return 0
     for threads in a.threads:
@@ -166,13 +172,16 @@ def main():
                    OPENBLAS_NUM_THREADS=str(threads))
         ours, theirs = [], []
         for _ in range(a.rounds):
-            ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps)], env=env, check=True,
-                                                  capture_output=True, text=True).stdout))
+            ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps), "--device", a.device], env=env,
+                                                  check=True, capture_output=True, text=True).stdout))
             theirs.append(json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
-                                                     "--steps", str(a.steps)], env=env, check=True,
-                                                    capture_output=True, text=True).stdout))
-        print(f"threads: nmperm {ours[0]['threads']} (OpenBLAS {ours[0]['blas']}), "
-              f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']})")
+                                                     "--steps", str(a.steps), "--device", a.device], env=env,
+                                                    check=True, capture_output=True, text=True).stdout))
+        if a.device == "cuda":
+            print(f"device: nmperm {ours[0]['device']}, PyTorch {theirs[0]['torch']} {theirs[0]['device']}")
+        else:
+            print(f"threads: nmperm {ours[0]['threads']} (OpenBLAS {ours[0]['blas']}), "
+                  f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']})")
         print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side)")
         print(f"{'model':8} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
         for key, name in (("vit_ms", "ViT"), ("llama_ms", "Llama")):
