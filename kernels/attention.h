@@ -8,6 +8,22 @@
 
 namespace nmperm::kernels {
 
+// The sizes of one attention call, checked once for both backends.
+struct AttentionDims {
+  int64_t B, H, Hkv, T, S, D, group, shift;  // causal: key s visible to query t iff s <= t + shift
+};
+inline AttentionDims attention_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
+  NMPERM_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, "attention: q, k, v must be (B, H, T, D), got {} {} {}",
+               q.shape(), k.shape(), v.shape());
+  AttentionDims d{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2), q.shape(3), 1, 0};
+  NMPERM_CHECK(k.shape() == v.shape() && k.shape(0) == d.B && k.shape(3) == d.D,
+               "attention: k {} and v {} must be (B, Hkv, S, D) matching q {}", k.shape(), v.shape(), q.shape());
+  NMPERM_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: {} query heads are not a multiple of {} kv heads", d.H, d.Hkv);
+  d.group = d.H / d.Hkv;
+  d.shift = d.S - d.T;
+  return d;
+}
+
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal);
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal);

@@ -12,6 +12,17 @@
 
 namespace nmperm::kernels {
 
+// A shape seen as (outer, D, inner) around `dim`.
+struct IndexDims {
+  int64_t outer, d, inner;
+};
+inline IndexDims split_at(const Shape& s, int64_t dim) {
+  IndexDims r{1, s[size_t(dim)], 1};
+  for (int64_t i = 0; i < dim; ++i) r.outer *= s[size_t(i)];
+  for (size_t i = size_t(dim) + 1; i < s.size(); ++i) r.inner *= s[i];
+  return r;
+}
+
 void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out);
 void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src);
 void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out);

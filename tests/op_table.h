@@ -5,6 +5,7 @@
 // device of their first input.
 #pragma once
 #include <functional>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +33,8 @@ struct OpCase {
   std::vector<In> inputs;
   std::function<Tensor(V)> fn;
 };
+// Test listings show the op's name, not the struct's bytes.
+inline void PrintTo(const OpCase& c, std::ostream* os) { *os << c.name; }
 
 inline Tensor make(const In& in, uint64_t seed) {
   Generator g(seed);

@@ -20,21 +20,7 @@ namespace nmperm::kernels {
 
 namespace {
 
-struct Dims {
-  int64_t B, H, Hkv, T, S, D, group, shift;  // causal: key s visible to query t iff s <= t + shift
-};
-
-Dims check_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
-  NMPERM_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, "attention: q, k, v must be (B, H, T, D), got {} {} {}",
-               q.shape(), k.shape(), v.shape());
-  Dims d{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2), q.shape(3), 1, 0};
-  NMPERM_CHECK(k.shape() == v.shape() && k.shape(0) == d.B && k.shape(3) == d.D,
-               "attention: k {} and v {} must be (B, Hkv, S, D) matching q {}", k.shape(), v.shape(), q.shape());
-  NMPERM_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: {} query heads are not a multiple of {} kv heads", d.H, d.Hkv);
-  d.group = d.H / d.Hkv;
-  d.shift = d.S - d.T;
-  return d;
-}
+using Dims = AttentionDims;
 
 // P = softmax(scale * Q K^T) into p (T, S) with row lse; masked entries are exactly 0.
 template <class T>
@@ -61,7 +47,7 @@ void scores(const Dims& d, const T* qh, const T* kh, T scale, bool causal, T* p,
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal) {
   NMPERM_ROUTE_CUDA(q, attention(q, k, v, out, lse, scale, causal));
   require_cpu("attention", q, k, v, out, lse);
-  Dims d = check_dims(q, k, v);
+  Dims d = attention_dims(q, k, v);
   dispatch_float(q.dtype(), [&]<class T>() {
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
     T *op = out.data<T>(), *lp = lse.data<T>();
@@ -91,7 +77,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal) {
   NMPERM_ROUTE_CUDA(q, attention_backward(q, k, v, out, lse, dout, dq, dk, dv, scale, causal));
   require_cpu("attention_backward", q, k, v, out, lse, dout, dq, dk, dv);
-  Dims d = check_dims(q, k, v);
+  Dims d = attention_dims(q, k, v);
   dispatch_float(q.dtype(), [&]<class T>() {
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>(), *op = out.data<T>(), *lp = lse.data<T>(),
             *gp = dout.data<T>();

@@ -7,13 +7,7 @@ namespace nmperm::kernels {
 
 namespace {
 
-struct Dims { int64_t outer, d, inner; };
-Dims split_at(const Shape& s, int64_t dim) {
-  Dims r{1, s[size_t(dim)], 1};
-  for (int64_t i = 0; i < dim; ++i) r.outer *= s[size_t(i)];
-  for (size_t i = size_t(dim) + 1; i < s.size(); ++i) r.inner *= s[i];
-  return r;
-}
+using Dims = IndexDims;
 
 template <class I> void check_range(const I* p, int64_t n, int64_t limit, const char* op) {
   for (int64_t i = 0; i < n; ++i)

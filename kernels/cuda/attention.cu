@@ -14,6 +14,7 @@
 // the CPU kernel: probability 0, and a row with no visible key gives 0 and lse -inf.
 #include <cmath>
 
+#include "kernels/attention.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -24,9 +25,7 @@ namespace {
 constexpr int kWarps = 4, kRowsPerWarp = 4, kRows = kWarps * kRowsPerWarp, kKeys = 32, kMaxChunks = 4;
 constexpr int kMaxHeadDim = 32 * kMaxChunks;
 
-struct Dims {
-  int64_t B, H, Hkv, T, S, D, group, shift;  // causal: key s visible to query t iff s <= t + shift
-};
+using Dims = AttentionDims;
 
 __device__ inline bool visible(int64_t s, int64_t t, const Dims& d, bool causal) {
   return s < d.S && (!causal || s <= t + d.shift);
@@ -53,6 +52,12 @@ __device__ void stage(T* dst, const T* src, int64_t first, int count, int64_t li
   }
 }
 
+// Keys [0, end) can be visible to some query row of the tile starting at t0.
+__device__ inline int64_t keys_end(const Dims& d, int64_t t0, bool causal) {
+  int64_t last_t = min(d.T, t0 + kRows) - 1;
+  return causal ? min(d.S, max(int64_t(0), last_t + d.shift + 1)) : d.S;
+}
+
 template <class T> __device__ T dot_shared(const T* a, const T* b, int64_t D) {
   T s = 0;
   for (int64_t c = 0; c < D; ++c) s += a[c] * b[c];
@@ -77,8 +82,7 @@ __global__ void attention_forward_kernel(const T* q, const T* k, const T* v, T* 
     l[r] = 0;
     for (int c = 0; c < kMaxChunks; ++c) acc[r][c] = 0;
   }
-  int64_t last_t = min(d.T, t0 + kRows) - 1;
-  int64_t s_end = causal ? min(d.S, max(int64_t(0), last_t + d.shift + 1)) : d.S;
+  int64_t s_end = keys_end(d, t0, causal);
   for (int64_t s0 = 0; s0 < s_end; s0 += kKeys) {
     __syncthreads();
     stage(Ks, kh, s0, kKeys, d.S, d.D);
@@ -143,8 +147,7 @@ __global__ void attention_dq_kernel(const T* q, const T* k, const T* v, const T*
   stage(Gs, dout + bh * d.T * d.D, t0, kRows, d.T, d.D);
 
   T acc[kRowsPerWarp][kMaxChunks] = {};
-  int64_t last_t = min(d.T, t0 + kRows) - 1;
-  int64_t s_end = causal ? min(d.S, max(int64_t(0), last_t + d.shift + 1)) : d.S;
+  int64_t s_end = keys_end(d, t0, causal);
   for (int64_t s0 = 0; s0 < s_end; s0 += kKeys) {
     __syncthreads();
     stage(Ks, kh, s0, kKeys, d.S, d.D);
@@ -220,12 +223,7 @@ __global__ void attention_dkv_kernel(const T* q, const T* k, const T* v, const T
 }
 
 Dims check_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
-  NMPERM_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, "attention: q, k, v must be (B, H, T, D), got {} {} {}",
-               q.shape(), k.shape(), v.shape());
-  Dims d{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2), q.shape(3), 1, 0};
-  NMPERM_CHECK(k.shape() == v.shape() && k.shape(0) == d.B && k.shape(3) == d.D,
-               "attention: k {} and v {} must be (B, Hkv, S, D) matching q {}", k.shape(), v.shape(), q.shape());
-  NMPERM_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "attention: {} query heads are not a multiple of {} kv heads", d.H, d.Hkv);
+  Dims d = attention_dims(q, k, v);
   NMPERM_CHECK(d.D <= kMaxHeadDim, "attention: the CUDA kernel takes head dims up to {}, got {}", kMaxHeadDim, d.D);
   NMPERM_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous(),
                "attention: the CUDA kernel wants contiguous q, k, v, got {}, {}, {}", describe(q), describe(k),
@@ -233,8 +231,6 @@ Dims check_dims(const Tensor& q, const Tensor& k, const Tensor& v) {
   NMPERM_CHECK(d.B * d.H <= int64_t(INT32_MAX) && (d.T + kRows - 1) / kRows <= 65535 &&
                    (d.S + kKeys - 1) / kKeys <= 65535,
                "attention: shape {} x {} is too large for one launch", q.shape(), k.shape());
-  d.group = d.H / d.Hkv;
-  d.shift = d.S - d.T;
   return d;
 }
 

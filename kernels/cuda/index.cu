@@ -7,19 +7,14 @@
 #include <vector>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/index.h"
 #include "kernels/cuda/launchers.h"
 
 namespace nmperm::kernels::cuda {
 
 namespace {
 
-struct Dims { int64_t outer, d, inner; };
-Dims split_at(const Shape& s, int64_t dim) {
-  Dims r{1, s[size_t(dim)], 1};
-  for (int64_t i = 0; i < dim; ++i) r.outer *= s[size_t(i)];
-  for (size_t i = size_t(dim) + 1; i < s.size(); ++i) r.inner *= s[i];
-  return r;
-}
+using Dims = IndexDims;
 
 // first[0] = the lowest position whose index lies outside [0, limit) (n when none).
 template <class I> __global__ void find_bad_index(const I* idx, int64_t n, int64_t limit, unsigned long long* first) {
