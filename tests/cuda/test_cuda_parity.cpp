@@ -470,6 +470,32 @@ TEST(CudaModels, TrainingAndEvaluationFollowTheCpu) {
   }
 }
 
+// Determinism on the GPU is the default (fixed reduction trees, no floating-point
+// atomics, cuBLAS GEMMs are bitwise reproducible on one device): two training runs give
+// bitwise the same parameters.
+TEST(CudaModels, TrainingIsBitwiseRepeatable) {
+  REQUIRE_GPU();
+  for (const char* arch : {"vit", "llama"}) {
+    std::vector<std::vector<float>> runs[2];
+    for (int rep = 0; rep < 2; ++rep) {
+      Model m = std::string(arch) == "vit" ? test::tiny_vit(9) : test::tiny_llama(9);
+      m.to(Device::CUDA);
+      TrainData data = test::tiny_data(m, 10);
+      TrainConfig cfg;
+      cfg.arch = arch;
+      cfg.steps = 5;
+      cfg.batch = 8;
+      cfg.eval_every = cfg.ckpt_every = 5;
+      cfg.eval_windows = 4;
+      cfg.out_dir = (std::filesystem::temp_directory_path() / fmt::format("nmperm_cuda_det_{}_{}", arch, rep)).string();
+      train(m, cfg, data, false, false);
+      for (Tensor& p : m.parameters()) runs[rep].push_back(cpu(p).to_vector<float>());
+      std::filesystem::remove_all(cfg.out_dir);
+    }
+    EXPECT_EQ(runs[0], runs[1]) << arch;
+  }
+}
+
 TEST(CudaRuntime, CachingAllocatorReusesAndReports) {
   REQUIRE_GPU();
   release_cuda_cache();
