@@ -29,7 +29,7 @@ TrainConfig recipe(const std::string& arch, bool quick) {
   c.arch = arch;
   c.seed = 0;
   if (arch == "vit") {
-    c.steps = quick ? 150 : 2800;
+    c.steps = quick ? 150 : 3000;
     c.batch = 128;
     c.lr = 2e-3;
     c.warmup = quick ? 20 : 200;
@@ -41,7 +41,7 @@ TrainConfig recipe(const std::string& arch, bool quick) {
     c.warmup = quick ? 20 : 150;
     c.min_lr_ratio = 0.1;
   }
-  c.eval_every = c.ckpt_every = quick ? 200 : arch == "vit" ? 700 : 500;
+  c.eval_every = c.ckpt_every = quick ? 200 : arch == "vit" ? 1000 : 500;
   return c;
 }
 
@@ -89,15 +89,39 @@ std::string cache_dir(const TrainConfig& cfg, const std::string& cache) {
       .string();
 }
 
-// True when dir holds a finished training run of exactly this recipe.
-bool trained(const TrainConfig& cfg, const std::string& dir, bool* same_recipe = nullptr) {
-  fs::path recorded = fs::path(dir) / "train_config.json";
-  bool same = false;
-  if (fs::exists(recorded)) {
-    std::ifstream f(recorded);
-    json j = json::parse(f, nullptr, false);
-    same = !j.is_discarded() && TrainConfig::from_json(j).to_json() == cfg.to_json();
+json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  return f ? json::parse(f, nullptr, false) : json(json::value_t::discarded);
+}
+
+// True when `saved` (a config.json) describes the embedded default architecture with its
+// initialisation (the vocabulary of a Llama follows its data).
+bool embedded_default(const std::string& arch, const json& saved) {
+  if (saved.is_discarded()) return false;
+  try {
+    if (arch == "vit") return ViTConfig::from_json(saved).to_json() == ViTConfig{}.to_json();
+    LlamaConfig want;
+    want.vocab_size = LlamaConfig::from_json(saved).vocab_size;
+    return LlamaConfig::from_json(saved).to_json() == want.to_json();
+  } catch (const Error&) {
+    return false;  // not a config of this architecture: not the cached model
   }
+}
+
+// True when dir holds a finished training run of exactly this recipe and model.
+bool trained(const TrainConfig& cfg, const std::string& dir, bool* same_recipe = nullptr) {
+  json j = read_json(fs::path(dir) / "train_config.json");
+  // The model's config.json: beside the finished model, or in the newest checkpoint of an
+  // interrupted run.
+  fs::path config = fs::path(dir) / "config.json";
+  if (!fs::exists(config)) {
+    std::ifstream latest(fs::path(dir) / "latest");
+    std::string step;
+    latest >> step;
+    config = fs::path(dir) / step / "config.json";
+  }
+  bool same = !j.is_discarded() && TrainConfig::from_json(j).to_json() == cfg.to_json() &&
+              embedded_default(cfg.arch, read_json(config));
   if (same_recipe) *same_recipe = same;
   return same && fs::exists(fs::path(dir) / "model.safetensors");
 }
