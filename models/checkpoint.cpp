@@ -96,8 +96,8 @@ void Model::visit_linears(const LinearVisitor& f) {
 
 void Model::to(Device d) {
   if (d == device_) return;
-  NMPERM_CHECK(d != Device::CUDA || cuda_available(), "the model cannot move to the GPU: {}",
-               cuda_available() ? "" : "no CUDA device is available (or this build has no CUDA)");
+  NMPERM_CHECK(d != Device::CUDA || cuda_available(),
+               "the model cannot move to the GPU: no CUDA device is available (or this build has no CUDA)");
   visit([&](const std::string&, Tensor& t) {
     bool grad = t.requires_grad();
     t = t.detach().to(d);

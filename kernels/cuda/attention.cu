@@ -67,7 +67,7 @@ template <class T> __device__ T dot_shared(const T* a, const T* b, int64_t D) {
 template <class T>
 __global__ void attention_forward_kernel(const T* q, const T* k, const T* v, T* out, T* lse, Dims d, T scale,
                                          bool causal) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
   int64_t Dp = d.D + 1, bh = blockIdx.x, b = bh / d.H, h = bh % d.H, kvh = b * d.Hkv + h / d.group;
   int64_t t0 = int64_t(blockIdx.y) * kRows;
@@ -136,7 +136,7 @@ template <class T> __global__ void attention_delta_kernel(const T* out, const T*
 template <class T>
 __global__ void attention_dq_kernel(const T* q, const T* k, const T* v, const T* lse, const T* delta, const T* dout,
                                     T* dq, Dims d, T scale, bool causal) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
   int64_t Dp = d.D + 1, bh = blockIdx.x, b = bh / d.H, h = bh % d.H, kvh = b * d.Hkv + h / d.group;
   int64_t t0 = int64_t(blockIdx.y) * kRows;
@@ -185,7 +185,7 @@ __global__ void attention_dq_kernel(const T* q, const T* k, const T* v, const T*
 template <class T>
 __global__ void attention_dkv_kernel(const T* q, const T* k, const T* v, const T* lse, const T* delta, const T* dout,
                                      T* dk, T* dv, Dims d, T scale, bool causal) {
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
   int64_t Dp = d.D + 1, bk = blockIdx.x, b = bk / d.Hkv, kvh = bk % d.Hkv, s0 = int64_t(blockIdx.y) * kKeys;
   T *Ks = smem, *Vs = Ks + kKeys * Dp, *dKs = Vs + kKeys * Dp, *dVs = dKs + kKeys * Dp, *qt = dVs + kKeys * Dp,
