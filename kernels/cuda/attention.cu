@@ -58,6 +58,15 @@ __device__ inline int64_t keys_end(const Dims& d, int64_t t0, bool causal) {
   return causal ? min(d.S, max(int64_t(0), last_t + d.shift + 1)) : d.S;
 }
 
+// Keys and values [s0, s0 + kKeys) into shared memory for the whole block, with the
+// barriers that keep the previous tile alive until every warp is done with it.
+template <class T> __device__ void stage_keys(T* Ks, T* Vs, const T* kh, const T* vh, int64_t s0, const Dims& d) {
+  __syncthreads();
+  stage(Ks, kh, s0, kKeys, d.S, d.D);
+  stage(Vs, vh, s0, kKeys, d.S, d.D);
+  __syncthreads();
+}
+
 template <class T> __device__ T dot_shared(const T* a, const T* b, int64_t D) {
   T s = 0;
   for (int64_t c = 0; c < D; ++c) s += a[c] * b[c];
@@ -84,10 +93,7 @@ __global__ void attention_forward_kernel(const T* q, const T* k, const T* v, T* 
   }
   int64_t s_end = keys_end(d, t0, causal);
   for (int64_t s0 = 0; s0 < s_end; s0 += kKeys) {
-    __syncthreads();
-    stage(Ks, kh, s0, kKeys, d.S, d.D);
-    stage(Vs, vh, s0, kKeys, d.S, d.D);
-    __syncthreads();
+    stage_keys(Ks, Vs, kh, vh, s0, d);
     for (int r = 0; r < kRowsPerWarp; ++r) {
       int row = warp * kRowsPerWarp + r;
       int64_t t = t0 + row;
@@ -149,10 +155,7 @@ __global__ void attention_dq_kernel(const T* q, const T* k, const T* v, const T*
   T acc[kRowsPerWarp][kMaxChunks] = {};
   int64_t s_end = keys_end(d, t0, causal);
   for (int64_t s0 = 0; s0 < s_end; s0 += kKeys) {
-    __syncthreads();
-    stage(Ks, kh, s0, kKeys, d.S, d.D);
-    stage(Vs, vh, s0, kKeys, d.S, d.D);
-    __syncthreads();
+    stage_keys(Ks, Vs, kh, vh, s0, d);
     for (int r = 0; r < kRowsPerWarp; ++r) {
       int row = warp * kRowsPerWarp + r;
       int64_t t = t0 + row;
