@@ -67,6 +67,18 @@ template <class T> __device__ void stage_keys(T* Ks, T* Vs, const T* kh, const T
   __syncthreads();
 }
 
+// acc (this lane's dims lane, lane + 32, ...) += sum over the tile's rows j of w_j * tile[j],
+// w_j being lane j's `w`.
+template <class T> __device__ void add_weighted_rows(T (&acc)[kMaxChunks], T w, const T* tile, int64_t D, int lane) {
+  for (int j = 0; j < kKeys; ++j) {
+    T wj = __shfl_sync(0xffffffffu, w, j);
+    for (int c = 0; c < kMaxChunks; ++c) {
+      int64_t col = lane + 32 * c;
+      if (col < D) acc[c] += wj * tile[j * (D + 1) + col];
+    }
+  }
+}
+
 template <class T> __device__ T dot_shared(const T* a, const T* b, int64_t D) {
   T s = 0;
   for (int64_t c = 0; c < D; ++c) s += a[c] * b[c];
@@ -105,13 +117,7 @@ __global__ void attention_forward_kernel(const T* q, const T* k, const T* v, T* 
       T p = vis ? exp(score - m_new) : T(0), corr = exp(m[r] - m_new);
       l[r] = l[r] * corr + warp_sum(p);
       for (int c = 0; c < kMaxChunks; ++c) acc[r][c] *= corr;
-      for (int j = 0; j < kKeys; ++j) {
-        T pj = __shfl_sync(0xffffffffu, p, j);
-        for (int c = 0; c < kMaxChunks; ++c) {
-          int64_t col = lane + 32 * c;
-          if (col < d.D) acc[r][c] += pj * Vs[j * Dp + col];
-        }
-      }
+      add_weighted_rows(acc[r], p, Vs, d.D, lane);
       m[r] = m_new;
     }
   }
@@ -165,13 +171,7 @@ __global__ void attention_dq_kernel(const T* q, const T* k, const T* v, const T*
         T p = exp(scale * dot_shared(Qs + row * Dp, Ks + lane * Dp, d.D) - lse[bh * d.T + t]);
         ds = p * (dot_shared(Gs + row * Dp, Vs + lane * Dp, d.D) - delta[bh * d.T + t]);
       }
-      for (int j = 0; j < kKeys; ++j) {
-        T dj = __shfl_sync(0xffffffffu, ds, j);
-        for (int c = 0; c < kMaxChunks; ++c) {
-          int64_t col = lane + 32 * c;
-          if (col < d.D) acc[r][c] += dj * Ks[j * Dp + col];
-        }
-      }
+      add_weighted_rows(acc[r], ds, Ks, d.D, lane);
     }
   }
   for (int r = 0; r < kRowsPerWarp; ++r) {
