@@ -36,6 +36,74 @@ double group_value(const Columns& c, const int64_t* ch, NMPattern pat) {
   return total;
 }
 
+// What every group keeps if the channel in one of its slots is replaced by another channel
+// x, in O(1) per row instead of a re-sort. In a row where the group keeps the sum K, with
+// t its smallest kept score and u its largest dropped one:
+//   slot kept:    K - s_slot + max(x, u) = (K - s_slot + u) + max(x - u, 0)
+//   slot dropped: K + max(x - t, 0)
+// so value = rest[slot] + sum_o max(x[o] - thr[slot][o], 0), slots numbered g * M + a.
+// This turns the searches' inner loop into a streaming hinge sum over two columns.
+struct SlotValues {
+  int64_t O, M;
+  std::vector<double> rest;  // (G * M)
+  std::vector<float> thr;    // (G * M, O)
+
+  SlotValues(const Columns& c, int64_t G, int64_t M)
+      : O(c.O), M(M), rest(static_cast<size_t>(G * M)), thr(static_cast<size_t>(G * M * c.O)) {}
+  const float* threshold(int64_t slot) const { return thr.data() + slot * O; }
+
+  void update(const Columns& c, const int64_t* ch, int64_t g, NMPattern pat) {
+    float v[64];
+    int64_t order[64];
+    double rest_g[64] = {};
+    for (int64_t o = 0; o < O; ++o) {
+      for (int64_t k = 0; k < M; ++k) {
+        v[k] = c[ch[k]][o];
+        order[k] = k;
+      }
+      std::partial_sort(order, order + pat.n + 1, order + M, [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+      double K = 0;
+      for (int64_t k = 0; k < pat.n; ++k) K += v[order[k]];
+      float t = v[order[pat.n - 1]], u = v[order[pat.n]];
+      for (int64_t k = 0; k < M; ++k) {
+        rest_g[k] += K;
+        thr[size_t((g * M + k) * O + o)] = t;
+      }
+      for (int64_t k = 0; k < pat.n; ++k) {
+        rest_g[order[k]] += double(u) - double(v[order[k]]);
+        thr[size_t((g * M + order[k]) * O + o)] = u;
+      }
+    }
+    for (int64_t k = 0; k < M; ++k) rest[size_t(g * M + k)] = rest_g[k];
+  }
+};
+
+// h[i * nt + j] = sum_o max(x_i[o] - t_j[o], 0), in tiles of 4 x columns by 16 t columns
+// so both stay in cache while every pair of them is summed.
+void hinge_sums(const float* const* x, int64_t nx, const float* const* t, int64_t nt, int64_t O, double* h) {
+  constexpr int64_t kTile = 16;
+  for (int64_t j0 = 0; j0 < nt; j0 += kTile)
+    for (int64_t i0 = 0; i0 < nx; i0 += 4) {
+      const float* xs[4];
+      int64_t w = std::min<int64_t>(4, nx - i0);
+      for (int64_t k = 0; k < 4; ++k) xs[k] = x[i0 + std::min(k, w - 1)];
+      for (int64_t j = j0; j < std::min(nt, j0 + kTile); ++j) {
+        const float* tj = t[j];
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+        for (int64_t o = 0; o < O; ++o) {
+          double tv = tj[o];
+          a0 += std::max(double(xs[0][o]) - tv, 0.0);
+          a1 += std::max(double(xs[1][o]) - tv, 0.0);
+          a2 += std::max(double(xs[2][o]) - tv, 0.0);
+          a3 += std::max(double(xs[3][o]) - tv, 0.0);
+        }
+        double a[4] = {a0, a1, a2, a3};
+        for (int64_t k = 0; k < w; ++k) h[(i0 + k) * nt + j] = a[k];
+      }
+    }
+}
+
 void check(const Tensor& s, NMPattern pat, const char* what) {
   NMPERM_CHECK(s.ndim() == 2, "{}: scores must be (out, in), got {}", what, describe(s));
   pat.check_fits(s.shape(1), what);
@@ -63,12 +131,18 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
   int64_t I = c.I, G = I / pat.m, M = pat.m;
   Perm p = identity_perm(I), best = p;
   std::vector<double> val(static_cast<size_t>(G));
-  for (int64_t g = 0; g < G; ++g) val[size_t(g)] = group_value(c, p.data() + g * M, pat);
+  SlotValues slots(c, G, M);
+  auto refresh = [&](int64_t g) {  // exact value and slot values of a group whose channels changed
+    val[size_t(g)] = group_value(c, p.data() + g * M, pat);
+    slots.update(c, p.data() + g * M, g, pat);
+  };
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t g = 0; g < G; ++g) refresh(g);
   double cur = std::accumulate(val.begin(), val.end(), 0.0), best_total = cur;
   Generator gen(opt.seed);
   int64_t escapes = 0;
   struct Move {
-    double gain, v1, v2;
+    double gain;
     int64_t i, j;  // positions swapped
   };
   for (int64_t sweep = 0; sweep < opt.max_sweeps * (opt.escapes + 1); ++sweep) {
@@ -92,19 +166,28 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
 #pragma omp parallel
     {
       std::vector<Move> local;
-      std::vector<int64_t> gi(static_cast<size_t>(M)), gj(static_cast<size_t>(M));
+      std::vector<const float*> x1(size_t(M), nullptr), x2(size_t(M), nullptr), t1(size_t(M), nullptr),
+          t2(size_t(M), nullptr);
+      std::vector<double> into1(size_t(M * M)), into2(size_t(M * M));
 #pragma omp for schedule(dynamic) nowait
       for (size_t k = 0; k < pairs.size(); ++k) {
         auto [g1, g2] = pairs[k];
-        Move best_move{eps, 0, 0, -1, -1};
+        for (int64_t a = 0; a < M; ++a) {
+          x1[size_t(a)] = c[p[size_t(g1 * M + a)]];
+          x2[size_t(a)] = c[p[size_t(g2 * M + a)]];
+          t1[size_t(a)] = slots.threshold(g1 * M + a);
+          t2[size_t(a)] = slots.threshold(g2 * M + a);
+        }
+        hinge_sums(x2.data(), M, t1.data(), M, c.O, into1.data());  // [b * M + a]: g2's b into g1's slot a
+        hinge_sums(x1.data(), M, t2.data(), M, c.O, into2.data());  // [a * M + b]: g1's a into g2's slot b
+        Move best_move{eps, -1, -1};
+        double before = val[size_t(g1)] + val[size_t(g2)];
         for (int64_t a = 0; a < M; ++a)
           for (int64_t b = 0; b < M; ++b) {
-            std::copy(p.begin() + g1 * M, p.begin() + (g1 + 1) * M, gi.begin());
-            std::copy(p.begin() + g2 * M, p.begin() + (g2 + 1) * M, gj.begin());
-            std::swap(gi[size_t(a)], gj[size_t(b)]);
-            double v1 = group_value(c, gi.data(), pat), v2 = group_value(c, gj.data(), pat);
-            double d = v1 + v2 - val[size_t(g1)] - val[size_t(g2)];
-            if (d > best_move.gain) best_move = {d, v1, v2, g1 * M + a, g2 * M + b};
+            double v1 = slots.rest[size_t(g1 * M + a)] + into1[size_t(b * M + a)];
+            double v2 = slots.rest[size_t(g2 * M + b)] + into2[size_t(a * M + b)];
+            double d = v1 + v2 - before;
+            if (d > best_move.gain) best_move = {d, g1 * M + a, g2 * M + b};
           }
         if (best_move.i >= 0) local.push_back(best_move);
       }
@@ -116,31 +199,32 @@ Perm channel_swap(const Tensor& scores, NMPattern pat, const SearchOptions& opt)
       return x.gain != y.gain ? x.gain > y.gain : (x.i != y.i ? x.i < y.i : x.j < y.j);
     });
     std::vector<char> touched(static_cast<size_t>(G), 0);
-    int64_t applied = 0;
-    double before = cur;
+    std::vector<int64_t> changed;
     for (const Move& mv : moves) {
       int64_t g1 = mv.i / M, g2 = mv.j / M;
       if (touched[size_t(g1)] || touched[size_t(g2)]) continue;
       touched[size_t(g1)] = touched[size_t(g2)] = 1;
       std::swap(p[size_t(mv.i)], p[size_t(mv.j)]);
-      val[size_t(g1)] = mv.v1;
-      val[size_t(g2)] = mv.v2;
-      cur += mv.gain;
-      ++applied;
+      changed.push_back(g1);
+      changed.push_back(g2);
     }
+#pragma omp parallel for schedule(dynamic)
+    for (size_t k = 0; k < changed.size(); ++k) refresh(changed[k]);
+    double before = cur;
+    cur = std::accumulate(val.begin(), val.end(), 0.0);
     if (cur > best_total) {
       best_total = cur;
       best = p;
     }
     // A sweep gaining less than 1e-5 of the total counts as a local optimum: on wide
     // layers some window always finds a tiny gain, and those sweeps cost as much as any.
-    if (applied > 0 && cur - before > 1e-5 * std::abs(before)) continue;
+    if (!changed.empty() && cur - before > 1e-5 * std::abs(before)) continue;
     // Local optimum: escape with one random swap between groups, a bounded number of times.
     if (escapes++ >= opt.escapes || G < 2) break;
     int64_t i = gen.randint(I), j = gen.randint(I);
     if (i / M == j / M) j = (j + M) % I;
     std::swap(p[size_t(i)], p[size_t(j)]);
-    for (int64_t g : {i / M, j / M}) val[size_t(g)] = group_value(c, p.data() + g * M, pat);
+    for (int64_t g : {i / M, j / M}) refresh(g);
     cur = std::accumulate(val.begin(), val.end(), 0.0);
   }
   return best;
@@ -159,26 +243,37 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
   Perm p(static_cast<size_t>(I));
   for (int64_t k = 0; k < I; ++k) p[size_t((k % G) * M + k / G)] = order[size_t(k)];
   auto value = [&](const Perm& q) {
-    double v = 0;
-    for (int64_t g = 0; g < G; ++g) v += group_value(c, q.data() + g * M, pat);
-    return v;
+    std::vector<double> v(static_cast<size_t>(G));
+#pragma omp parallel for schedule(static)
+    for (int64_t g = 0; g < G; ++g) v[size_t(g)] = group_value(c, q.data() + g * M, pat);
+    return std::accumulate(v.begin(), v.end(), 0.0);  // in group order, for any thread count
   };
   double cur = value(p);
+  SlotValues slots(c, G, M);
   // Per-position assignment: the channels at slot m of every group are re-dealt to the
   // groups by a maximum-weight assignment, the other slots held fixed.
   for (int64_t round = 0; round < opt.max_sweeps; ++round) {
     bool improved = false;
     for (int64_t m = 0; m < M; ++m) {
-      std::vector<double> gainm(static_cast<size_t>(G * G));
 #pragma omp parallel for schedule(dynamic)
+      for (int64_t g = 0; g < G; ++g) slots.update(c, p.data() + g * M, g, pat);
+      std::vector<const float*> x(static_cast<size_t>(G)), t(static_cast<size_t>(G));
       for (int64_t g = 0; g < G; ++g) {
-        std::vector<int64_t> grp(p.begin() + g * M, p.begin() + (g + 1) * M);
-        for (int64_t k = 0; k < G; ++k) {  // channel now at slot m of group k, placed in group g
-          grp[size_t(m)] = p[size_t(k * M + m)];
-          gainm[size_t(k * G + g)] = group_value(c, grp.data(), pat);
-        }
+        x[size_t(g)] = c[p[size_t(g * M + m)]];
+        t[size_t(g)] = slots.threshold(g * M + m);
       }
-      std::vector<int64_t> to = linear_assignment(gainm.data(), G, true);  // channel row k -> group to[k]
+      // gain[k * G + g]: the value of group g with the channel now at slot m of group k
+      // in its slot m (the rows of 16 channels at a time share one pass over the thresholds).
+      std::vector<double> gain(static_cast<size_t>(G * G));
+      constexpr int64_t kRows = 16;
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t k0 = 0; k0 < G; k0 += kRows) {
+        int64_t rows = std::min(kRows, G - k0);
+        hinge_sums(x.data() + k0, rows, t.data(), G, c.O, gain.data() + k0 * G);
+        for (int64_t k = k0; k < k0 + rows; ++k)
+          for (int64_t g = 0; g < G; ++g) gain[size_t(k * G + g)] += slots.rest[size_t(g * M + m)];
+      }
+      std::vector<int64_t> to = linear_assignment(gain.data(), G, true);  // channel row k -> group to[k]
       Perm q = p;
       for (int64_t k = 0; k < G; ++k) q[size_t(to[size_t(k)] * M + m)] = p[size_t(k * M + m)];
       double v = value(q);

@@ -1,6 +1,7 @@
 // Assignment solver optimality (brute force for n <= 8, SciPy fixtures for ties and
 // adversarial costs), N:M masks and importance scores.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "core/safetensors.h"
@@ -227,6 +228,80 @@ TEST(Baselines, ChannelSwapIsOptimalOnASmallCase) {
   do best = std::max(best, kept_fraction(s, p, pat));
   while (std::next_permutation(p.begin(), p.end()));
   EXPECT_NEAR(kept_fraction(s, channel_swap(s, pat, {}), pat), best, 1e-6);
+}
+
+// Scores with ties (small integers) or without, for the search tests below.
+Tensor search_scores(int64_t rows, int64_t cols, bool ties, uint64_t seed) {
+  Generator g(seed);
+  Tensor s = abs(mul(randn({rows, cols}, g), mul(abs(randn({1, cols}, g)), 3.0)));
+  if (!ties) return s;
+  std::vector<float> v = s.to_vector<float>();
+  for (float& x : v) x = std::floor(x);
+  return from_vector(v, {rows, cols});
+}
+
+// Kept score of one group of channels, straight from the definition.
+double group_kept(const Tensor& s, const std::vector<int64_t>& ch, NMPattern pat) {
+  double total = 0;
+  for (int64_t o = 0; o < s.shape(0); ++o) {
+    std::vector<float> v;
+    for (int64_t c : ch) v.push_back(s.data<float>()[o * s.shape(1) + c]);
+    std::sort(v.begin(), v.end(), std::greater<float>());
+    for (int64_t k = 0; k < pat.n; ++k) total += v[size_t(k)];
+  }
+  return total;
+}
+
+// Channel swap stops at a local optimum: no single swap between two groups gains more than
+// its stopping threshold, for every N:M shape and with tied scores. The search evaluates
+// swaps incrementally; this checks it against the definition.
+TEST(Baselines, ChannelSwapEndsAtALocalOptimum) {
+  for (NMPattern pat : {NMPattern{1, 4}, NMPattern{2, 4}, NMPattern{3, 4}, NMPattern{2, 8}, NMPattern{6, 8}})
+    for (bool ties : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << pat.n << ":" << pat.m << (ties ? " tied" : ""));
+      int64_t I = pat.m * 6;
+      Tensor s = search_scores(9, I, ties, uint64_t(pat.n * 10 + pat.m));
+      Perm p = channel_swap(s, pat, {.escapes = 3, .window = 0});
+      ASSERT_TRUE(is_perm_of(p, I));
+      double total = kept_fraction(s, p, pat) * sum(s).item();
+      for (int64_t i = 0; i < I; ++i)
+        for (int64_t j = i + 1; j < I; ++j) {
+          if (i / pat.m == j / pat.m) continue;
+          Perm q = p;
+          std::swap(q[size_t(i)], q[size_t(j)]);
+          double swapped = kept_fraction(s, q, pat) * sum(s).item();
+          EXPECT_LE(swapped, total + 1e-5 * total + 1e-9) << "swap " << i << " <-> " << j;
+        }
+    }
+}
+
+// RIA ends with every slot optimally dealt: re-solving any slot's assignment with gains
+// computed from the definition finds nothing better.
+TEST(Baselines, RiaEndsWithEverySlotOptimallyDealt) {
+  for (NMPattern pat : {NMPattern{2, 4}, NMPattern{1, 4}, NMPattern{3, 8}})
+    for (bool ties : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << pat.n << ":" << pat.m << (ties ? " tied" : ""));
+      int64_t G = 7, M = pat.m;
+      Tensor s = search_scores(11, G * M, ties, uint64_t(pat.n * 100 + pat.m));
+      Perm p = ria_permutation(s, pat, {});
+      ASSERT_TRUE(is_perm_of(p, G * M));
+      for (int64_t m = 0; m < M; ++m) {
+        std::vector<double> gain(size_t(G * G));
+        double now = 0;
+        for (int64_t g = 0; g < G; ++g) {
+          std::vector<int64_t> grp(p.begin() + g * M, p.begin() + (g + 1) * M);
+          now += group_kept(s, grp, pat);
+          for (int64_t k = 0; k < G; ++k) {
+            grp[size_t(m)] = p[size_t(k * M + m)];
+            gain[size_t(k * G + g)] = group_kept(s, grp, pat);
+          }
+        }
+        std::vector<int64_t> to = linear_assignment(gain.data(), G, true);
+        double best = 0;
+        for (int64_t k = 0; k < G; ++k) best += gain[size_t(k * G + to[size_t(k)])];
+        EXPECT_LE(best, now + 1e-9 * now) << "slot " << m;
+      }
+    }
 }
 
 }  // namespace
