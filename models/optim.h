@@ -7,17 +7,29 @@
 namespace nmperm {
 
 // AdamW with decoupled weight decay. Parameters whose gradient is undefined are skipped
-// that step. State (m, v, step) is public so checkpoints can save and restore it.
+// that step. The moments of all parameters of one device and dtype live in one flat
+// buffer, and a step updates all of them in one fused pass (one kernel launch on the GPU).
+// State (m, v, step) is public so checkpoints can save and restore it.
 struct AdamW {
   std::vector<Tensor> params;
   kernels::AdamWParams hp;
   std::vector<double> decay;  // per-parameter weight decay (defaults to hp.weight_decay)
-  std::vector<Tensor> m, v;
+  std::vector<Tensor> m, v;   // per-parameter views of the flat buffers
   int64_t step_count = 0;
 
   AdamW(std::vector<Tensor> params, kernels::AdamWParams hp);
   void step();
   void zero_grad();
+
+ private:
+  struct Flat {  // the parameters of one device and dtype
+    Device device;
+    DType dtype;
+    Tensor m, v;
+    std::vector<size_t> members;
+    std::vector<int64_t> offsets;
+  };
+  std::vector<Flat> flats_;
 };
 
 // Scales all gradients so their global L2 norm is at most max_norm; returns the norm

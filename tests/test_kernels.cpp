@@ -84,6 +84,54 @@ TEST(Kernels, AdamWFollowsItsFormula) {
   EXPECT_TRUE(all_close(p.detach(), from_vector(pv, {2}), 1e-12, 1e-10));
 }
 
+// The optimizer updates all parameters in one fused pass over flat moment buffers: the
+// result equals the one-parameter kernel run on each, bit for bit, with per-parameter
+// decay, a parameter without gradient (untouched), a transposed gradient and a parameter
+// spanning several chunks; the moments are views of one buffer.
+TEST(Kernels, FusedAdamWEqualsOneParameterAtATime) {
+  Generator gen(12);
+  std::vector<Shape> shapes{{1}, {7}, {33, 3}, {1000}, {150, 250}};
+  std::vector<Tensor> params, refs, rm, rv;
+  for (const Shape& s : shapes) {
+    params.push_back(randn(s, gen).set_requires_grad());
+    refs.push_back(params.back().detach().clone());
+    rm.push_back(zeros(s));
+    rv.push_back(zeros(s));
+  }
+  kernels::AdamWParams hp{.lr = 0.05, .weight_decay = 0.1};
+  AdamW opt(params, hp);
+  opt.decay[1] = 0.0;
+  EXPECT_EQ(opt.m[0].storage(), opt.m[4].storage());
+  for (int64_t step = 1; step <= 3; ++step) {
+    opt.zero_grad();
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (i == 2) continue;  // no gradient: skipped
+      Tensor g = i == 4 ? transpose(randn({250, 150}, gen), 0, 1) : randn(shapes[i], gen);
+      params[i].set_grad(g);
+      kernels::AdamWParams h = hp;
+      h.weight_decay = opt.decay[i];
+      kernels::adamw(refs[i], g, rm[i], rv[i], h, step);
+    }
+    opt.step();
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(params[i].detach().to_vector<float>(), refs[i].to_vector<float>()) << "param " << i;
+    EXPECT_EQ(opt.m[i].to_vector<float>(), rm[i].to_vector<float>()) << "m " << i;
+    EXPECT_EQ(opt.v[i].to_vector<float>(), rv[i].to_vector<float>()) << "v " << i;
+  }
+  EXPECT_EQ(opt.m[2].to_vector<float>(), std::vector<float>(99, 0.0f));
+  std::vector<Tensor> grads;
+  double by_hand = 0;
+  for (size_t i : {0, 1, 3, 4}) {
+    grads.push_back(params[i].grad());
+    by_hand += kernels::sum_squares(params[i].grad());
+  }
+  EXPECT_NEAR(kernels::sum_squares(grads), by_hand, 1e-12 * by_hand);
+  Tensor small = zeros({3}), wrong = zeros({4});
+  EXPECT_THROW_MSG(kernels::adamw({{small, small, 2, 0.0}}, wrong, wrong, hp, 1), "fall outside the flat buffer");
+  EXPECT_THROW_MSG(kernels::adamw({{small, wrong, 0, 0.0}}, wrong, wrong, hp, 1), "must match");
+}
+
 TEST(Kernels, ClipGradNormScalesToTheLimit) {
   Tensor a = zeros({2}, DType::F64).set_requires_grad(), b = zeros({1}, DType::F64).set_requires_grad();
   a.set_grad(from_vector<double>({3, 0}, {2}));

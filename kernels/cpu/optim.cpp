@@ -3,57 +3,103 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/cpu/chunks.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/dispatch.h"
 
 namespace nmperm::kernels {
 
-void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
-  NMPERM_ROUTE_CUDA(param, adamw(param, grad, m, v, p, step));
-  require_cpu("adamw", param, grad, m, v);
-  NMPERM_CHECK(param.is_contiguous() && grad.shape() == param.shape() && m.shape() == param.shape() &&
-                   v.shape() == param.shape(),
-               "adamw: param {} grad {} m {} v {} must match and be contiguous", describe(param), describe(grad),
+namespace {
+
+constexpr int64_t kChunk = 16384;
+
+void check_adamw(const std::vector<AdamWSlot>& slots, const Tensor& m, const Tensor& v, int64_t step) {
+  NMPERM_CHECK(m.defined() && v.defined() && m.is_contiguous() && v.is_contiguous() && m.numel() == v.numel() &&
+                   m.dtype() == v.dtype() && m.device() == v.device(),
+               "adamw: the moments m {} and v {} must be contiguous buffers of one size, dtype and device",
                describe(m), describe(v));
   NMPERM_CHECK(step >= 1, "adamw: step counts from 1, got {}", step);
-  dispatch_float(param.dtype(), [&]<class T>() {
-    Tensor gc = grad.contiguous();
-    T *pp = param.data<T>(), *mp = m.data<T>(), *vp = v.data<T>();
-    const T* gp = gc.data<T>();
-    T lr = T(p.lr), b1 = T(p.beta1), b2 = T(p.beta2), eps = T(p.eps), decay = T(1.0 - p.lr * p.weight_decay);
+  for (const AdamWSlot& s : slots) {
+    NMPERM_CHECK(s.param.defined() && s.grad.defined() && s.param.is_contiguous() && s.grad.shape() == s.param.shape() &&
+                     s.param.dtype() == m.dtype() && s.grad.dtype() == m.dtype() && s.param.device() == m.device() &&
+                     s.grad.device() == m.device(),
+                 "adamw: param {} and grad {} must match each other and the moments {} (param contiguous)",
+                 describe(s.param), describe(s.grad), describe(m));
+    NMPERM_CHECK(s.offset >= 0 && s.offset + s.param.numel() <= m.numel(),
+                 "adamw: moments [{}, {}) of param {} fall outside the flat buffer of {}", s.offset,
+                 s.offset + s.param.numel(), describe(s.param), m.numel());
+  }
+}
+
+}  // namespace
+
+std::vector<OptimChunk> optim_chunks(const std::vector<Tensor>& ts) {
+  std::vector<OptimChunk> chunks;
+  for (size_t i = 0; i < ts.size(); ++i)
+    for (int64_t b = 0; b < ts[i].numel(); b += kChunk)
+      chunks.push_back({int64_t(i), b, std::min(kChunk, ts[i].numel() - b)});
+  return chunks;
+}
+
+void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
+  check_adamw(slots, m, v, step);
+  if (slots.empty()) return;
+  NMPERM_ROUTE_CUDA(m, adamw(slots, m, v, p, step));
+  require_cpu("adamw", m, v);
+  dispatch_float(m.dtype(), [&]<class T>() {
+    std::vector<Tensor> grads;
+    for (const AdamWSlot& s : slots) grads.push_back(s.grad.contiguous());
+    std::vector<OptimChunk> chunks = optim_chunks(grads);
+    T b1 = T(p.beta1), b2 = T(p.beta2), eps = T(p.eps);
     T bc1 = T(1.0 - std::pow(p.beta1, double(step))), bc2 = T(1.0 - std::pow(p.beta2, double(step)));
-    T step_size = lr / bc1, inv_sqrt_bc2 = T(1) / std::sqrt(bc2);
-    int64_t n = param.numel();
-#pragma omp parallel for if (n > 32768) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      T g = gp[i];
-      mp[i] = b1 * mp[i] + (T(1) - b1) * g;
-      vp[i] = b2 * vp[i] + (T(1) - b2) * g * g;
-      pp[i] = pp[i] * decay - step_size * mp[i] / (std::sqrt(vp[i]) * inv_sqrt_bc2 + eps);
+    T step_size = T(p.lr) / bc1, inv_sqrt_bc2 = T(1) / std::sqrt(bc2);
+    T *mp = m.data<T>(), *vp = v.data<T>();
+#pragma omp parallel for schedule(static) if (chunks.size() > 2)
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const AdamWSlot& s = slots[size_t(chunks[c].tensor)];
+      int64_t b = chunks[c].begin, e = b + chunks[c].size;
+      T* pp = s.param.data<T>();
+      const T* gp = grads[size_t(chunks[c].tensor)].data<T>();
+      T *mi = mp + s.offset, *vi = vp + s.offset, decay = T(1.0 - p.lr * s.weight_decay);
+      for (int64_t i = b; i < e; ++i) {
+        T g = gp[i];
+        mi[i] = b1 * mi[i] + (T(1) - b1) * g;
+        vi[i] = b2 * vi[i] + (T(1) - b2) * g * g;
+        pp[i] = pp[i] * decay - step_size * mi[i] / (std::sqrt(vi[i]) * inv_sqrt_bc2 + eps);
+      }
     }
   });
 }
 
-double sum_squares(const Tensor& t) {
-  NMPERM_ROUTE_CUDA(t, sum_squares(t));
-  require_cpu("sum_squares", t);
-  return dispatch_float(t.dtype(), [&]<class T>() {
-    Tensor c = t.contiguous();
-    const T* p = c.data<T>();
-    int64_t n = c.numel();
-    RowChunks ch(n, 256, 4096);
-    std::vector<double> part(size_t(ch.count), 0.0);
-#pragma omp parallel for if (n > 32768) schedule(static)
-    for (int64_t t = 0; t < ch.count; ++t) {
+void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
+  NMPERM_CHECK(m.numel() == param.numel(), "adamw: moments {} for param {}", describe(m), describe(param));
+  adamw({AdamWSlot{param, grad, 0, p.weight_decay}}, m, v, p, step);
+}
+
+double sum_squares(const std::vector<Tensor>& ts) {
+  if (ts.empty()) return 0.0;
+  for (const Tensor& t : ts)
+    NMPERM_CHECK(t.defined() && t.device() == ts[0].device() && t.dtype() == ts[0].dtype(),
+                 "sum_squares: tensors must share one dtype and device, got {} and {}", describe(ts[0]), describe(t));
+  NMPERM_ROUTE_CUDA(ts[0], sum_squares(ts));
+  require_cpu("sum_squares", ts[0]);
+  return dispatch_float(ts[0].dtype(), [&]<class T>() {
+    std::vector<Tensor> cs;
+    for (const Tensor& t : ts) cs.push_back(t.contiguous());
+    std::vector<OptimChunk> chunks = optim_chunks(cs);
+    std::vector<double> part(chunks.size(), 0.0);
+#pragma omp parallel for schedule(static) if (chunks.size() > 2)
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const T* x = cs[size_t(chunks[c].tensor)].data<T>() + chunks[c].begin;
       double s = 0;
-      for (int64_t i = ch.begin(t); i < ch.end(t, n); ++i) s += double(p[i]) * double(p[i]);
-      part[size_t(t)] = s;
+      for (int64_t i = 0; i < chunks[c].size; ++i) s += double(x[i]) * double(x[i]);
+      part[c] = s;
     }
     double s = 0;
     for (double x : part) s += x;  // in chunk order: the same for any thread count
     return s;
   });
 }
+
+double sum_squares(const Tensor& t) { return sum_squares(std::vector<Tensor>{t}); }
 
 }  // namespace nmperm::kernels

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -97,6 +98,16 @@ template <class A> __device__ A block_max(A v) {
   __syncthreads();
   A t = lane < warps ? warp_part[lane] : v;
   for (int o = 16; o > 0; o >>= 1) t = max(t, __shfl_xor_sync(0xffffffffu, t, o));
+  return t;
+}
+
+// A host array copied into a new device buffer (plain structs: kernel tables, lookup
+// tables); the returned tensor keeps it alive. The copy is ordered before later launches.
+template <class T> Tensor upload(const std::vector<T>& host) {
+  int64_t words = int64_t((host.size() * sizeof(T) + 7) / 8);
+  Tensor t = Tensor::empty({std::max<int64_t>(words, 1)}, DType::I64, Device::CUDA);
+  if (!host.empty())
+    NMPERM_CUDA_CHECK(cudaMemcpy(t.raw_data(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   return t;
 }
 

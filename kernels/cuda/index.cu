@@ -88,9 +88,7 @@ template <class I> Tensor positions_by_value(const I* idx, int64_t n, int64_t D)
   for (int64_t d = 0; d < D; ++d) csr[size_t(d + 1)] += csr[size_t(d)];
   std::vector<int64_t> next(csr.begin(), csr.begin() + D);
   for (int64_t i = 0; i < n; ++i) csr[size_t(D + 1 + next[size_t(h[size_t(i)])]++)] = i;
-  Tensor t = Tensor::empty({D + 1 + n}, DType::I64, Device::CUDA);
-  NMPERM_CUDA_CHECK(cudaMemcpy(t.data<int64_t>(), csr.data(), csr.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
-  return t;
+  return upload(csr);
 }
 
 template <class T, class I>

@@ -58,8 +58,8 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
 void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tensor& col_norm, const Tensor& dp,
                        Tensor& dlogits);
 
-void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step);
-double sum_squares(const Tensor& t);
+void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step);
+double sum_squares(const std::vector<Tensor>& ts);
 
 }  // namespace nmperm::kernels::cuda
 

@@ -1,6 +1,7 @@
-// CUDA AdamW (one fused kernel per parameter tensor: moments, bias correction, decoupled
-// decay and the update in one pass) and the sum of squares behind global-norm clipping,
-// reduced in a fixed two-stage order so it is the same run to run.
+// CUDA AdamW, one fused launch for every parameter (moments, bias correction, decoupled
+// decay and the update in one pass over a table of chunks), and the sum of squares behind
+// global-norm clipping over many tensors, reduced in a fixed two-stage order so it is the
+// same run to run.
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -10,70 +11,103 @@ namespace nmperm::kernels::cuda {
 
 namespace {
 
+// One chunk of one parameter, pointers already at the chunk's first element.
+template <class T> struct AdamWChunk {
+  T* p;
+  const T* g;
+  T* m;
+  T* v;
+  int64_t n;
+  T decay;
+};
+
+// One block per chunk: every parameter of the model in one launch.
 template <class T>
-__global__ void adamw_kernel(T* p, const T* g, T* m, T* v, int64_t n, T b1, T b2, T eps, T decay, T step_size,
-                             T inv_sqrt_bc2) {
-  NMPERM_GRID_STRIDE(i, n) {
-    T gi = g[i];
-    T mi = b1 * m[i] + (T(1) - b1) * gi;
-    T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (sqrt(vi) * inv_sqrt_bc2 + eps);
+__global__ void adamw_kernel(const AdamWChunk<T>* chunks, T b1, T b2, T eps, T step_size, T inv_sqrt_bc2) {
+  const AdamWChunk<T> c = chunks[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) {
+    T gi = c.g[i];
+    T mi = b1 * c.m[i] + (T(1) - b1) * gi;
+    T vi = b2 * c.v[i] + (T(1) - b2) * gi * gi;
+    c.m[i] = mi;
+    c.v[i] = vi;
+    c.p[i] = c.p[i] * c.decay - step_size * mi / (sqrt(vi) * inv_sqrt_bc2 + eps);
   }
 }
 
-constexpr int kPartials = 1024;  // fixed block count: the partial sums always split the same way
+template <class T> struct SquaresChunk {
+  const T* x;
+  int64_t n;
+};
 
-template <class T> __global__ void sum_squares_partial(const T* x, int64_t n, double* part) {
+// One partial per chunk, then one block sums the partials in order: the same chunks and
+// the same order on every run.
+template <class T> __global__ void sum_squares_partial(const SquaresChunk<T>* chunks, double* part) {
+  const SquaresChunk<T> c = chunks[blockIdx.x];
   double s = 0;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    s += double(x[i]) * double(x[i]);
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) s += double(c.x[i]) * double(c.x[i]);
   s = block_sum(s);
   if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
-__global__ void sum_partials(const double* part, int n, double* out) {
+__global__ void sum_partials(const double* part, int64_t n, double* out) {
   double s = 0;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += part[i];
   s = block_sum(s);
   if (threadIdx.x == 0) *out = s;
 }
 
 }  // namespace
 
-void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
-  require_cuda("adamw", param, grad, m, v);
-  NMPERM_CHECK(param.is_contiguous() && grad.is_contiguous() && m.is_contiguous() && v.is_contiguous() &&
-                   grad.shape() == param.shape() && m.shape() == param.shape() && v.shape() == param.shape(),
-               "adamw: param {} grad {} m {} v {} must match and be contiguous", describe(param), describe(grad),
-               describe(m), describe(v));
-  NMPERM_CHECK(step >= 1, "adamw: step counts from 1, got {}", step);
-  int64_t n = param.numel();
-  if (n == 0) return;
-  on_float(param.dtype(), [&](auto T_tag) {
+void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const AdamWParams& hp, int64_t step) {
+  require_cuda("adamw", m, v);
+  std::vector<Tensor> grads;
+  for (const AdamWSlot& s : slots) {
+    require_cuda("adamw", s.param, s.grad);
+    grads.push_back(s.grad.contiguous());  // alive until the launch is queued; the stream orders reuse
+  }
+  std::vector<OptimChunk> chunks = optim_chunks(grads);
+  if (chunks.empty()) return;
+  on_float(m.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    T bc1 = T(1.0 - std::pow(p.beta1, double(step))), bc2 = T(1.0 - std::pow(p.beta2, double(step)));
-    adamw_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-        param.data<T>(), grad.data<T>(), m.data<T>(), v.data<T>(), n, T(p.beta1), T(p.beta2), T(p.eps),
-        T(1.0 - p.lr * p.weight_decay), T(p.lr) / bc1, T(1) / std::sqrt(bc2));
+    std::vector<AdamWChunk<T>> table;
+    for (const OptimChunk& c : chunks) {
+      const AdamWSlot& s = slots[size_t(c.tensor)];
+      int64_t at = s.offset + c.begin;
+      table.push_back({s.param.data<T>() + c.begin, grads[size_t(c.tensor)].data<T>() + c.begin, m.data<T>() + at,
+                       v.data<T>() + at, c.size, T(1.0 - hp.lr * s.weight_decay)});
+    }
+    Tensor dev = upload(table);
+    T bc1 = T(1.0 - std::pow(hp.beta1, double(step))), bc2 = T(1.0 - std::pow(hp.beta2, double(step)));
+    adamw_kernel<T><<<unsigned(table.size()), kThreads, 0, stream()>>>(
+        static_cast<const AdamWChunk<T>*>(dev.raw_data()), T(hp.beta1), T(hp.beta2), T(hp.eps), T(hp.lr) / bc1,
+        T(1) / std::sqrt(bc2));
   });
   check_launch("adamw");
 }
 
-double sum_squares(const Tensor& t) {
-  require_cuda("sum_squares", t);
-  Tensor c = t.contiguous();
-  Tensor part = Tensor::empty({kPartials + 1}, DType::F64, Device::CUDA);
+double sum_squares(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> cs;
+  for (const Tensor& t : ts) {
+    require_cuda("sum_squares", t);
+    cs.push_back(t.contiguous());
+  }
+  std::vector<OptimChunk> chunks = optim_chunks(cs);
+  if (chunks.empty()) return 0.0;
+  int64_t n = int64_t(chunks.size());
+  Tensor part = Tensor::empty({n + 1}, DType::F64, Device::CUDA);
   double* pp = part.data<double>();
-  on_float(c.dtype(), [&](auto T_tag) {
+  on_float(cs[0].dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    sum_squares_partial<T><<<kPartials, kThreads, 0, stream()>>>(c.data<T>(), c.numel(), pp);
+    std::vector<SquaresChunk<T>> table;
+    for (const OptimChunk& c : chunks) table.push_back({cs[size_t(c.tensor)].data<T>() + c.begin, c.size});
+    Tensor dev = upload(table);
+    sum_squares_partial<T><<<unsigned(n), kThreads, 0, stream()>>>(static_cast<const SquaresChunk<T>*>(dev.raw_data()), pp);
   });
-  sum_partials<<<1, 1024, 0, stream()>>>(pp, kPartials, pp + kPartials);
+  sum_partials<<<1, 1024, 0, stream()>>>(pp, n, pp + n);
   check_launch("sum_squares");
   double out = 0;
-  NMPERM_CUDA_CHECK(cudaMemcpy(&out, pp + kPartials, sizeof out, cudaMemcpyDeviceToHost));
+  NMPERM_CUDA_CHECK(cudaMemcpy(&out, pp + n, sizeof out, cudaMemcpyDeviceToHost));
   return out;
 }
 

@@ -44,10 +44,10 @@ void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeSt
         table[size_t(t * half + i)] = F(std::cos(a));
         table[size_t(T * half + t * half + i)] = F(inverse ? -std::sin(a) : std::sin(a));
       }
-    Tensor dev = Tensor::empty({int64_t(table.size())}, x.dtype(), Device::CUDA);
-    NMPERM_CUDA_CHECK(cudaMemcpy(dev.data<F>(), table.data(), table.size() * sizeof(F), cudaMemcpyHostToDevice));
-    rope_kernel<F><<<grid_for(pairs), kThreads, 0, stream()>>>(x.data<F>(), out.data<F>(), dev.data<F>(),
-                                                                dev.data<F>() + T * half, pairs, T, half,
+    Tensor dev = upload(table);
+    const F* cos_sin = static_cast<const F*>(dev.raw_data());
+    rope_kernel<F><<<grid_for(pairs), kThreads, 0, stream()>>>(x.data<F>(), out.data<F>(), cos_sin,
+                                                                cos_sin + T * half, pairs, T, half,
                                                                 style == RopeStyle::Interleaved);
   });
   check_launch("rope");

@@ -22,6 +22,7 @@
 #include "kernels/sinkhorn.h"
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
+#include "models/optim.h"
 #include "tests/helpers.h"
 #include "tests/op_table.h"
 #include "tests/tiny_models.h"
@@ -232,6 +233,44 @@ TEST(CudaParity, AdamWStepsAndSumOfSquares) {
       EXPECT_NEAR(sum_squares(gp), sum_squares(p), 1e-9 * sum_squares(p)) << n;
       EXPECT_EQ(sum_squares(gp), sum_squares(gp));  // the same reduction order every time
     }
+}
+
+// The whole optimizer on both devices: one fused launch over parameters of every test
+// size (several chunks for the largest), per-parameter decay, one without gradient, a
+// transposed gradient; then the fused sum of squares over all gradients.
+TEST(CudaParity, FusedAdamWOverManyParameters) {
+  REQUIRE_GPU();
+  for (DType t : kTypes) {
+    std::vector<Tensor> cpu_params, gpu_params;
+    for (int64_t n : kSizes) {
+      cpu_params.push_back(input({n, 37}, t, 30 + uint64_t(n)).set_requires_grad());
+      gpu_params.push_back(gpu(cpu_params.back()).set_requires_grad());
+    }
+    AdamWParams hp{.lr = 1e-2, .weight_decay = 0.1};
+    AdamW on_cpu(cpu_params, hp), on_gpu(gpu_params, hp);
+    on_cpu.decay[0] = on_gpu.decay[0] = 0.0;
+    for (int64_t step = 1; step <= 4; ++step) {
+      for (size_t i = 0; i < std::size(kSizes); ++i) {
+        if (i == 1) continue;
+        Tensor g = transpose(input({37, kSizes[i]}, t, 200 + uint64_t(step * 10 + int64_t(i))), 0, 1);
+        cpu_params[i].set_grad(g);
+        gpu_params[i].set_grad(gpu(g));
+      }
+      on_cpu.step();
+      on_gpu.step();
+    }
+    std::vector<Tensor> cg, gg;
+    for (size_t i = 0; i < std::size(kSizes); ++i) {
+      EXPECT_TRUE(close(gpu_params[i], cpu_params[i], tol(t) * 10)) << "param n=" << kSizes[i];
+      EXPECT_TRUE(close(on_gpu.v[i], on_cpu.v[i], tol(t) * 10)) << "v n=" << kSizes[i];
+      if (i == 1) continue;
+      cg.push_back(cpu_params[i].grad());
+      gg.push_back(gpu_params[i].grad());
+    }
+    double ref = sum_squares(cg);
+    EXPECT_NEAR(sum_squares(gg), ref, 1e-9 * ref);
+    EXPECT_EQ(grad_norm(gpu_params), grad_norm(gpu_params));
+  }
 }
 
 // Indices in [0, limit), seeded, as i32 or i64.

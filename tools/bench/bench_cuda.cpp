@@ -20,6 +20,7 @@
 #include "kernels/optim.h"
 #include "kernels/reduce.h"
 #include "kernels/softmax.h"
+#include "models/optim.h"
 
 using namespace nmperm;
 using namespace nmperm::kernels;
@@ -92,6 +93,15 @@ int main(int argc, char** argv) {
   int64_t step = 0;
   report_bw("adamw", "16777216", 7 * f4 / 4, [&] { adamw(p, g, m, v, AdamWParams{}, ++step); });
   report_bw("sum_squares", "67108864", f4, [&] { sum_squares(x); });
+  // The optimizer over a model-like parameter list: one fused launch for 128 tensors.
+  std::vector<Tensor> many;
+  for (int i = 0; i < 64; ++i)
+    for (const Shape& s : {Shape{512, 512}, Shape{1024}}) {
+      many.push_back(dev(s).set_requires_grad());
+      many.back().set_grad(dev(s));
+    }
+  AdamW many_opt(many, AdamWParams{});
+  report_bw("adamw_many", "64x(512x512)+64x1024", 7.0 * 4 * 64 * (512 * 512 + 1024), [&] { many_opt.step(); });
   for (int64_t s : {1024, 4096, 8192}) {
     Tensor a = dev({1, s, s}, 0.01), b = dev({1, s, s}, 0.01), c = dev({1, s, s});
     std::string shape = std::to_string(s) + "^3";

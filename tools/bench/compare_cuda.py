@@ -33,6 +33,13 @@ def peers():
     p = torch.full((n // 4,), 0.5, device="cuda")
     p.grad = torch.full_like(p, 0.5)
     opt = torch.optim.AdamW([p], fused=True)
+    many = []
+    for _ in range(64):
+        for shape in ((512, 512), (1024,)):
+            t = torch.full(shape, 0.5, device="cuda")
+            t.grad = torch.full_like(t, 0.5)
+            many.append(t)
+    opt_many = torch.optim.AdamW(many, fused=True)
     out = {
         "gelu": lambda: torch.nn.functional.gelu(x),
         "add": lambda: x + y,
@@ -43,6 +50,7 @@ def peers():
         "layer_norm": lambda: torch.nn.functional.layer_norm(rows, (1024,), w, w, 1e-5),
         "layer_norm_backward": lambda: torch.autograd.grad(ln, rows_g, rows, retain_graph=True),
         "adamw": lambda: opt.step(),
+        "adamw_many": lambda: opt_many.step(),
         "sum_squares": lambda: (x * x).sum(),
     }
     for s in (1024, 4096, 8192):
