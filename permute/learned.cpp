@@ -147,8 +147,8 @@ Tensor permute_channels_ste(const Tensor& x, const Tensor& perm, const Tensor& s
                  "permute_channels_ste: soft must be (G, B, B) with G * B = {} channels of {}, got {}", n, describe(x),
                  describe(soft));
   check_blocks(perm, n, G);
-  Tensor p = perm.to(DType::I64).contiguous();
-  Tensor inv = perm_tensor(inverse_permutation(p.to_vector<int64_t>()));
+  Tensor p = perm.to(DType::I64).to(x.device()).contiguous();
+  Tensor inv = perm_tensor(inverse_permutation(p.to_vector<int64_t>())).to(x.device());
   Tensor out;
   {
     NoGradGuard ng;
@@ -169,7 +169,7 @@ Tensor straight_through(const Tensor& hard, const Tensor& soft) {
 
 Tensor smooth_l1(const Tensor& a, const Tensor& b) {
   Tensor d = abs(sub(a, b));
-  return mean(where(lt(d, ones({}, d.dtype())), mul(square(d), 0.5), add(d, -0.5)));
+  return mean(where(lt(d, ones({}, d.dtype(), d.device())), mul(square(d), 0.5), add(d, -0.5)));
 }
 
 Perm assignment_permutation(const Tensor& blocks, bool maximize) {
@@ -178,7 +178,7 @@ Perm assignment_permutation(const Tensor& blocks, bool maximize) {
   Tensor assign;
   {
     NoGradGuard ng;
-    assign = linear_assignment_batched(blocks.detach(), maximize);
+    assign = linear_assignment_batched(blocks.detach().to(Device::CPU), maximize);  // a host solver
   }
   const int64_t* a = assign.data<int64_t>();  // (G, B): row i (channel) -> column (position)
   int64_t G = blocks.shape(0), B = blocks.shape(1);

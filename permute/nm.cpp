@@ -5,6 +5,8 @@
 #include <numeric>
 #include <vector>
 
+#include "autograd/ops.h"
+
 namespace nmperm {
 
 Score parse_score(const std::string& name) {
@@ -38,6 +40,9 @@ void NMPattern::check_fits(int64_t in, const std::string& what) const {
 
 Tensor importance(const Tensor& weight, const Tensor& act_norms, Score score) {
   NMPERM_CHECK(weight.ndim() == 2, "importance: weight must be (out, in), got {}", describe(weight));
+  if (weight.device() != Device::CPU)  // once per site: computed on the host, in double, as for CPU weights
+    return importance(weight.to(Device::CPU), act_norms.defined() ? act_norms.to(Device::CPU) : act_norms, score)
+        .to(weight.device());
   int64_t O = weight.shape(0), I = weight.shape(1);
   Tensor w = weight.to(DType::F32).contiguous();
   Tensor s = Tensor::empty({O, I});
@@ -75,6 +80,16 @@ namespace {
 // every row (ties keep the lower index).
 Tensor top_in_groups(const Tensor& scores, int64_t group, int64_t keep) {
   int64_t O = scores.shape(0), I = scores.shape(1);
+  if (scores.device() != Device::CPU) {
+    // The device's top-k (the same tie rule) and a scatter of ones; the CPU keeps the
+    // loop below, which sorts each short group in place without building index tensors.
+    NoGradGuard ng;
+    Device d = scores.device();
+    int64_t R = O * I / group;
+    Tensor idx = topk(reshape(scores.to(DType::F32), {R, group}), keep, true).second;
+    Tensor mask = scatter_add(zeros({R, group}, DType::F32, d), 1, idx, ones({R, keep}, DType::F32, d));
+    return reshape(mask, {O, I}).contiguous();
+  }
   Tensor s = scores.to(DType::F32).contiguous();
   Tensor mask = zeros({O, I});
   const float* sp = s.data<float>();

@@ -2,10 +2,12 @@
 # The GPU check, for a machine with an NVIDIA GPU and nvcc:
 #   tools/gpu-check.sh OUT_DIR
 # Builds with CUDA (build-gpu/), runs every test, the CUDA parity tests included
-# (ctest -L cuda), then the GPU microbenchmarks (tools/bench/bench_cuda.cpp) and, when
-# PyTorch with CUDA is importable, the same ops in PyTorch with the ratios. Everything
-# lands in OUT_DIR: nvidia-smi.txt, build.log, ctest-cuda.log, ctest-cpu.log,
-# bench_cuda.jsonl, bench_cuda.md, train_step.txt, summary.txt. Sized to finish in a few minutes on one H200.
+# (ctest -L cuda), then one permutation learning step of a 4096 x 4096 site on the GPU
+# (bench_permute), the GPU microbenchmarks (tools/bench/bench_cuda.cpp) and, when PyTorch
+# with CUDA is importable, the same ops in PyTorch with the ratios, and training steps of
+# the embedded models. Everything lands in OUT_DIR: nvidia-smi.txt, build.log,
+# ctest-cuda.log, ctest-cpu.log, permute_step.txt, bench_cuda.jsonl, bench_cuda.md,
+# train_step.txt, summary.txt. Sized to finish in a few minutes on one H200.
 set -uo pipefail
 out=${1:?usage: tools/gpu-check.sh OUT_DIR}
 mkdir -p "$out"
@@ -31,6 +33,9 @@ note "cuda tests: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | 
 grep -q "Not Run\|Skipped" "$out/ctest-cuda.log" && note "WARNING: some CUDA tests were skipped (no device seen?)"
 (cd build-gpu && ctest -L cpu -j "$jobs" --output-on-failure --timeout 300) >"$out/ctest-cpu.log" 2>&1 || status=1
 note "cpu tests: $(grep -E 'tests passed|tests failed' "$out/ctest-cpu.log" | tail -1)"
+
+timeout 180 build-gpu/bench_permute 4096 5 --device cuda >"$out/permute_step.txt" 2>&1 || { note "bench_permute failed"; status=1; }
+cat "$out/permute_step.txt"
 
 build-gpu/bench_cuda >"$out/bench_cuda.jsonl" 2>>"$summary" || { note "bench_cuda failed"; status=1; }
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then

@@ -23,6 +23,9 @@
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
 #include "models/optim.h"
+#include "permute/learned.h"
+#include "permute/nm.h"
+#include "permute/sinkhorn.h"
 #include "tests/helpers.h"
 #include "tests/op_table.h"
 #include "tests/tiny_models.h"
@@ -438,6 +441,58 @@ TEST(CudaParity, SinkhornForwardAndBackward) {
         for (size_t i = 0; i < c.size(); ++i)
           EXPECT_TRUE(close(gg[i], c[i], t == DType::F32 ? 1e-4 : 1e-10)) << names[i] << " n=" << n << " G=" << G;
       }
+}
+
+// Scores and N:M masks on the GPU equal the CPU's, ties included (the same tie rule).
+TEST(CudaPermute, ScoresAndMasksMatchTheCpu) {
+  REQUIRE_GPU();
+  for (int64_t n : {4, 8, 32, 1000}) {
+    Generator g{uint64_t(n)};
+    Tensor w = randn({33, n}, g), norms = abs(randn({n}, g));
+    for (Score s : {Score::Magnitude, Score::Wanda, Score::RIA}) {
+      Tensor c = importance(w, norms, s), d = importance(w.to(Device::CUDA), norms.to(Device::CUDA), s);
+      ASSERT_EQ(d.device(), Device::CUDA);
+      EXPECT_TRUE(close(d, c, 1e-6)) << score_name(s) << " n=" << n;
+    }
+    std::vector<float> halves = abs(w).to_vector<float>();
+    for (float& v : halves) v = std::floor(2 * v);  // many equal scores in a group
+    Tensor tied = from_vector(halves, {33, n});
+    for (NMPattern pat : {NMPattern{2, 4}, NMPattern{1, 4}}) {
+      EXPECT_EQ(nm_mask(tied.to(Device::CUDA), pat).to_vector<float>(), nm_mask(tied, pat).to_vector<float>()) << n;
+      EXPECT_EQ(unstructured_mask(tied.to(Device::CUDA), pat).to_vector<float>(),
+                unstructured_mask(tied, pat).to_vector<float>()) << n;
+    }
+  }
+}
+
+// One learning step of the learned method (Sinkhorn, hard assignment, straight-through
+// effective weight, Smooth-L1 against the dense output, backward) on both devices: the
+// same hard permutation, loss and cost gradient.
+TEST(CudaPermute, LearningStepFollowsTheCpu) {
+  REQUIRE_GPU();
+  for (int64_t G : {1, 4}) {
+    int64_t n = 64, B = n / G;
+    Generator g(40 + uint64_t(G));
+    Tensor w = randn({48, n}, g, DType::F64), x = randn({16, n}, g, DType::F64), norms = abs(randn({n}, g));
+    Tensor scores = importance(w, norms, Score::Wanda).to(DType::F64);
+    Tensor cost0 = randn({G, B, B}, g, DType::F64);
+    auto step = [&](Device d, Perm& hard) {
+      Tensor cost = cost0.to(d).set_requires_grad();
+      Tensor soft = sinkhorn(mul(cost, -1.0 / 0.5), 20);
+      hard = assignment_permutation(cost, false);
+      Tensor weff = effective_weight(w.to(d), scores.to(d), hard, soft, NMPattern{}, mean(scores).item());
+      Tensor loss = smooth_l1(linear(x.to(d), weff), linear(x.to(d), w.to(d)));
+      backward(loss);
+      return std::make_pair(loss.item(), cost.grad());
+    };
+    Perm hc, hg;
+    auto [lc, gc] = step(Device::CPU, hc);
+    auto [lg, gg] = step(Device::CUDA, hg);
+    EXPECT_EQ(hg, hc) << "G=" << G;
+    EXPECT_NEAR(lg, lc, 1e-9 * std::abs(lc)) << "G=" << G;
+    ASSERT_EQ(gg.device(), Device::CUDA);
+    EXPECT_TRUE(close(gg, gc, 1e-8)) << "cost gradient, G=" << G;
+  }
 }
 
 // The op table of the CPU gradient checks, run on both devices in f64: outputs and the

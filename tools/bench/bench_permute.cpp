@@ -6,12 +6,17 @@
 //      -> AdamW on the costs. Median of the timed steps, with the share of each part.
 //   2. Wall time of every search method (none, random, channel-swap, ria) with the kept
 //      Wanda fraction, and for the learned methods 300 x their measured step time.
-// usage: bench_permute [n] [steps] [sweeps] [escapes]   (channel-swap and ria limits)
+// usage: bench_permute [n] [steps] [sweeps] [escapes] [--device cpu|cuda]
+//   sweeps / escapes: the channel-swap and ria limits. With --device cuda the learning
+//   steps run on the GPU (the assignment on the host) and part 2 is skipped: the searches
+//   are CPU code.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
+#include "core/storage.h"
 #include "kernels/dispatch.h"
 #include "models/optim.h"
 #include "permute/learned.h"
@@ -32,15 +37,19 @@ struct StepTimes {
 // One learning step of a site with G groups; returns the median of `steps` timed steps.
 StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_t steps, int64_t iters) {
   int64_t n = w.shape(1), B = n / G;
+  Device device = w.device();
+  auto sync = [&] {  // kernels queue asynchronously: time whole parts
+    if (device == Device::CUDA) cuda_synchronize();
+  };
   Generator gen(3);
-  Tensor x = randn({128, n}, gen);
+  Tensor x = randn({128, n}, gen).to(device);
   Tensor cost = mul(randn({G, B, B}, gen), 0.01);
   {  // start at the identity, as the method does
     float* c = cost.data<float>();
     for (int64_t g = 0; g < G; ++g)
       for (int64_t i = 0; i < B; ++i) c[(g * B + i) * B + i] -= 1.0f;
   }
-  cost.set_requires_grad();
+  cost = cost.to(device).set_requires_grad();
   AdamW adam({cost}, {.lr = 0.1, .weight_decay = 0.0});
   Tensor dense;
   {
@@ -55,6 +64,7 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
     adam.zero_grad();
     auto ts = std::chrono::steady_clock::now();
     Tensor soft = sinkhorn(mul(cost, -1.0 / 0.5), iters);
+    sync();
     t.sinkhorn = since(ts);
     auto ta = std::chrono::steady_clock::now();
     Perm hard = assignment_permutation(cost, false);
@@ -63,6 +73,7 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
     Tensor loss = smooth_l1(linear(x, weff), dense);
     backward(loss);
     adam.step();
+    sync();
     t.total = since(t0);
     if (s > 0) all.push_back(t);
   }
@@ -74,29 +85,45 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
 
 int main(int argc, char** argv) {
   kernels::select_blas_kernels(argv);
-  int64_t n = argc > 1 ? std::atoll(argv[1]) : 4096;
-  int64_t steps = argc > 2 ? std::atoll(argv[2]) : 3;
-  int64_t sweeps = argc > 3 ? std::atoll(argv[3]) : 100;
-  int64_t escapes = argc > 4 ? std::atoll(argv[4]) : 20;
+  std::vector<int64_t> num{4096, 3, 100, 20};  // n, steps, sweeps, escapes
+  Device device = Device::CPU;
+  for (int i = 1, k = 0; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--device") && i + 1 < argc) {
+      device = !std::strcmp(argv[++i], "cuda") ? Device::CUDA : Device::CPU;
+    } else if (k < 4) {
+      num[size_t(k++)] = std::atoll(argv[i]);
+    }
+  }
+  int64_t n = num[0], steps = num[1], sweeps = num[2], escapes = num[3];
   try {
-    std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4; %d threads, OpenBLAS %s\n", (long long)n,
-                (long long)n, kernels::num_threads(), kernels::blas_core().c_str());
+    if (device == Device::CUDA) {
+      NMPERM_CHECK(cuda_available(), "--device cuda: no CUDA device is available");
+      std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4, on %s\n", (long long)n, (long long)n,
+                  cuda_device_name().c_str());
+    } else {
+      std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4; %d threads, OpenBLAS %s\n", (long long)n,
+                  (long long)n, kernels::num_threads(), kernels::blas_core().c_str());
+    }
     Generator gen(1);
     Tensor w = mul(randn({n, n}, gen), 0.02);
     Tensor norms = exp(randn({n}, gen));  // log-normal: a few channels carry most activation
     Tensor scores = importance(w, norms, Score::Wanda);
     NMPattern pat;
+    Tensor w_dev = w.to(device), scores_dev = scores.to(device);
 
     std::printf("\nlearning step (median of %lld, after one warm-up step):\n", (long long)steps);
     std::printf("  %-6s %10s %12s %12s\n", "G", "step s", "sinkhorn s", "assign s");
     double step_g4 = 0;
     for (int64_t G : {4, 1}) {
-      StepTimes t = learning_step(w, scores, G, steps, 20);
+      StepTimes t = learning_step(w_dev, scores_dev, G, steps, 20);
       if (G == 4) step_g4 = t.total;
       std::printf("  %-6lld %10.3f %12.3f %12.3f\n", (long long)G, t.total, t.sinkhorn, t.assignment);
       std::fflush(stdout);
     }
-    StepTimes permllm = learning_step(w, scores, n / 64, steps, 5);
+    StepTimes permllm = learning_step(w_dev, scores_dev, n / 64, steps, 5);
+    std::printf("  %-6s %10.3f %12.3f %12.3f  (PermLLM: blocks of 64, 5 Sinkhorn iterations)\n", "n/64", permllm.total,
+                permllm.sinkhorn, permllm.assignment);
+    if (device == Device::CUDA) return 0;
 
     std::printf("\nmethods on the whole matrix (at most %lld sweeps / rounds, %lld escapes):\n  %-14s %10s %10s\n",
                 (long long)sweeps, (long long)escapes, "method", "seconds", "kept");
