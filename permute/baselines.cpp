@@ -16,7 +16,7 @@ struct Columns {
   int64_t O, I;
   std::vector<float> col;  // col[i * O + o] = S[o, i]
   explicit Columns(const Tensor& s) : O(s.shape(0)), I(s.shape(1)), col(size_t(O * I)) {
-    Tensor c = s.to(DType::F32).contiguous();
+    Tensor c = s.to(DType::F32).to(Device::CPU).contiguous();  // the searches are host code
     const float* p = c.data<float>();
     for (int64_t o = 0; o < O; ++o)
       for (int64_t i = 0; i < I; ++i) col[size_t(i * O + o)] = p[o * I + i];
@@ -300,7 +300,7 @@ Perm search_permutation(const std::string& method, const Tensor& scores, NMPatte
 double kept_fraction(const Tensor& scores, const Perm& p, NMPattern pat) {
   NMPERM_CHECK(int64_t(p.size()) == scores.shape(1), "kept_fraction: permutation of {} for {} channels", p.size(),
                scores.shape(1));
-  Tensor permuted = index_select(scores, 1, from_vector(p, {int64_t(p.size())}));
+  Tensor permuted = index_select(scores, 1, from_vector(p, {int64_t(p.size())}).to(scores.device()));
   return kept_fraction(permuted, nm_mask(permuted, pat));
 }
 

@@ -94,10 +94,12 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
   Score score = parse_score(o.score);
   NMPERM_CHECK(o.seeds > 0, "seeds must be positive");
   Model dense = load_checkpoint(checkpoint);
+  dense.to(o.device);
   for (const Site& s : permutation_sites(dense)) pattern.check_fits(s.channels, "site '" + s.name + "'");
   auto t0 = std::chrono::steady_clock::now();
   json report = {{"checkpoint", checkpoint}, {"arch", dense.arch()}, {"options", o.to_json()},
-                 {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()}};
+                 {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()},
+                 {"device", o.device == Device::CUDA ? "cuda" : "cpu"}};
   report["dense"] = evaluate(dense, data, o.eval_windows).to_json(dense.arch());
   report["runs"] = json::array();
   if (on_update) on_update(report);
@@ -118,6 +120,7 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
       po.progress = o.progress;
       if (o.progress) std::fprintf(stderr, "%s: %s (seed %llu)\n", dense.arch().c_str(), method.c_str(), (unsigned long long)po.seed);
       Model m = load_checkpoint(checkpoint);
+      m.to(o.device);
       auto t1 = std::chrono::steady_clock::now();
       PruneResult r = prune_model(m, data, norms, po);
       double secs = since(t1);

@@ -25,6 +25,7 @@ struct CompareOptions {
   std::string warm_start = "none";    // learned only
   std::string out_dir;                // save OUT/METHOD[-seedS]/ (checkpoint + permutations.safetensors)
   bool progress = true;
+  Device device = Device::CPU;        // where the models run (the searches are host code)
   nlohmann::json to_json() const;
   static CompareOptions from_json(const nlohmann::json& j);
 };

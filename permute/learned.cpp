@@ -238,16 +238,18 @@ class Learner {
         check_permutation(w->second, s.channels, "warm start for site '" + s.name + "'");
         st.base = w->second;
       }
-      Tensor base = from_vector(st.base, {s.channels});
-      st.base_inverse = from_vector(inverse_permutation(st.base), {s.channels});
+      // Everything of the site lives where the model does.
+      Device d = model.device();
+      Tensor base = from_vector(st.base, {s.channels}).to(d);
+      st.base_inverse = from_vector(inverse_permutation(st.base), {s.channels}).to(d);
       for (size_t c = 0; c < s.consumers.size(); ++c) {
         NoGradGuard ng;
         st.dense.push_back(s.consumers[c]->weight.detach());
         st.weight.push_back(index_select(st.dense.back(), 1, base));
-        st.scores.push_back(index_select(it->second[c].detach(), 1, base));
+        st.scores.push_back(index_select(it->second[c].detach().to(d), 1, base));
         st.score_mean.push_back(std::max(mean(it->second[c]).item(), 1e-30));
       }
-      st.cost = initial_cost(st.G, st.B, opt, gen);
+      st.cost = initial_cost(st.G, st.B, opt, gen).detach().to(d).set_requires_grad();
       states_.push_back(std::move(st));
     }
   }
@@ -375,8 +377,8 @@ class Learner {
       fit_.train_images = {narrow(s.images, 0, 0, N), narrow(s.labels, 0, 0, N)};
       for (int64_t at = N; at < s.size(); at += 256) {
         int64_t n = std::min<int64_t>(256, s.size() - at);
-        holdout_.push_back({model_.preprocess.apply(contiguous(narrow(s.images, 0, at, n))),
-                            contiguous(narrow(s.labels, 0, at, n))});
+        holdout_.push_back({model_.preprocess.apply(contiguous(narrow(s.images, 0, at, n)).to(model_.device())),
+                            contiguous(narrow(s.labels, 0, at, n)).to(model_.device())});
       }
       return;
     }
@@ -395,7 +397,7 @@ class Learner {
           in.data<int64_t>()[b * T + t] = tok[at];
           tg.data<int64_t>()[b * T + t] = tok[at + 1];
         }
-      holdout_.push_back({in, tg});
+      holdout_.push_back({in.to(model_.device()), tg.to(model_.device())});
     }
   }
 
@@ -487,7 +489,7 @@ class Learner {
         Tensor yd = linear(rows, s->dense[c]), ys = linear(rows, s->site->consumers[c]->weight);
         Tensor cos = div(sum(mul(yd, ys), {1}),
                          add(sqrt(mul(sum(square(yd), {1}), sum(square(ys), {1}))), 1e-12));
-        Tensor l = sub(ones({}, cos.dtype()), mean(cos));
+        Tensor l = sub(ones({}, cos.dtype(), cos.device()), mean(cos));
         total = total.defined() ? add(total, l) : l;
       }
     return total;
@@ -540,7 +542,7 @@ Tensor matrix_objective(const Tensor& w, const Tensor& weff, const Tensor& a2, b
   if (cosine) {
     Tensor num = sum(mul(mul(w, weff), a2), {1});
     Tensor den = add(sqrt(mul(sum(mul(square(w), a2), {1}), sum(mul(square(weff), a2), {1}))), 1e-12);
-    return sub(ones({}, w.dtype()), mean(div(num, den)));
+    return sub(ones({}, w.dtype(), w.device()), mean(div(num, den)));
   }
   return mul(sum(mul(square(sub(w, weff)), a2)), 1.0 / dense_energy);
 }

@@ -97,8 +97,9 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
   int64_t layers = 0;
   for (Site& s : sites) {
     const Perm& p = r.perms.at(s.name);
-    Tensor pt = from_vector(p, {int64_t(p.size())});
-    Tensor inv = from_vector(inverse_permutation(p), {int64_t(p.size())});
+    Device d = model.device();
+    Tensor pt = from_vector(p, {int64_t(p.size())}).to(d);
+    Tensor inv = from_vector(inverse_permutation(p), {int64_t(p.size())}).to(d);
     for (size_t c = 0; c < s.consumers.size(); ++c) {
       const Tensor& sc = scores[s.name][c];
       Tensor mask = index_select(nm_mask(index_select(sc, 1, pt), opt.pattern), 1, inv);
@@ -106,7 +107,7 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
       l->weight.copy_from(mul(l->weight, mask));
       json layer = {{"layer", s.consumer_names[c]},
                     {"site", s.name},
-                    {"zeros", 1.0 - mean(ne(l->weight, zeros({}, l->weight.dtype()))).item()},
+                    {"zeros", 1.0 - mean(ne(l->weight, zeros({}, l->weight.dtype(), d))).item()},
                     {"kept", kept_fraction(sc, mask)},
                     {"kept_identity", kept_fraction(sc, identity_perm(s.channels), opt.pattern)},
                     {"kept_unstructured", kept_fraction(sc, unstructured_mask(sc, opt.pattern))}};

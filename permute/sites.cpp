@@ -12,7 +12,7 @@ Tensor perm_tensor(const Perm& p) { return from_vector(p, {int64_t(p.size())}); 
 void permute_in_place(Tensor& t, int64_t dim, const Perm& p) {
   if (!t.defined()) return;
   NoGradGuard ng;
-  t.copy_from(index_select(t, dim, perm_tensor(p)));
+  t.copy_from(index_select(t, dim, perm_tensor(p).to(t.device())));
 }
 
 }  // namespace
@@ -89,7 +89,7 @@ bool apply_permutation(Site& s, const Perm& p) {
                  s.consumer_names[c]);
   for (Linear* c : s.consumers) permute_in_place(c->weight, 1, p);
   if (!foldable(s, p)) {
-    Tensor pt = perm_tensor(p);
+    Tensor pt = perm_tensor(p).to(s.consumers[0]->weight.device());
     for (Linear* c : s.consumers) c->input_perm = pt;
     return false;
   }

@@ -255,7 +255,7 @@ int run_calibrate(CalibrateCli& o) {
 }
 
 struct PruneCli {
-  std::string checkpoint, report;
+  std::string checkpoint, report, device = "cpu";
   CompareOptions cmp;
   DataOptions data;
   int threads = 0;
@@ -264,12 +264,13 @@ struct PruneCli {
 
 int run_prune(PruneCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
+  o.cmp.device = parse_device(o.device);
   Model probe = load_checkpoint(o.checkpoint);
   TrainData data = load_data(probe.arch(), o.data, true);
   o.learn.apply(o.cmp.learn);
-  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; %d threads\n", o.checkpoint.c_str(),
-               probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
-               kernels::num_threads());
+  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; %d threads, models on %s\n",
+               o.checkpoint.c_str(), probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(),
+               o.cmp.score.c_str(), kernels::num_threads(), device_description(o.cmp.device).c_str());
   nlohmann::json report = compare_methods(o.checkpoint, data, o.cmp, [&](const nlohmann::json& r) {
     if (!o.report.empty()) write_file_atomic(o.report, r.dump(2) + "\n");
   });
@@ -411,6 +412,7 @@ int main(int argc, char** argv) {
   pc->add_option("--window", pr.cmp.search.window, "channel-swap: groups per window on wide layers (0 = all pairs)")
       ->capture_default_str();
   pc->add_option("--threads", pr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
+  add_device_option(pc, pr.device);
   add_data_options(pc, pr.data);
 
   try {

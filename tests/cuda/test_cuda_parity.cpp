@@ -22,9 +22,11 @@
 #include "kernels/sinkhorn.h"
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
+#include "models/calibrate.h"
 #include "models/optim.h"
 #include "permute/learned.h"
 #include "permute/nm.h"
+#include "permute/prune.h"
 #include "permute/sinkhorn.h"
 #include "tests/helpers.h"
 #include "tests/op_table.h"
@@ -493,6 +495,49 @@ TEST(CudaPermute, LearningStepFollowsTheCpu) {
     ASSERT_EQ(gg.device(), Device::CUDA);
     EXPECT_TRUE(close(gg, gc, 1e-8)) << "cost gradient, G=" << G;
   }
+}
+
+// Pruning a model that lives on the GPU: every method runs (the searches on host copies
+// of the scores, the learned ones on the GPU) and the result follows the CPU run. Search
+// methods see the same scores, so they find the same permutations and prune to the same
+// weights; the learned ones must give valid permutations, a finite held-out objective no
+// worse than their start, and a pruned model that evaluates where the CPU's does.
+TEST(CudaPermute, PruningOnTheGpuFollowsTheCpu) {
+  REQUIRE_GPU();
+  for (const char* arch : {"vit", "llama"})
+    for (const char* method : {"none", "random", "channel-swap", "ria", "permllm", "learned"}) {
+      auto make = [&] { return std::string(arch) == "vit" ? test::tiny_vit(5) : test::tiny_llama(5); };
+      Model on_cpu = make(), on_gpu = make();
+      on_gpu.to(Device::CUDA);
+      TrainData data = test::tiny_data(on_cpu, 6);
+      PruneOptions o;
+      o.method = method;
+      o.seed = 2;
+      o.progress = false;
+      o.search.escapes = 3;
+      o.learn = learn_defaults(method);
+      o.learn.steps = 4;
+      o.learn.eval_every = 2;
+      o.learn.batch = 8;
+      o.learn.holdout = on_cpu.vit ? 64 : 8;
+      auto norms = activation_norms(on_cpu, data, {.batches = 2, .batch = 8});
+      PruneResult c = prune_model(on_cpu, data, norms, o);
+      PruneResult g = prune_model(on_gpu, data, activation_norms(on_gpu, data, {.batches = 2, .batch = 8}), o);
+      ASSERT_EQ(on_gpu.parameters()[0].device(), Device::CUDA) << arch << " " << method;
+      bool learned = std::string(method) == "permllm" || std::string(method) == "learned";
+      for (const Site& s : permutation_sites(on_gpu)) check_permutation(g.perms.at(s.name), s.channels, s.name);
+      double lc = evaluate(on_cpu, data, 8).loss, lg = evaluate(on_gpu, data, 8).loss;
+      if (!learned) {
+        EXPECT_EQ(g.perms, c.perms) << arch << " " << method;
+        EXPECT_NEAR(g.mean_kept, c.mean_kept, 1e-6) << arch << " " << method;
+        EXPECT_NEAR(lg, lc, 1e-3 * std::abs(lc)) << arch << " " << method;
+      } else {
+        EXPECT_TRUE(std::isfinite(g.learn.best_holdout)) << arch << " " << method;
+        EXPECT_LE(g.learn.best_holdout, g.learn.start_holdout) << arch << " " << method;
+        EXPECT_NEAR(g.learn.start_holdout, c.learn.start_holdout, 1e-3 * std::abs(c.learn.start_holdout))
+            << arch << " " << method;
+      }
+    }
 }
 
 // The op table of the CPU gradient checks, run on both devices in f64: outputs and the
