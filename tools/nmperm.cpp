@@ -131,7 +131,7 @@ int run_eval(EvalCli& o) {
 
 // Learned-method settings given on the command line (the others keep learn_defaults).
 struct LearnCli {
-  std::optional<int64_t> steps, groups, iters, batch;
+  std::optional<int64_t> steps, groups, iters, batch, holdout;
   std::optional<double> lr, alpha, eps_start, eps_end;
   std::optional<std::string> objective;
   void apply(nlohmann::json& learn) const {
@@ -139,12 +139,13 @@ struct LearnCli {
       if (v) learn[key] = *v;
     };
     set("steps", steps), set("groups", groups), set("sinkhorn_iters", iters), set("batch", batch);
+    set("holdout", holdout);
     set("lr", lr), set("alpha", alpha), set("eps_start", eps_start), set("eps_end", eps_end);
     set("objective", objective);
   }
 };
 
-// with_model: the options that need a model and data (batch, objective, alpha).
+// with_model: the options that need a model and data (batch, held-out set, objective, alpha).
 void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
   c->add_option("--steps", l.steps, "learned/permllm: training steps (default 300; per block in block mode)");
   c->add_option("--lr", l.lr, "learned/permllm: AdamW learning rate of the costs (default 0.1 / 1e-3)");
@@ -154,6 +155,10 @@ void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
   c->add_option("--eps-end", l.eps_end, "learned/permllm: last Sinkhorn epsilon (default 0.05 / 0.1)");
   if (!with_model) return;
   c->add_option("--learn-batch", l.batch, "learned/permllm: images or token windows per step (default 128 / 16)");
+  c->add_option("--holdout", l.holdout,
+                "learned/permllm: training images / token windows held out to pick the best permutation "
+                "(default 1024 / 128)")
+      ->check(CLI::PositiveNumber);
   c->add_option("--objective", l.objective,
                 "learned: 'task' (end to end: cross-entropy + alpha * Smooth-L1 of block outputs, default) or "
                 "'block' (block by block: Smooth-L1 of each block's output on the dense input)")
@@ -268,9 +273,9 @@ int run_prune(PruneCli& o) {
   Model probe = load_checkpoint(o.checkpoint);
   TrainData data = load_data(probe.arch(), o.data, true);
   o.learn.apply(o.cmp.learn);
-  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; %d threads, models on %s\n",
-               o.checkpoint.c_str(), probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(),
-               o.cmp.score.c_str(), kernels::num_threads(), device_description(o.cmp.device).c_str());
+  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; models on %s\n", o.checkpoint.c_str(),
+               probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
+               device_description(o.cmp.device).c_str());
   nlohmann::json report = compare_methods(o.checkpoint, data, o.cmp, [&](const nlohmann::json& r) {
     if (!o.report.empty()) write_file_atomic(o.report, r.dump(2) + "\n");
   });
