@@ -7,22 +7,39 @@
 
 namespace nmperm {
 
+namespace {
+
+// Indices of the defined tensors, grouped by device and dtype in order of first appearance:
+// the fused kernels take one group each.
+std::vector<std::vector<size_t>> by_device_and_dtype(const std::vector<Tensor>& ts) {
+  std::vector<std::vector<size_t>> groups;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    if (!ts[i].defined()) continue;
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const std::vector<size_t>& x) {
+      return ts[x[0]].device() == ts[i].device() && ts[x[0]].dtype() == ts[i].dtype();
+    });
+    if (g == groups.end()) groups.push_back({i});
+    else g->push_back(i);
+  }
+  return groups;
+}
+
+}  // namespace
+
 AdamW::AdamW(std::vector<Tensor> ps, kernels::AdamWParams h) : params(std::move(ps)), hp(h) {
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& p = params[i];
+  for (const Tensor& p : params)
     NMPERM_CHECK(p.defined() && p.requires_grad() && p.is_contiguous(),
                  "AdamW: parameters must be contiguous tensors that require grad, got {}", describe(p));
-    auto f = std::find_if(flats_.begin(), flats_.end(),
-                          [&](const Flat& x) { return x.device == p.device() && x.dtype == p.dtype(); });
-    if (f == flats_.end()) f = flats_.insert(flats_.end(), Flat{p.device(), p.dtype(), {}, {}, {}, {}});
-    f->offsets.push_back(f->members.empty() ? 0 : f->offsets.back() + params[f->members.back()].numel());
-    f->members.push_back(i);
-    decay.push_back(h.weight_decay);
-  }
+  decay.assign(params.size(), h.weight_decay);
   m.resize(params.size());
   v.resize(params.size());
-  for (Flat& f : flats_) {
-    int64_t total = f.offsets.back() + params[f.members.back()].numel();
+  for (std::vector<size_t>& members : by_device_and_dtype(params)) {
+    Flat f{params[members[0]].device(), params[members[0]].dtype(), {}, {}, std::move(members), {}};
+    int64_t total = 0;
+    for (size_t i : f.members) {
+      f.offsets.push_back(total);
+      total += params[i].numel();
+    }
     f.m = zeros({total}, f.dtype, f.device);
     f.v = zeros({total}, f.dtype, f.device);
     for (size_t k = 0; k < f.members.size(); ++k) {
@@ -30,6 +47,7 @@ AdamW::AdamW(std::vector<Tensor> ps, kernels::AdamWParams h) : params(std::move(
       m[f.members[k]] = f.m.as_strided(shape, contiguous_strides(shape), f.offsets[k]);
       v[f.members[k]] = f.v.as_strided(shape, contiguous_strides(shape), f.offsets[k]);
     }
+    flats_.push_back(std::move(f));
   }
 }
 
@@ -52,18 +70,14 @@ void AdamW::zero_grad() {
 
 double grad_norm(const std::vector<Tensor>& params) {
   // One fused sum per device and dtype (one launch and one sync on the GPU).
-  std::vector<std::vector<Tensor>> groups;
-  for (const Tensor& p : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const std::vector<Tensor>& x) {
-      return x[0].device() == g.device() && x[0].dtype() == g.dtype();
-    });
-    if (it == groups.end()) groups.push_back({g});
-    else it->push_back(g);
-  }
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params) grads.push_back(p.grad());
   double s = 0;
-  for (const auto& group : groups) s += kernels::sum_squares(group);
+  for (const std::vector<size_t>& group : by_device_and_dtype(grads)) {
+    std::vector<Tensor> gs;
+    for (size_t i : group) gs.push_back(grads[i]);
+    s += kernels::sum_squares(gs);
+  }
   return std::sqrt(s);
 }
 
