@@ -2,15 +2,23 @@
 # nmperm set-up and entry point for a fresh Debian 12 machine.
 #
 #   ./setup.sh demo [ARGS...]   install what is missing, build, run `nmperm demo ARGS...`
-#   ./setup.sh test             install what is missing, build, run the whole test suite
-#   ./setup.sh test-asan        the test suite under AddressSanitizer + UBSan (build-asan/)
+#   ./setup.sh test             install what is missing, then everything CI runs: the CPU suite
+#                               (build/), every CUDA test on the CUDA emulator in two thread
+#                               orders (build-emu/), the CPU suite under ASan + UBSan (build-asan/)
+#   ./setup.sh test-cpu         the CPU suite only (build/; CUDA tests skip without a GPU)
+#   ./setup.sh test-cuda-emu    every CUDA test on the CUDA emulator, thread orders forward and
+#                               shuffle:$SHUFFLE_SEED (default 1) (build-emu/)
+#   ./setup.sh test-cuda-asan   the emulated CUDA tests under AddressSanitizer + UBSan (build-emu-asan/)
+#   ./setup.sh test-cuda-tsan   the emulated CUDA tests under ThreadSanitizer (build-emu-tsan/)
+#   ./setup.sh test-asan        the CPU suite under AddressSanitizer + UBSan (build-asan/)
 #   ./setup.sh fuzz [SECONDS]   libFuzzer on every reader of outside data, SECONDS per target (default 60)
 #   ./setup.sh bench            build and run the CPU benchmarks (ops, training steps) against PyTorch
 #   ./setup.sh build            install what is missing and build only
 #
 # Packages come from Debian's archive and are installed only when missing (as root, or
 # through sudo). CUDA is compiled in automatically when nvcc is found (/usr/local/cuda).
-# Environment: BUILD_DIR (default build), JOBS (default: number of cores).
+# Environment: BUILD_DIR (default build), JOBS (default: number of cores). The CUDA emulator
+# reads NMPERM_CUDA_EMU_ORDER (forward, reverse, shuffle[:SEED], warp-ahead).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -40,6 +48,32 @@ build() {  # build DIR [cmake args...]
   cmake --build "$dir" -j "$JOBS"
 }
 
+timed() {  # timed LABEL COMMAND...: runs it, says how long it took
+  local t0=$SECONDS
+  "$@"
+  echo "setup: $1 ... took $((SECONDS - t0)) s"
+}
+
+test_cpu() {
+  build "${BUILD_DIR:-build}"
+  (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j "$JOBS" -L cpu)
+}
+
+# Every CUDA test on the emulator, once per thread order.
+test_cuda_emu() {  # DIR [cmake args...]
+  local dir=$1; shift
+  build "$dir" -DNMPERM_CUDA=EMU "$@"
+  for order in forward "shuffle:${SHUFFLE_SEED:-1}"; do
+    echo "setup: CUDA tests on the emulator, thread order $order"
+    (cd "$dir" && NMPERM_CUDA_EMU_ORDER=$order ctest --output-on-failure -j "$JOBS" -L cuda)
+  done
+}
+
+test_asan() {
+  build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_SANITIZE=ON -DNMPERM_CUDA=OFF
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$JOBS" -L cpu)
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -49,12 +83,29 @@ case "$cmd" in
     exec "${BUILD_DIR:-build}/nmperm" demo "$@" ;;
   test)
     install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
-    build "${BUILD_DIR:-build}"
-    cd "${BUILD_DIR:-build}" && exec ctest --output-on-failure -j "$JOBS" ;;
+    timed test_cpu
+    timed test_cuda_emu build-emu
+    timed test_asan ;;
+  test-cpu)
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    test_cpu ;;
+  test-cuda-emu)
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    test_cuda_emu build-emu ;;
+  test-cuda-asan)
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    build build-emu-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_CUDA=EMU -DNMPERM_SANITIZE=ON
+    cd build-emu-asan && ASAN_OPTIONS=detect_leaks=1 exec ctest --output-on-failure -j "$JOBS" -L cuda ;;
+  test-cuda-tsan)
+    install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
+    build build-emu-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_CUDA=EMU -DNMPERM_TSAN=ON
+    # One OpenMP and one OpenBLAS thread: their pools are not TSan-instrumented, and the
+    # CPU reference kernels would report their barriers as races.
+    cd build-emu-tsan && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+      exec ctest --output-on-failure -j "$JOBS" -L cuda ;;
   test-asan)
     install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
-    build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_SANITIZE=ON -DNMPERM_CUDA=OFF
-    cd build-asan && ASAN_OPTIONS=detect_leaks=1 exec ctest --output-on-failure -j "$JOBS" ;;
+    test_asan ;;
   fuzz)
     install_missing "${BUILD_PKGS[@]}" "${FUZZ_PKGS[@]}"
     exec tools/fuzz.sh "$@" ;;
@@ -67,7 +118,7 @@ case "$cmd" in
     install_missing "${BUILD_PKGS[@]}"
     build "${BUILD_DIR:-build}" ;;
   -h|--help|"")
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "setup.sh: unknown command '$cmd' (try ./setup.sh --help)" >&2
     exit 2 ;;

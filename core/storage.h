@@ -35,10 +35,15 @@ void release_host_cache();  // returns every cached free block to the system
 
 // CUDA runtime entry points (core/cuda/runtime.cu, or core/cuda/stub.cpp which throws).
 // Device memory comes from a caching allocator (size classes, free lists, free-and-retry
-// on out-of-memory); its statistics count whole size classes.
+// on out-of-memory); its statistics count whole size classes. With caching off every
+// block is its own exact-size cudaMalloc, freed at once: the default on the CUDA
+// emulator, where that lets AddressSanitizer see overruns and use-after-free.
+// NMPERM_CUDA_CACHE=0 or 1 overrides the default.
 bool cuda_available();
 void* cuda_alloc(size_t nbytes);
 void cuda_free(void* p);
+void set_cuda_caching(bool on);  // blocks already allocated keep the way they came
+bool cuda_caching();
 struct DeviceMemoryStats {
   size_t active_bytes = 0;
   size_t peak_active_bytes = 0;

@@ -34,14 +34,14 @@ std::map<std::string, Tensor> activation_norms(Model& model, const TrainData& da
         int64_t at = b * opt.batch;
         NMPERM_CHECK(at + opt.batch <= s.size(), "calibration wants {} images, the data has {}",
                      opt.batches * opt.batch, s.size());
-        model.vit->forward(model.preprocess.apply(contiguous(narrow(s.images, 0, at, opt.batch))));
+        model.vit->forward(model.preprocess.apply(contiguous(narrow(s.images, 0, at, opt.batch)).to(model.device())));
       } else {
         int64_t T = context_of(model), need = (b + 1) * opt.batch * T;
         NMPERM_CHECK(need <= int64_t(data.tokens.train.size()), "calibration wants {} tokens, the data has {}",
                      opt.batches * opt.batch * T, data.tokens.train.size());
         Tensor ids = Tensor::empty({opt.batch, T}, DType::I64);
         for (int64_t k = 0; k < opt.batch * T; ++k) ids.data<int64_t>()[k] = data.tokens.train[size_t(b * opt.batch * T + k)];
-        model.llama->forward(ids);
+        model.llama->forward(ids.to(model.device()));
       }
     }
   } catch (...) {

@@ -193,7 +193,7 @@ Tensor effective_weight(const Tensor& w, const Tensor& scores, const Perm& hard,
   Tensor pt = perm_tensor(hard);
   Tensor wp = permute_channels_ste(w, pt, soft, false);
   Tensor sp = permute_channels_ste(scores, pt, soft, false);
-  Tensor mask = nm_mask(sp.detach(), pattern);
+  Tensor mask = nm_mask(sp.detach(), pattern).to(sp.dtype());  // f64 in gradient checks
   if (soft.defined()) {
     int64_t R = w.shape(0), C = w.shape(1), M = pattern.m;
     Tensor z = reshape(mul(sp, 1.0 / score_scale), {R, C / M, M});

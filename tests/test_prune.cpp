@@ -7,7 +7,10 @@
 #include "autograd/gradcheck.h"
 #include "helpers.h"
 #include "models/calibrate.h"
+#include "permute/learned.h"
+#include "permute/nm.h"
 #include "permute/prune.h"
+#include "permute/sinkhorn.h"
 #include "tiny_models.h"
 
 namespace nmperm {
@@ -374,6 +377,26 @@ TEST(Prune, PermuteChannelsStraightThroughGradients) {
     EXPECT_TRUE(test::all_close(xs.grad(), gx, 0, 0));
   }
   EXPECT_THROW_MSG(permute_channels_ste(x, from_vector(Perm{4, 0, 3, 1, 5, 7, 2, 6}, {n}), soft, false), "across groups");
+}
+
+// The effective weight keeps its inputs' dtype (f64 here, as in gradient checks): the
+// hard N:M mask used to come back f32 and the straight-through step refused the f64 soft
+// mask (found by the CUDA learning-step test, which runs the CPU side in f64).
+TEST(Prune, EffectiveWeightInF64IsTheMaskedWeightWithACostGradient) {
+  int64_t R = 6, G = 2, B = 8, n = G * B;
+  Tensor w = test::randn64({R, n}, 11), scores = abs(test::randn64({R, n}, 12));
+  Tensor cost = test::randn64({G, B, B}, 13).set_requires_grad();
+  Tensor soft = sinkhorn(mul(cost, -2.0), 10);
+  Perm p = assignment_permutation(cost, false);
+  Tensor weff = effective_weight(w, scores, p, soft, NMPattern{}, mean(scores).item());
+  ASSERT_EQ(weff.dtype(), DType::F64);
+  // Value: W masked by the N:M mask of the permuted scores, mapped back to the original order.
+  Tensor pt = from_vector(p, {n}), inv = from_vector(inverse_permutation(p), {n});
+  Tensor mask = index_select(nm_mask(index_select(scores, 1, pt), NMPattern{}).to(DType::F64), 1, inv);
+  EXPECT_TRUE(test::all_close(weff.detach(), mul(w, mask), 0, 0));
+  backward(sum(mul(weff, test::randn64({R, n}, 14))));
+  ASSERT_TRUE(cost.grad().defined());
+  EXPECT_GT(max(abs(cost.grad())).item(), 0.0);
 }
 
 TEST(Prune, StraightThroughAndSmoothL1) {

@@ -5,10 +5,13 @@
 // Allocator: cudaMalloc and cudaFree synchronise the device and cost tens of
 // microseconds, so freed blocks are kept in free lists by size class and reused (small
 // sizes round up to 512 bytes, large ones to 2 MiB). When cudaMalloc runs out of memory
-// the cache is returned to the driver and the allocation retried once.
+// the cache is returned to the driver and the allocation retried once. Caching can be
+// turned off (the default on the CUDA emulator): then every block is an exact-size
+// cudaMalloc and goes back at once, so memory checkers see each tensor's true bounds.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -31,7 +34,19 @@ struct DeviceCache {
   std::mutex mu;
   std::multimap<size_t, void*> free_blocks;  // class size -> block
   std::unordered_map<void*, size_t> live;    // block -> class size
+  std::unordered_map<void*, size_t> exact;   // uncached block -> its size
   DeviceMemoryStats stats;
+  bool caching = caching_default();
+
+  static bool caching_default() {
+    const char* e = std::getenv("NMPERM_CUDA_CACHE");
+    if (e && *e) return std::strcmp(e, "0") != 0;
+#ifdef NMPERM_CUDA_EMULATOR
+    return false;
+#else
+    return true;
+#endif
+  }
 };
 DeviceCache& cache() {
   static DeviceCache* c = new DeviceCache();  // never destroyed: frees may run during static destruction
@@ -61,10 +76,19 @@ bool cuda_available() {
 void* cuda_alloc(size_t nbytes) {
   static const bool available = cuda_available();
   NMPERM_CHECK(available, "CUDA was requested but no CUDA device is available");
-  size_t cls = size_class(nbytes);
   DeviceCache& c = cache();
   std::lock_guard lock(c.mu);
   void* p = nullptr;
+  if (!c.caching) {
+    cudaError_t err = cudaMalloc(&p, nbytes);
+    NMPERM_CHECK(err == cudaSuccess, "CUDA out of memory allocating {} bytes ({} active): {}", nbytes,
+                 c.stats.active_bytes, cudaGetErrorString(err));
+    c.exact[p] = nbytes;
+    c.stats.active_bytes += nbytes;
+    c.stats.peak_active_bytes = std::max(c.stats.peak_active_bytes, c.stats.active_bytes);
+    return p;
+  }
+  size_t cls = size_class(nbytes);
   auto it = c.free_blocks.find(cls);
   if (it != c.free_blocks.end()) {
     p = it->second;
@@ -90,6 +114,12 @@ void cuda_free(void* p) {
   if (!p) return;
   DeviceCache& c = cache();
   std::lock_guard lock(c.mu);
+  if (auto e = c.exact.find(p); e != c.exact.end()) {
+    c.stats.active_bytes -= e->second;
+    c.exact.erase(e);
+    cudaFree(p);
+    return;
+  }
   auto it = c.live.find(p);
   if (it == c.live.end()) return;
   size_t cls = it->second;
@@ -97,6 +127,18 @@ void cuda_free(void* p) {
   c.stats.active_bytes -= cls;
   c.free_blocks.emplace(cls, p);
   c.stats.cached_bytes += cls;
+}
+
+void set_cuda_caching(bool on) {
+  DeviceCache& c = cache();
+  std::lock_guard lock(c.mu);
+  c.caching = on;
+}
+
+bool cuda_caching() {
+  DeviceCache& c = cache();
+  std::lock_guard lock(c.mu);
+  return c.caching;
 }
 
 DeviceMemoryStats cuda_memory_stats() {

@@ -8,6 +8,8 @@ void* cuda_alloc(size_t) {
   NMPERM_FAIL("CUDA was requested but this build has no CUDA backend (configure with nvcc present)");
 }
 void cuda_free(void*) {}
+void set_cuda_caching(bool) {}
+bool cuda_caching() { return false; }
 DeviceMemoryStats cuda_memory_stats() { return {}; }
 void release_cuda_cache() {}
 void cuda_synchronize() {}

@@ -253,9 +253,8 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, T
     size_t bytes = size_t(kRows + 2 * kKeys) * size_t(d.D + 1) * sizeof(T);
     allow_shared(attention_forward_kernel<T>, bytes);
     dim3 grid(unsigned(d.B * d.H), unsigned((d.T + kRows - 1) / kRows));
-    attention_forward_kernel<T><<<grid, 32 * kWarps, bytes, stream()>>>(q.data<T>(), k.data<T>(), v.data<T>(),
-                                                                         out.data<T>(), lse.data<T>(), d, T(scale),
-                                                                         causal);
+    NMPERM_LAUNCH(grid, 32 * kWarps, bytes, stream(), attention_forward_kernel<T>)
+        (q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), d, T(scale), causal);
   });
   check_launch("attention");
 }
@@ -273,22 +272,22 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
     using T = decltype(T_tag);
     int64_t rows = d.B * d.H * d.T;
     if (rows > 0) {
-      attention_delta_kernel<T><<<grid_for(rows * 32), kThreads, 0, stream()>>>(out.data<T>(), dout.data<T>(),
-                                                                                 delta.data<T>(), rows, d.D);
+      NMPERM_LAUNCH(grid_for(rows * 32), kThreads, 0, stream(), attention_delta_kernel<T>)
+          (out.data<T>(), dout.data<T>(), delta.data<T>(), rows, d.D);
       size_t bytes = size_t(2 * kRows + 2 * kKeys) * size_t(d.D + 1) * sizeof(T);
       allow_shared(attention_dq_kernel<T>, bytes);
       dim3 grid(unsigned(d.B * d.H), unsigned((d.T + kRows - 1) / kRows));
-      attention_dq_kernel<T><<<grid, 32 * kWarps, bytes, stream()>>>(q.data<T>(), k.data<T>(), v.data<T>(),
-                                                                      lse.data<T>(), delta.data<T>(), dout.data<T>(),
-                                                                      dq.data<T>(), d, T(scale), causal);
+      NMPERM_LAUNCH(grid, 32 * kWarps, bytes, stream(), attention_dq_kernel<T>)
+          (q.data<T>(), k.data<T>(), v.data<T>(), lse.data<T>(), delta.data<T>(), dout.data<T>(), dq.data<T>(), d,
+           T(scale), causal);
     }
     if (d.B * d.Hkv * d.S > 0) {
       size_t bytes = (size_t(4 * kKeys) * size_t(d.D + 1) + size_t(2 * d.D)) * sizeof(T);
       allow_shared(attention_dkv_kernel<T>, bytes);
       dim3 grid(unsigned(d.B * d.Hkv), unsigned((d.S + kKeys - 1) / kKeys));
-      attention_dkv_kernel<T><<<grid, 32, bytes, stream()>>>(q.data<T>(), k.data<T>(), v.data<T>(), lse.data<T>(),
-                                                             delta.data<T>(), dout.data<T>(), dk.data<T>(),
-                                                             dv.data<T>(), d, T(scale), causal);
+      NMPERM_LAUNCH(grid, 32, bytes, stream(), attention_dkv_kernel<T>)
+          (q.data<T>(), k.data<T>(), v.data<T>(), lse.data<T>(), delta.data<T>(), dout.data<T>(), dk.data<T>(),
+           dv.data<T>(), d, T(scale), causal);
     }
   });
   check_launch("attention_backward");

@@ -15,6 +15,16 @@
     NMPERM_CHECK(err_ == cudaSuccess, "CUDA error '{}' in {}", cudaGetErrorString(err_), #call);   \
   } while (0)
 
+// A kernel launch: NMPERM_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...) is
+// kernel<<<grid, block, shared_bytes, stream>>>(args...) under nvcc; in the emulated build
+// (cuda_emulator/, .cu files compiled as host C++) it runs the kernel on the emulator.
+#ifdef NMPERM_CUDA_EMULATOR
+#define NMPERM_LAUNCH(grid, block, shared, stream, ...) \
+  ::cuda_emu::launch({#__VA_ARGS__, __FILE__, __LINE__}, __VA_ARGS__, grid, block, shared, stream)
+#else
+#define NMPERM_LAUNCH(grid, block, shared, stream, ...) __VA_ARGS__<<<grid, block, shared, stream>>>
+#endif
+
 namespace nmperm::kernels::cuda {
 
 // Kernels run on the default stream; host code that reads results copies synchronously.

@@ -121,11 +121,11 @@ void copy(const Tensor& src, Tensor& dst) {
     on_any(src.dtype(), [&](auto S_tag) {
       using S = decltype(S_tag);
       if (src.is_contiguous() && dst.is_contiguous())
-        copy_contiguous_kernel<D, S><<<grid_for(n), kThreads, 0, stream()>>>(ptr<S>(src) + src.offset(),
-                                                                             ptr<D>(dst) + dst.offset(), n);
+        NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), copy_contiguous_kernel<D, S>)
+            (ptr<S>(src) + src.offset(), ptr<D>(dst) + dst.offset(), n);
       else
-        copy_kernel<D, S><<<grid_for(n), kThreads, 0, stream()>>>(ptr<S>(src), strided(src, "copy"), ptr<D>(dst),
-                                                                  strided(dst, "copy"), n);
+        NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), copy_kernel<D, S>)
+            (ptr<S>(src), strided(src, "copy"), ptr<D>(dst), strided(dst, "copy"), n);
     });
   });
   check_launch("copy");
@@ -138,8 +138,8 @@ void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
   if (n == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    unary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, ptr<T>(x), strided(x, unary_name(op)), out.data<T>(),
-                                                            n, T(scalar));
+    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), unary_kernel<T>)
+        (op, ptr<T>(x), strided(x, unary_name(op)), out.data<T>(), n, T(scalar));
   });
   check_launch(unary_name(op));
 }
@@ -153,9 +153,9 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
   if (n == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    unary_grad_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, ptr<T>(x), strided(x, "unary"), ptr<T>(y),
-                                                                 strided(y, "unary"), ptr<T>(dy), strided(dy, "unary"),
-                                                                 dx.data<T>(), n, T(scalar));
+    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), unary_grad_kernel<T>)
+        (op, ptr<T>(x), strided(x, "unary"), ptr<T>(y), strided(y, "unary"), ptr<T>(dy), strided(dy, "unary"),
+         dx.data<T>(), n, T(scalar));
   });
   check_launch(unary_name(op));
 }
@@ -171,10 +171,11 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   on_float(a.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
     if (a.is_contiguous() && b.is_contiguous())
-      binary_contiguous_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, a.data<T>(), b.data<T>(), out.data<T>(), n);
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), binary_contiguous_kernel<T>)
+          (op, a.data<T>(), b.data<T>(), out.data<T>(), n);
     else
-      binary_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(op, ptr<T>(a), strided(a, binary_name(op)), ptr<T>(b),
-                                                               strided(b, binary_name(op)), out.data<T>(), n);
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), binary_kernel<T>)
+          (op, ptr<T>(a), strided(a, binary_name(op)), ptr<T>(b), strided(b, binary_name(op)), out.data<T>(), n);
   });
   check_launch(binary_name(op));
 }
@@ -191,9 +192,9 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
     using T = decltype(T_tag);
     on_any(cond.dtype(), [&](auto C_tag) {
       using C = decltype(C_tag);
-      where_kernel<T, C><<<grid_for(n), kThreads, 0, stream()>>>(ptr<C>(cond), strided(cond, "where"), ptr<T>(a),
-                                                                 strided(a, "where"), ptr<T>(b), strided(b, "where"),
-                                                                 out.data<T>(), n);
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), where_kernel<T, C>)
+          (ptr<C>(cond), strided(cond, "where"), ptr<T>(a), strided(a, "where"), ptr<T>(b), strided(b, "where"),
+           out.data<T>(), n);
     });
   });
   check_launch("where");
@@ -205,7 +206,9 @@ void scale_(Tensor& t, double s) {
   int64_t n = t.numel();
   if (n == 0) return;
   on_float(t.dtype(), [&](auto T_tag) {
-    using T = decltype(T_tag); scale_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(t.data<T>(), n, T(s)); });
+    using T = decltype(T_tag);
+    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), scale_kernel<T>)(t.data<T>(), n, T(s));
+  });
   check_launch("scale_");
 }
 

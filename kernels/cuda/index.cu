@@ -29,7 +29,7 @@ template <class I> void check_range(const I* idx, int64_t n, int64_t limit, cons
   auto* first = reinterpret_cast<unsigned long long*>(flag.data<int64_t>());
   unsigned long long none = (unsigned long long)n;
   NMPERM_CUDA_CHECK(cudaMemcpy(first, &none, sizeof none, cudaMemcpyHostToDevice));
-  find_bad_index<I><<<grid_for(n), kThreads, 0, stream()>>>(idx, n, limit, first);
+  NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), find_bad_index<I>)(idx, n, limit, first);
   check_launch(op);
   unsigned long long pos = 0;
   NMPERM_CUDA_CHECK(cudaMemcpy(&pos, first, sizeof pos, cudaMemcpyDeviceToHost));
@@ -135,8 +135,8 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) 
     if (n == 0) return;
     on_any(x.dtype(), [&](auto T_tag) {
       using T = decltype(T_tag);
-      index_select_kernel<T, I><<<grid_for(n), kThreads, 0, stream()>>>(x.data<T>(), idx.data<I>(), out.data<T>(),
-                                                                         n, dx.d, n_idx, dx.inner);
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), index_select_kernel<T, I>)
+          (x.data<T>(), idx.data<I>(), out.data<T>(), n, dx.d, n_idx, dx.inner);
     });
   });
   check_launch("index_select");
@@ -155,8 +155,8 @@ void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
     const int64_t* start = csr.data<int64_t>();
     on_float(out.dtype(), [&](auto T_tag) {
       using T = decltype(T_tag);
-      index_add_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(out.data<T>(), start, start + dd.d + 1,
-                                                                   src.data<T>(), n, dd.d, n_idx, dd.inner);
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), index_add_kernel<T>)
+          (out.data<T>(), start, start + dd.d + 1, src.data<T>(), n, dd.d, n_idx, dd.inner);
     });
   });
   check_launch("index_add");
@@ -173,8 +173,8 @@ void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {
     if (n == 0) return;
     on_any(x.dtype(), [&](auto T_tag) {
       using T = decltype(T_tag);
-      gather_kernel<T, I><<<grid_for(n), kThreads, 0, stream()>>>(x.data<T>(), idx.data<I>(), out.data<T>(), n, dx.d,
-                                                                   di.d, dx.inner, di.inner);
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), gather_kernel<T, I>)
+          (x.data<T>(), idx.data<I>(), out.data<T>(), n, dx.d, di.d, dx.inner, di.inner);
     });
   });
   check_launch("gather");
@@ -193,8 +193,8 @@ void scatter_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src)
     if (n == 0 || idx.numel() == 0) return;
     on_float(out.dtype(), [&](auto T_tag) {
       using T = decltype(T_tag);
-      scatter_add_kernel<T, I><<<grid_for(n), kThreads, 0, stream()>>>(out.data<T>(), idx.data<I>(), src.data<T>(),
-                                                                        n, dd.d, di.d, dd.inner, di.inner);
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), scatter_add_kernel<T, I>)
+          (out.data<T>(), idx.data<I>(), src.data<T>(), n, dd.d, di.d, dd.inner, di.inner);
     });
   });
   check_launch("scatter_add");

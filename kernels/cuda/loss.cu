@@ -77,8 +77,8 @@ void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_in
                    "cross_entropy: target {} at row {} is outside [0, {})", int64_t(t[size_t(n)]), n, V);
     on_float(logits.dtype(), [&](auto T_tag) {
       using T = decltype(T_tag);
-      cross_entropy_kernel<T, I><<<unsigned(N), kThreads, 0, stream()>>>(
-          logits.data<T>(), target.data<I>(), V, ignore_index, T(label_smoothing), loss_rows.data<T>(), lse.data<T>());
+      NMPERM_LAUNCH(unsigned(N), kThreads, 0, stream(), cross_entropy_kernel<T, I>)
+          (logits.data<T>(), target.data<I>(), V, ignore_index, T(label_smoothing), loss_rows.data<T>(), lse.data<T>());
     });
   });
   check_launch("cross_entropy");
@@ -94,9 +94,9 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
     using I = decltype(I_tag);
     on_float(logits.dtype(), [&](auto T_tag) {
       using T = decltype(T_tag);
-      cross_entropy_backward_kernel<T, I><<<unsigned(N), kThreads, 0, stream()>>>(
-          logits.data<T>(), target.data<I>(), lse.data<T>(), grad_rows.data<T>(), V, ignore_index,
-          T(label_smoothing), dlogits.data<T>());
+      NMPERM_LAUNCH(unsigned(N), kThreads, 0, stream(), cross_entropy_backward_kernel<T, I>)
+          (logits.data<T>(), target.data<I>(), lse.data<T>(), grad_rows.data<T>(), V, ignore_index, T(label_smoothing),
+           dlogits.data<T>());
     });
   });
   check_launch("cross_entropy_backward");

@@ -101,8 +101,8 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, T
   if (R == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    layer_norm_kernel<T><<<unsigned(R), kThreads, 0, stream()>>>(x.data<T>(), opt_ptr<T>(w), opt_ptr<T>(b), eps, C,
-                                                                 y.data<T>(), mean.data<T>(), rstd.data<T>());
+    NMPERM_LAUNCH(unsigned(R), kThreads, 0, stream(), layer_norm_kernel<T>)
+        (x.data<T>(), opt_ptr<T>(w), opt_ptr<T>(b), eps, C, y.data<T>(), mean.data<T>(), rstd.data<T>());
   });
   check_launch("layer_norm");
 }
@@ -116,11 +116,11 @@ void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
     if (dx.defined())
-      layer_norm_dx_kernel<T><<<unsigned(R), kThreads, 0, stream()>>>(x.data<T>(), opt_ptr<T>(w), mean.data<T>(),
-                                                                      rstd.data<T>(), dy.data<T>(), C, dx.data<T>());
+      NMPERM_LAUNCH(unsigned(R), kThreads, 0, stream(), layer_norm_dx_kernel<T>)
+          (x.data<T>(), opt_ptr<T>(w), mean.data<T>(), rstd.data<T>(), dy.data<T>(), C, dx.data<T>());
     if (dw.defined() || db.defined())
-      norm_params_kernel<T><<<grid_for(C), kThreads, 0, stream()>>>(x.data<T>(), mean.data<T>(), rstd.data<T>(),
-                                                                    dy.data<T>(), R, C, opt_out<T>(dw), opt_out<T>(db));
+      NMPERM_LAUNCH(grid_for(C), kThreads, 0, stream(), norm_params_kernel<T>)
+          (x.data<T>(), mean.data<T>(), rstd.data<T>(), dy.data<T>(), R, C, opt_out<T>(dw), opt_out<T>(db));
   });
   check_launch("layer_norm_backward");
 }
@@ -132,8 +132,8 @@ void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& r
   if (R == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    rms_norm_kernel<T><<<unsigned(R), kThreads, 0, stream()>>>(x.data<T>(), opt_ptr<T>(w), eps, C, y.data<T>(),
-                                                               rstd.data<T>());
+    NMPERM_LAUNCH(unsigned(R), kThreads, 0, stream(), rms_norm_kernel<T>)
+        (x.data<T>(), opt_ptr<T>(w), eps, C, y.data<T>(), rstd.data<T>());
   });
   check_launch("rms_norm");
 }
@@ -146,11 +146,11 @@ void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, con
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
     if (dx.defined())
-      rms_norm_dx_kernel<T><<<unsigned(R), kThreads, 0, stream()>>>(x.data<T>(), opt_ptr<T>(w), rstd.data<T>(),
-                                                                    dy.data<T>(), C, dx.data<T>());
+      NMPERM_LAUNCH(unsigned(R), kThreads, 0, stream(), rms_norm_dx_kernel<T>)
+          (x.data<T>(), opt_ptr<T>(w), rstd.data<T>(), dy.data<T>(), C, dx.data<T>());
     if (dw.defined())
-      norm_params_kernel<T><<<grid_for(C), kThreads, 0, stream()>>>(x.data<T>(), nullptr, rstd.data<T>(), dy.data<T>(),
-                                                                    R, C, dw.data<T>(), nullptr);
+      NMPERM_LAUNCH(grid_for(C), kThreads, 0, stream(), norm_params_kernel<T>)
+          (x.data<T>(), nullptr, rstd.data<T>(), dy.data<T>(), R, C, dw.data<T>(), nullptr);
   });
   check_launch("rms_norm_backward");
 }

@@ -79,9 +79,9 @@ void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const Adam
     }
     Tensor dev = upload(table);
     T bc1 = T(1.0 - std::pow(hp.beta1, double(step))), bc2 = T(1.0 - std::pow(hp.beta2, double(step)));
-    adamw_kernel<T><<<unsigned(table.size()), kThreads, 0, stream()>>>(
-        static_cast<const AdamWChunk<T>*>(dev.raw_data()), T(hp.beta1), T(hp.beta2), T(hp.eps), T(hp.lr) / bc1,
-        T(1) / std::sqrt(bc2));
+    NMPERM_LAUNCH(unsigned(table.size()), kThreads, 0, stream(), adamw_kernel<T>)
+        (static_cast<const AdamWChunk<T>*>(dev.raw_data()), T(hp.beta1), T(hp.beta2), T(hp.eps), T(hp.lr) / bc1,
+         T(1) / std::sqrt(bc2));
   });
   check_launch("adamw");
 }
@@ -102,9 +102,10 @@ double sum_squares(const std::vector<Tensor>& ts) {
     std::vector<SquaresChunk<T>> table;
     for (const OptimChunk& c : chunks) table.push_back({cs[size_t(c.tensor)].data<T>() + c.begin, c.size});
     Tensor dev = upload(table);
-    sum_squares_partial<T><<<unsigned(n), kThreads, 0, stream()>>>(static_cast<const SquaresChunk<T>*>(dev.raw_data()), pp);
+    NMPERM_LAUNCH(unsigned(n), kThreads, 0, stream(), sum_squares_partial<T>)
+        (static_cast<const SquaresChunk<T>*>(dev.raw_data()), pp);
   });
-  sum_partials<<<1, 1024, 0, stream()>>>(pp, n, pp + n);
+  NMPERM_LAUNCH(1, 1024, 0, stream(), sum_partials)(pp, n, pp + n);
   check_launch("sum_squares");
   double out = 0;
   NMPERM_CUDA_CHECK(cudaMemcpy(&out, pp + n, sizeof out, cudaMemcpyDeviceToHost));

@@ -95,7 +95,7 @@ void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) 
     using T = decltype(T_tag);
     T* o = arg ? nullptr : out.data<T>();
     int64_t* ip = arg ? out.data<int64_t>() : nullptr;
-    reduce_rows_kernel<T><<<unsigned(R), kThreads, 0, stream()>>>(op, x.data<T>(), K, o, ip, correction);
+    NMPERM_LAUNCH(unsigned(R), kThreads, 0, stream(), reduce_rows_kernel<T>)(op, x.data<T>(), K, o, ip, correction);
   });
   check_launch("reduce_rows");
 }
@@ -109,8 +109,8 @@ void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out) {
   if (N == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    reduce_cols_kernel<T><<<grid_for(N), kThreads, 0, stream()>>>(x.data<T>(), K, N, out.data<T>(),
-                                                                 op == ReduceOp::Mean ? 1.0 / double(K) : 1.0);
+    NMPERM_LAUNCH(grid_for(N), kThreads, 0, stream(), reduce_cols_kernel<T>)
+        (x.data<T>(), K, N, out.data<T>(), op == ReduceOp::Mean ? 1.0 / double(K) : 1.0);
   });
   check_launch("reduce_cols");
 }

@@ -46,9 +46,8 @@ void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeSt
       }
     Tensor dev = upload(table);
     const F* cos_sin = static_cast<const F*>(dev.raw_data());
-    rope_kernel<F><<<grid_for(pairs), kThreads, 0, stream()>>>(x.data<F>(), out.data<F>(), cos_sin,
-                                                                cos_sin + T * half, pairs, T, half,
-                                                                style == RopeStyle::Interleaved);
+    NMPERM_LAUNCH(grid_for(pairs), kThreads, 0, stream(), rope_kernel<F>)
+        (x.data<F>(), out.data<F>(), cos_sin, cos_sin + T * half, pairs, T, half, style == RopeStyle::Interleaved);
   });
   check_launch("rope");
 }

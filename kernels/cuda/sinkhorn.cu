@@ -132,10 +132,11 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
     using T = decltype(T_tag);
     T* X = p.data<T>();
     for (int64_t it = 0; it < iters; ++it) {
-      row_step<T><<<unsigned(G * n), kThreads, 0, stream()>>>(X, n, row_norm.data<T>() + it * n, iters * n);
-      col_step<T><<<grid_for(G * n), kThreads, 0, stream()>>>(X, G, n, col_norm.data<T>() + it * n, iters * n);
+      NMPERM_LAUNCH(unsigned(G * n), kThreads, 0, stream(), row_step<T>)(X, n, row_norm.data<T>() + it * n, iters * n);
+      NMPERM_LAUNCH(grid_for(G * n), kThreads, 0, stream(), col_step<T>)
+          (X, G, n, col_norm.data<T>() + it * n, iters * n);
     }
-    exp_inplace<T><<<grid_for(G * n * n), kThreads, 0, stream()>>>(X, G * n * n);
+    NMPERM_LAUNCH(grid_for(G * n * n), kThreads, 0, stream(), exp_inplace<T>)(X, G * n * n);
   });
   check_launch("sinkhorn");
 }
@@ -153,11 +154,11 @@ void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tenso
     using T = decltype(T_tag);
     const T *L = logits.data<T>(), *rn = row_norm.data<T>(), *cn = col_norm.data<T>();
     T *D = dlogits.data<T>(), *Rp = R.data<T>(), *Cp = C.data<T>();
-    totals<T><<<grid_for(G * n), kThreads, 0, stream()>>>(rn, cn, G, iters, n, Rp, Cp);
-    grad_of_exp<T><<<grid_for(G * n * n), kThreads, 0, stream()>>>(L, dp.data<T>(), Rp, Cp, n, G * n * n, D);
+    NMPERM_LAUNCH(grid_for(G * n), kThreads, 0, stream(), totals<T>)(rn, cn, G, iters, n, Rp, Cp);
+    NMPERM_LAUNCH(grid_for(G * n * n), kThreads, 0, stream(), grad_of_exp<T>)(L, dp.data<T>(), Rp, Cp, n, G * n * n, D);
     for (int64_t it = iters - 1; it >= 0; --it) {
-      col_back<T><<<grid_for(G * n), kThreads, 0, stream()>>>(L, Rp, Cp, cn + it * n, G, n, iters * n, D);
-      row_back<T><<<unsigned(G * n), kThreads, 0, stream()>>>(L, Rp, Cp, rn + it * n, n, iters * n, D);
+      NMPERM_LAUNCH(grid_for(G * n), kThreads, 0, stream(), col_back<T>)(L, Rp, Cp, cn + it * n, G, n, iters * n, D);
+      NMPERM_LAUNCH(unsigned(G * n), kThreads, 0, stream(), row_back<T>)(L, Rp, Cp, rn + it * n, n, iters * n, D);
     }
   });
   check_launch("sinkhorn_backward");

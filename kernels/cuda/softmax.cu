@@ -53,7 +53,8 @@ void softmax_rows(const Tensor& x, Tensor& y, bool log) {
   if (x.numel() == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    softmax_kernel<T><<<unsigned(x.shape(0)), kThreads, 0, stream()>>>(x.data<T>(), y.data<T>(), x.shape(1), log);
+    NMPERM_LAUNCH(unsigned(x.shape(0)), kThreads, 0, stream(), softmax_kernel<T>)
+        (x.data<T>(), y.data<T>(), x.shape(1), log);
   });
   check_launch(op);
 }
@@ -66,8 +67,8 @@ void softmax_rows_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool l
   if (y.numel() == 0) return;
   on_float(y.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    softmax_backward_kernel<T><<<unsigned(y.shape(0)), kThreads, 0, stream()>>>(y.data<T>(), dy.data<T>(),
-                                                                                dx.data<T>(), y.shape(1), log);
+    NMPERM_LAUNCH(unsigned(y.shape(0)), kThreads, 0, stream(), softmax_backward_kernel<T>)
+        (y.data<T>(), dy.data<T>(), dx.data<T>(), y.shape(1), log);
   });
   check_launch(op);
 }

@@ -44,8 +44,8 @@ void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indi
   if (n == 0 || k == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    topk_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(x.data<T>(), n, K, k, largest, values.data<T>(),
-                                                            indices.data<int64_t>());
+    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), topk_kernel<T>)
+        (x.data<T>(), n, K, k, largest, values.data<T>(), indices.data<int64_t>());
   });
   check_launch("topk");
 }

@@ -637,6 +637,8 @@ TEST(CudaModels, TrainingIsBitwiseRepeatable) {
 
 TEST(CudaRuntime, CachingAllocatorReusesAndReports) {
   REQUIRE_GPU();
+  bool was = cuda_caching();
+  set_cuda_caching(true);
   release_cuda_cache();
   DeviceMemoryStats s0 = cuda_memory_stats();
   const void* first;
@@ -651,6 +653,7 @@ TEST(CudaRuntime, CachingAllocatorReusesAndReports) {
   EXPECT_GE(cuda_memory_stats().peak_active_bytes, 4000000u);
   release_cuda_cache();
   EXPECT_EQ(cuda_memory_stats().cached_bytes, 0u);
+  set_cuda_caching(was);
   // Host <-> device copies large enough for the pinned staging path.
   Tensor big = input({3, 1 << 20}, DType::F32, 30);
   EXPECT_EQ(cpu(gpu(big)).to_vector<float>(), big.to_vector<float>());

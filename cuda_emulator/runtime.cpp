@@ -1,0 +1,388 @@
+// The emulated CUDA runtime: one device described like an H200, device memory as
+// exact-size host allocations (so AddressSanitizer sees overruns and use-after-free),
+// copies and memsets that check both ranges against the live allocations, streams and
+// events (everything runs in order at once, so they only validate and time), per-kernel
+// attributes, and CUDA's error codes with a detail saying what was wrong.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "cuda_emulator/emulator.h"
+
+namespace cuda_emu {
+namespace {
+
+std::mutex& registry_mutex() {
+  static std::mutex* m = new std::mutex();
+  return *m;
+}
+// base address -> (size, kind); never destroyed (frees may run during static destruction)
+std::map<const char*, std::pair<size_t, Memory>>& registry() {
+  static auto* r = new std::map<const char*, std::pair<size_t, Memory>>();
+  return *r;
+}
+
+thread_local cudaError_t last_error = cudaSuccess;
+thread_local std::string last_detail;
+thread_local std::string message;  // what cudaGetErrorString returned last
+
+std::mutex attr_mutex;
+std::map<const void*, size_t> dynamic_shared_limit;
+
+std::mutex stream_mutex;
+std::set<const void*> streams, events;
+
+struct Event {
+  std::chrono::steady_clock::time_point at;
+  bool recorded = false;
+};
+
+// Uninitialised device memory reads as NaN (0xff bytes) in float and double views.
+constexpr int kPoison = 0xff;
+
+cudaError_t allocate(void** ptr, size_t bytes, Memory kind) {
+  if (!ptr) return fail(cudaErrorInvalidValue, "cudaMalloc: the result pointer is null");
+  *ptr = nullptr;
+  if (kind == Memory::Device && bytes > kGlobalMemory)
+    return fail(cudaErrorMemoryAllocation,
+                "cudaMalloc: " + std::to_string(bytes) + " bytes is more than the emulated device's memory");
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, bytes) != 0 || (!p && bytes > 0))
+    return fail(cudaErrorMemoryAllocation, "cudaMalloc: the host could not provide " + std::to_string(bytes) + " bytes");
+  std::memset(p, kPoison, bytes);
+  std::lock_guard lock(registry_mutex());
+  registry()[static_cast<const char*>(p)] = {bytes, kind};
+  *ptr = p;
+  return cudaSuccess;
+}
+
+cudaError_t release(void* ptr, Memory kind, const char* fn) {
+  if (!ptr) return cudaSuccess;
+  {
+    std::lock_guard lock(registry_mutex());
+    auto it = registry().find(static_cast<const char*>(ptr));
+    if (it == registry().end() || it->second.second != kind) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%s: %p is not the start of a live %s allocation (freed twice, or never allocated)",
+                    fn, ptr, kind == Memory::Device ? "device" : "pinned host");
+      return fail(cudaErrorInvalidValue, buf);
+    }
+    registry().erase(it);
+  }
+  std::free(ptr);
+  return cudaSuccess;
+}
+
+std::string describe(const void* p, size_t n) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "[%p, +%zu bytes)", p, n);
+  return buf;
+}
+
+// Where a copy's side lies: in device memory (wholly inside one allocation), or on the
+// host; a range that starts in a device allocation and runs past its end is an error.
+enum class Side { Host, Device, Overrun };
+Side side_of(const void* p, size_t n) {
+  Allocation a = find_allocation(p);
+  if (!a.found || a.kind == Memory::PinnedHost) return Side::Host;
+  return static_cast<const char*>(p) + n <= a.base + a.size ? Side::Device : Side::Overrun;
+}
+
+const char* kind_name(cudaMemcpyKind k) {
+  switch (k) {
+    case cudaMemcpyHostToHost: return "cudaMemcpyHostToHost";
+    case cudaMemcpyHostToDevice: return "cudaMemcpyHostToDevice";
+    case cudaMemcpyDeviceToHost: return "cudaMemcpyDeviceToHost";
+    case cudaMemcpyDeviceToDevice: return "cudaMemcpyDeviceToDevice";
+    case cudaMemcpyDefault: return "cudaMemcpyDefault";
+  }
+  return "an unknown cudaMemcpyKind";
+}
+
+}  // namespace
+
+Allocation find_allocation(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  std::lock_guard lock(registry_mutex());
+  auto& r = registry();
+  auto it = r.upper_bound(c);
+  if (it == r.begin()) return {};
+  --it;
+  const char* base = it->first;
+  size_t size = it->second.first;
+  if (c < base || c + bytes > base + size) return {};
+  return {base, size, it->second.second, true};
+}
+
+cudaError_t fail(cudaError_t err, const std::string& detail) {
+  last_error = err;
+  last_detail = detail;
+  std::fprintf(stderr, "cuda emulator: %s\n", detail.c_str());
+  return err;
+}
+
+size_t max_dynamic_shared(const void* kernel) {
+  std::lock_guard lock(attr_mutex);
+  auto it = dynamic_shared_limit.find(kernel);
+  return it == dynamic_shared_limit.end() ? kSharedPerBlock : it->second;
+}
+
+bool valid_stream(cudaStream_t s) {
+  if (!s) return true;
+  std::lock_guard lock(stream_mutex);
+  return streams.count(s) > 0;
+}
+
+cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
+  if (!kernel) return fail(cudaErrorInvalidDeviceFunction, "cudaFuncSetAttribute: null kernel");
+  if (attr == cudaFuncAttributePreferredSharedMemoryCarveout)
+    return value >= -1 && value <= 100 ? cudaSuccess
+                                       : fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: carveout outside [-1, 100]");
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize)
+    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: attribute not emulated");
+  if (value < 0 || size_t(value) > kSharedPerBlockOptin)
+    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: MaxDynamicSharedMemorySize " + std::to_string(value) +
+                                           " is outside [0, " + std::to_string(kSharedPerBlockOptin) + "]");
+  std::lock_guard lock(attr_mutex);
+  dynamic_shared_limit[kernel] = size_t(value);
+  return cudaSuccess;
+}
+
+}  // namespace cuda_emu
+
+using namespace cuda_emu;
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return fail(cudaErrorInvalidValue, "cudaGetDeviceCount: null pointer");
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return fail(cudaErrorInvalidValue, "cudaGetDevice: null pointer");
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess
+                     : fail(cudaErrorInvalidDevice, "cudaSetDevice: the emulator has device 0 only, not " +
+                                                        std::to_string(device));
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (!p) return fail(cudaErrorInvalidValue, "cudaGetDeviceProperties: null pointer");
+  if (device != 0) return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties: no device " + std::to_string(device));
+  *p = {};
+  std::snprintf(p->name, sizeof p->name, "NVIDIA H200 (nmperm CUDA emulator)");
+  p->totalGlobalMem = kGlobalMemory;
+  p->sharedMemPerBlock = kSharedPerBlock;
+  p->sharedMemPerBlockOptin = kSharedPerBlockOptin;
+  p->sharedMemPerMultiprocessor = 228 * 1024;
+  p->regsPerBlock = 65536;
+  p->warpSize = kWarp;
+  p->maxThreadsPerBlock = kMaxThreadsPerBlock;
+  p->maxThreadsPerMultiProcessor = 2048;
+  for (int i = 0; i < 3; ++i) {
+    p->maxThreadsDim[i] = kMaxBlockDim[i];
+    p->maxGridSize[i] = int(kMaxGridDim[i]);
+  }
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = kMultiProcessors;
+  p->memoryBusWidth = kMemoryBusBits;
+  p->l2CacheSize = 50 << 20;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (!value) return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: null pointer");
+  if (device != 0) return fail(cudaErrorInvalidDevice, "cudaDeviceGetAttribute: no device " + std::to_string(device));
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = kMaxThreadsPerBlock; break;
+    case cudaDevAttrMaxBlockDimX: *value = kMaxBlockDim[0]; break;
+    case cudaDevAttrMaxGridDimX: *value = int(kMaxGridDim[0]); break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = int(kSharedPerBlock); break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(kSharedPerBlockOptin); break;
+    case cudaDevAttrWarpSize: *value = kWarp; break;
+    case cudaDevAttrMultiProcessorCount: *value = kMultiProcessors; break;
+    case cudaDevAttrMemoryClockRate: *value = kMemoryClockKhz; break;
+    case cudaDevAttrGlobalMemoryBusWidth: *value = kMemoryBusBits; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    default: return fail(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute " + std::to_string(int(attr)) +
+                                                    " is not emulated");
+  }
+  return cudaSuccess;
+}
+
+// Launches run to completion when they are issued, so there is never anything to wait for.
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaGetLastError() {
+  cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return last_error; }
+
+const char* cudaGetErrorName(cudaError_t err) {
+  switch (err) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInitializationError: return "cudaErrorInitializationError";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+
+// CUDA's message; for the error last recorded on this thread, the emulator's detail too.
+const char* cudaGetErrorString(cudaError_t err) {
+  const char* base = "unknown error";
+  switch (err) {
+    case cudaSuccess: base = "no error"; break;
+    case cudaErrorInvalidValue: base = "invalid argument"; break;
+    case cudaErrorMemoryAllocation: base = "out of memory"; break;
+    case cudaErrorInitializationError: base = "initialization error"; break;
+    case cudaErrorInvalidConfiguration: base = "invalid configuration argument"; break;
+    case cudaErrorInvalidDevicePointer: base = "invalid device pointer"; break;
+    case cudaErrorInvalidMemcpyDirection: base = "invalid copy direction for memcpy"; break;
+    case cudaErrorInvalidDeviceFunction: base = "invalid device function"; break;
+    case cudaErrorNoDevice: base = "no CUDA-capable device is detected"; break;
+    case cudaErrorInvalidDevice: base = "invalid device ordinal"; break;
+    case cudaErrorInvalidResourceHandle: base = "invalid resource handle"; break;
+    case cudaErrorNotReady: base = "device not ready"; break;
+    case cudaErrorIllegalAddress: base = "an illegal memory access was encountered"; break;
+    case cudaErrorLaunchOutOfResources: base = "too many resources requested for launch"; break;
+    case cudaErrorLaunchFailure: base = "unspecified launch failure"; break;
+  }
+  if (err == cudaSuccess || last_detail.empty()) return base;
+  message = std::string(base) + " [emulator: " + last_detail + "]";
+  return message.c_str();
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) { return allocate(ptr, bytes, Memory::Device); }
+cudaError_t cudaFree(void* ptr) { return release(ptr, Memory::Device, "cudaFree"); }
+cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return allocate(ptr, bytes, Memory::PinnedHost); }
+cudaError_t cudaFreeHost(void* ptr) { return release(ptr, Memory::PinnedHost, "cudaFreeHost"); }
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (bytes == 0) return cudaSuccess;
+  if (!dst || !src) return fail(cudaErrorInvalidValue, "cudaMemcpy: null pointer");
+  Side d = side_of(dst, bytes), s = side_of(src, bytes);
+  auto bad = [&](const char* what) {
+    return fail(cudaErrorInvalidValue, std::string("cudaMemcpy ") + kind_name(kind) + ": " + what + " (dst " +
+                                           describe(dst, bytes) + ", src " + describe(src, bytes) + ")");
+  };
+  if (d == Side::Overrun) return bad("the destination runs past the end of its device allocation");
+  if (s == Side::Overrun) return bad("the source runs past the end of its device allocation");
+  bool want_dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  bool want_src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind > cudaMemcpyDefault || kind < cudaMemcpyHostToHost)
+    return fail(cudaErrorInvalidMemcpyDirection, "cudaMemcpy: invalid cudaMemcpyKind");
+  if (kind != cudaMemcpyDefault) {
+    if (want_dst_device != (d == Side::Device))
+      return bad(want_dst_device ? "the destination is not device memory" : "the destination is device memory");
+    if (want_src_device != (s == Side::Device))
+      return bad(want_src_device ? "the source is not device memory" : "the source is device memory");
+  }
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  if (!valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle, "cudaMemcpyAsync: unknown stream");
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+
+cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  if (bytes == 0) return cudaSuccess;
+  if (side_of(dst, bytes) != Side::Device)
+    return fail(cudaErrorInvalidValue, "cudaMemset: " + describe(dst, bytes) + " is not inside one device allocation");
+  std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  if (!valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle, "cudaMemsetAsync: unknown stream");
+  return cudaMemset(dst, value, bytes);
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* stream) {
+  if (!stream) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
+  *stream = reinterpret_cast<cudaStream_t>(new char);
+  std::lock_guard lock(stream_mutex);
+  streams.insert(*stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  std::lock_guard lock(stream_mutex);
+  if (!stream || !streams.erase(stream))
+    return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: not a live stream");
+  delete reinterpret_cast<char*>(stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  return valid_stream(stream) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle, "cudaStreamSynchronize: unknown stream");
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t* event) {
+  if (!event) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
+  *event = reinterpret_cast<cudaEvent_t>(new Event());
+  std::lock_guard lock(stream_mutex);
+  events.insert(*event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  std::lock_guard lock(stream_mutex);
+  if (!event || !events.erase(event)) return fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy: not a live event");
+  delete reinterpret_cast<Event*>(event);
+  return cudaSuccess;
+}
+
+namespace {
+Event* live_event(cudaEvent_t e) {
+  std::lock_guard lock(stream_mutex);
+  return e && events.count(e) ? reinterpret_cast<Event*>(e) : nullptr;
+}
+}  // namespace
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  Event* e = live_event(event);
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: not a live event");
+  if (!valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord: unknown stream");
+  e->at = std::chrono::steady_clock::now();
+  e->recorded = true;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  return live_event(event) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: not a live event");
+}
+
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  Event *a = live_event(start), *b = live_event(end);
+  if (!ms || !a || !b) return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not live events");
+  if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: event not recorded");
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
