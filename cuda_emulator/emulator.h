@@ -31,6 +31,10 @@ struct Allocation {
 };
 Allocation find_allocation(const void* p, size_t bytes = 0);
 
+// False when a write ran past the end of the device allocation holding p (its canary is
+// broken; `where` names the allocation). Without AddressSanitizer only.
+bool check_canary(const void* p, std::string& where);
+
 // Records err as the last error (returned by the next cudaGetLastError) with a detail that
 // cudaGetErrorString adds to CUDA's own message; prints the detail to stderr; returns err.
 cudaError_t fail(cudaError_t err, const std::string& detail);

@@ -44,6 +44,28 @@ struct Event {
 // Uninitialised device memory reads as NaN (0xff bytes) in float and double views.
 constexpr int kPoison = 0xff;
 
+// Without AddressSanitizer, each device allocation is followed by a canary that a write
+// past its end breaks; launches check the allocations their pointers point into, and
+// cudaFree checks the one it frees. Under ASan allocations are exact and ASan checks.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr size_t kCanary = 0;
+#else
+constexpr size_t kCanary = 64;
+#endif
+constexpr unsigned char kCanaryByte = 0xa5;
+
+bool canary_intact(const char* base, size_t size) {
+  for (size_t i = 0; i < kCanary; ++i)
+    if (static_cast<unsigned char>(base[size + i]) != kCanaryByte) return false;
+  return true;
+}
+
+std::string describe(const void* p, size_t n) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "[%p, +%zu bytes)", p, n);
+  return buf;
+}
+
 cudaError_t allocate(void** ptr, size_t bytes, Memory kind) {
   if (!ptr) return fail(cudaErrorInvalidValue, "cudaMalloc: the result pointer is null");
   *ptr = nullptr;
@@ -51,9 +73,11 @@ cudaError_t allocate(void** ptr, size_t bytes, Memory kind) {
     return fail(cudaErrorMemoryAllocation,
                 "cudaMalloc: " + std::to_string(bytes) + " bytes is more than the emulated device's memory");
   void* p = nullptr;
-  if (posix_memalign(&p, 256, bytes) != 0 || (!p && bytes > 0))
+  size_t canary = kind == Memory::Device ? kCanary : 0;
+  if (posix_memalign(&p, 256, bytes + canary) != 0 || (!p && bytes > 0))
     return fail(cudaErrorMemoryAllocation, "cudaMalloc: the host could not provide " + std::to_string(bytes) + " bytes");
   std::memset(p, kPoison, bytes);
+  std::memset(static_cast<char*>(p) + bytes, kCanaryByte, canary);
   std::lock_guard lock(registry_mutex());
   registry()[static_cast<const char*>(p)] = {bytes, kind};
   *ptr = p;
@@ -71,16 +95,17 @@ cudaError_t release(void* ptr, Memory kind, const char* fn) {
                     fn, ptr, kind == Memory::Device ? "device" : "pinned host");
       return fail(cudaErrorInvalidValue, buf);
     }
+    bool intact = kind != Memory::Device || canary_intact(it->first, it->second.first);
+    size_t size = it->second.first;
     registry().erase(it);
+    if (!intact) {
+      std::string what = std::string(fn) + ": something wrote past the end of device allocation " + describe(ptr, size);
+      std::free(ptr);
+      return fail(cudaErrorIllegalAddress, what);
+    }
   }
   std::free(ptr);
   return cudaSuccess;
-}
-
-std::string describe(const void* p, size_t n) {
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "[%p, +%zu bytes)", p, n);
-  return buf;
 }
 
 // Where a copy's side lies: in device memory (wholly inside one allocation), or on the
@@ -116,6 +141,14 @@ Allocation find_allocation(const void* p, size_t bytes) {
   size_t size = it->second.first;
   if (c < base || c + bytes > base + size) return {};
   return {base, size, it->second.second, true};
+}
+
+bool check_canary(const void* p, std::string& where) {
+  Allocation a = find_allocation(p);
+  if (!a.found || a.kind != Memory::Device || canary_intact(a.base, a.size)) return true;
+  std::memset(const_cast<char*>(a.base) + a.size, kCanaryByte, kCanary);  // report each overrun once
+  where = describe(a.base, a.size);
+  return false;
 }
 
 cudaError_t fail(cudaError_t err, const std::string& detail) {
@@ -324,39 +357,33 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
   return cudaMemset(dst, value, bytes);
 }
 
-cudaError_t cudaStreamCreate(cudaStream_t* stream) {
-  if (!stream) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null pointer");
-  *stream = reinterpret_cast<cudaStream_t>(new char);
-  std::lock_guard lock(stream_mutex);
-  streams.insert(*stream);
-  return cudaSuccess;
-}
+namespace {
+struct Stream {};  // launches run at once, so a stream holds nothing
 
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+// cudaStreamCreate / cudaEventCreate and their destroys: a new object whose address is the
+// handle, registered in `live` until destroyed.
+template <class Object, class Handle> cudaError_t create_handle(Handle* out, std::set<const void*>& live, const char* fn) {
+  if (!out) return fail(cudaErrorInvalidValue, std::string(fn) + ": null pointer");
+  *out = reinterpret_cast<Handle>(new Object());
   std::lock_guard lock(stream_mutex);
-  if (!stream || !streams.erase(stream))
-    return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: not a live stream");
-  delete reinterpret_cast<char*>(stream);
+  live.insert(*out);
   return cudaSuccess;
 }
+template <class Object, class Handle> cudaError_t destroy_handle(Handle h, std::set<const void*>& live, const char* fn) {
+  std::lock_guard lock(stream_mutex);
+  if (!h || !live.erase(h)) return fail(cudaErrorInvalidResourceHandle, std::string(fn) + ": not a live handle");
+  delete reinterpret_cast<Object*>(h);
+  return cudaSuccess;
+}
+}  // namespace
+
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return create_handle<Stream>(s, streams, "cudaStreamCreate"); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) { return destroy_handle<Stream>(s, streams, "cudaStreamDestroy"); }
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return create_handle<Event>(e, events, "cudaEventCreate"); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { return destroy_handle<Event>(e, events, "cudaEventDestroy"); }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return valid_stream(stream) ? cudaSuccess : fail(cudaErrorInvalidResourceHandle, "cudaStreamSynchronize: unknown stream");
-}
-
-cudaError_t cudaEventCreate(cudaEvent_t* event) {
-  if (!event) return fail(cudaErrorInvalidValue, "cudaEventCreate: null pointer");
-  *event = reinterpret_cast<cudaEvent_t>(new Event());
-  std::lock_guard lock(stream_mutex);
-  events.insert(*event);
-  return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  std::lock_guard lock(stream_mutex);
-  if (!event || !events.erase(event)) return fail(cudaErrorInvalidResourceHandle, "cudaEventDestroy: not a live event");
-  delete reinterpret_cast<Event*>(event);
-  return cudaSuccess;
 }
 
 namespace {

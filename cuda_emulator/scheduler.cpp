@@ -50,7 +50,7 @@ __attribute__((aligned(256))) thread_local unsigned char cuda_emu_dynamic_shared
 }
 
 namespace cuda_emu::detail {
-__thread uint3 thread_idx, block_idx, block_dim, grid_dim;
+uint3 thread_idx, block_idx, block_dim, grid_dim;
 }
 
 // --- context switch (x86-64 System V): push the callee-saved registers, store the stack
@@ -190,10 +190,24 @@ struct Host {
   Block* block = nullptr;
   Fiber* fiber = nullptr;
   std::vector<Pending*> free_pending;
-  // TSan tokens: fresh addresses, one per rendezvous; the buffer is renewed (its sync
-  // objects forgotten) when used up.
+  // TSan tokens: an address per rendezvous, from a ring. A token comes round again only
+  // after 65536 others, so the ordering it still carries from its last use can at worst
+  // hide a race between events that far apart, never invent one.
   char* tokens = nullptr;
   size_t next_token = 0;
+
+  ~Host() {
+    long page = sysconf(_SC_PAGESIZE);
+    for (Fiber* f : pool) {
+      munmap(f->stack - page, kStackBytes + size_t(page));
+#if defined(CUDA_EMU_TSAN)
+      __tsan_destroy_fiber(f->tsan);
+#endif
+      delete f;
+    }
+    for (Pending* p : free_pending) delete p;
+    std::free(tokens);
+  }
 };
 thread_local Host host;
 
@@ -212,12 +226,9 @@ struct Stats {
 constexpr size_t kTokens = size_t(1) << 16;
 void* new_token() {
 #if defined(CUDA_EMU_TSAN)
-  if (!host.tokens || host.next_token == kTokens) {
-    std::free(host.tokens);
-    host.tokens = static_cast<char*>(std::malloc(kTokens * 8));
-    host.next_token = 0;
-  }
-  return host.tokens + 8 * host.next_token++;
+  if (!host.tokens) host.tokens = static_cast<char*>(std::calloc(kTokens, 8));
+  host.next_token = (host.next_token + 1) % kTokens;
+  return host.tokens + 8 * host.next_token;
 #else
   return nullptr;
 #endif
@@ -426,11 +437,14 @@ void complete(Block& b, Pending* p, const std::vector<Fiber*>& members) {
       case Collective::Any: r = ballot != 0; break;
       case Collective::All: r = ballot == p->mask; break;
       default: {
-        int w = p->width[l], seg = l & ~(w - 1), a = p->arg[l], j = l;
-        if (p->kind == Collective::Shfl) j = seg + (a & (w - 1));
-        else if (p->kind == Collective::ShflUp) j = l - a >= seg ? l - a : l;
-        else if (p->kind == Collective::ShflDown) j = l + a < seg + w ? l + a : l;
-        else j = (l ^ a) < seg + w ? (l ^ a) : l;
+        // CUDA's source lane: within the lane's segment of `width` lanes; where up, down or
+        // xor would leave it (deltas and xor masks are unsigned), the lane's own value.
+        int w = p->width[l], seg = l & ~(w - 1), j = l;
+        unsigned a = unsigned(p->arg[l]);
+        if (p->kind == Collective::Shfl) j = seg + int(a & unsigned(w - 1));
+        else if (p->kind == Collective::ShflUp) j = a <= unsigned(l - seg) ? l - int(a) : l;
+        else if (p->kind == Collective::ShflDown) j = a < unsigned(seg + w - l) ? l + int(a) : l;
+        else j = (unsigned(l) ^ a) < unsigned(seg + w) ? int(unsigned(l) ^ a) : l;
         if (!(p->mask >> j & 1u)) {
           if (b.error.empty())
             b.error = std::string(collective_name(p->kind)) + " at " + where_str(p->where) + ": lane " +
@@ -577,7 +591,7 @@ std::string waiting_summary(const Block& b) {
   return s;
 }
 
-std::mutex launch_mutex;  // launches from several host threads run one at a time
+std::mutex launch_mutex;  // launches from several host threads run one at a time (they share thread_idx, ...)
 uint64_t launches = 0;
 
 
@@ -671,13 +685,19 @@ void run(const LaunchConfig& c, const PointerArg* pointers, int n_pointers, void
 #endif
   host.block = &b;
   std::string error;
+#if defined(CUDA_EMU_ASAN)
+  const size_t guard = 0;  // ASan sees the poisoned rest of the arena
+#else
+  const size_t guard = std::min<size_t>(1024, kSharedPerBlockOptin - c.shared);
+#endif
   for (unsigned z = 0; z < gd[2] && error.empty(); ++z)
     for (unsigned y = 0; y < gd[1] && error.empty(); ++y)
       for (unsigned x = 0; x < gd[0] && error.empty(); ++x) {
         block_idx = {x, y, z};
         ++stats.blocks;
         stats.threads += uint64_t(b.n);
-        std::memset(cuda_emu_dynamic_shared, 0xff, c.shared);  // NaN in float and double views
+        // NaN in float and double views, and past the end a guard that a write breaks.
+        std::memset(cuda_emu_dynamic_shared, 0xff, c.shared + guard);
         b.done = b.at_barrier = 0;
         std::fill(b.exited.begin(), b.exited.end(), 0u);
         b.ready.clear();
@@ -693,6 +713,10 @@ void run(const LaunchConfig& c, const PointerArg* pointers, int n_pointers, void
         if (b.error.empty() && b.done < b.n)
           b.error = "deadlock: of " + std::to_string(b.n) + " threads " + std::to_string(b.done) + " finished, " +
                     waiting_summary(b);
+        for (size_t i = c.shared; i < c.shared + guard && b.error.empty(); ++i)
+          if (cuda_emu_dynamic_shared[i] != 0xff)
+            b.error = "wrote past its " + std::to_string(c.shared) + " bytes of dynamic shared memory (at byte " +
+                      std::to_string(i) + ")";
         if (!b.error.empty()) {
           error = kernel_at(b) + ": " + b.error;
           for (int i = 0; i < b.n; ++i)
@@ -706,7 +730,19 @@ void run(const LaunchConfig& c, const PointerArg* pointers, int n_pointers, void
 #if defined(CUDA_EMU_ASAN)
   ASAN_UNPOISON_MEMORY_REGION(cuda_emu_dynamic_shared, kSharedPerBlockOptin);
 #endif
-  if (!error.empty()) fail(cudaErrorLaunchFailure, error);
+  if (!error.empty()) {
+    fail(cudaErrorLaunchFailure, error);
+    return;
+  }
+  for (int i = 0; i < n_pointers; ++i) {
+    std::string where;
+    if (!check_canary(pointers[i].ptr, where)) {
+      fail(cudaErrorIllegalAddress,
+           name() + ": wrote past the end of device allocation " + where + ", which argument " +
+               std::to_string(pointers[i].index) + " points into");
+      return;
+    }
+  }
 }
 
 }  // namespace cuda_emu

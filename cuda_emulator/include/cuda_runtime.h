@@ -47,8 +47,11 @@ struct dim3 {
 inline constexpr int warpSize = 32;
 
 namespace cuda_emu::detail {
-// The running CUDA thread's coordinates, set by the scheduler at every switch.
-extern __thread uint3 thread_idx, block_idx, block_dim, grid_dim;
+// The running CUDA thread's coordinates, set by the scheduler at every switch. Plain
+// globals: launches run one at a time in the process (and TLS here would meet a
+// toolchain bug: UBSan's null check on a TLS address reads flags that ld's TLS
+// relaxation no longer sets).
+extern uint3 thread_idx, block_idx, block_dim, grid_dim;
 inline const uint3& thread_idx_ref() { return thread_idx; }
 inline const uint3& block_idx_ref() { return block_idx; }
 inline const uint3& block_dim_ref() { return block_dim; }

@@ -65,6 +65,15 @@ __global__ void write_order(int* counter, int* order) { order[atomicAdd(counter,
 
 __global__ void touch(float* p) { p[0] = 1.0f; }
 
+__global__ void write_at(float* p, int i) {
+  if (threadIdx.x == 0) p[i] = 1.0f;
+}
+
+__global__ void write_shared_at(int byte) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  if (threadIdx.x == 0) smem_raw[byte] = 1;
+}
+
 // --- helpers
 
 template <class T> struct DeviceArray {
@@ -153,22 +162,50 @@ TEST(CudaEmulator, WarpIntrinsicsFollowCudasDefinitions) {
       for (int l = 0; l < 32; ++l) {
         int seg = l & ~(width - 1);
         int idx = seg + (arg & (width - 1));
-        int up = l - arg >= seg ? l - arg : l;
-        int down = l + arg < seg + width ? l + arg : l;
-        int x = (l ^ arg) < seg + width ? (l ^ arg) : l;
-        if (arg < 0) up = down = x = l;  // not exercised: unsigned deltas and xor masks are non-negative
+        // Deltas and xor masks are unsigned: -1 is a delta past any segment and an xor
+        // that leaves it.
+        unsigned a = unsigned(arg);
+        int up = a <= unsigned(l - seg) ? l - int(a) : l;
+        int down = a < unsigned(seg + width - l) ? l + int(a) : l;
+        int x = (unsigned(l) ^ a) < unsigned(seg + width) ? int(unsigned(l) ^ a) : l;
         std::string at = "width " + std::to_string(width) + " arg " + std::to_string(arg) + " lane " + std::to_string(l);
         EXPECT_EQ(h[size_t(l)], 100 + idx) << "__shfl_sync " << at;
-        if (arg >= 0) {
-          EXPECT_EQ(h[size_t(32 + l)], 100 + up) << "__shfl_up_sync " << at;
-          EXPECT_EQ(h[size_t(64 + l)], 100 + down) << "__shfl_down_sync " << at;
-          EXPECT_EQ(h[size_t(96 + l)], 100 + x) << "__shfl_xor_sync " << at;
-        }
+        EXPECT_EQ(h[size_t(32 + l)], 100 + up) << "__shfl_up_sync " << at;
+        EXPECT_EQ(h[size_t(64 + l)], 100 + down) << "__shfl_down_sync " << at;
+        EXPECT_EQ(h[size_t(96 + l)], 100 + x) << "__shfl_xor_sync " << at;
         EXPECT_EQ(unsigned(h[size_t(128 + l)]), ballot) << at;
         EXPECT_EQ(h[size_t(160 + l)], 1) << at;
         EXPECT_EQ(h[size_t(192 + l)], 0) << at;
       }
     }
+}
+
+// The same rules, spelled out for a few lanes by hand.
+TEST(CudaEmulator, WarpIntrinsicsSpotChecks) {
+  auto run = [](int width, int arg) {
+    DeviceArray<int> out(7 * 32);
+    NMPERM_LAUNCH(1, 32, 0, 0, warp_intrinsics)(width, arg, out.p);
+    EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+    return out.host();
+  };
+  std::vector<int> a = run(32, 1);
+  EXPECT_EQ(a[0], 101);        // __shfl_sync(v, 1): every lane reads lane 1
+  EXPECT_EQ(a[32 + 0], 100);   // __shfl_up_sync by 1: lane 0 keeps its own
+  EXPECT_EQ(a[32 + 5], 104);
+  EXPECT_EQ(a[64 + 31], 131);  // __shfl_down_sync by 1: lane 31 keeps its own
+  EXPECT_EQ(a[64 + 30], 131);
+  EXPECT_EQ(a[96 + 6], 107);   // __shfl_xor_sync 1
+  std::vector<int> b = run(8, 5);
+  EXPECT_EQ(b[13], 113);       // lane 13 is in segment [8, 16): reads 8 + 5
+  EXPECT_EQ(b[32 + 13], 108);  // up by 5 within [8, 16)
+  EXPECT_EQ(b[32 + 12], 112);  // 12 - 5 leaves the segment: own value
+  EXPECT_EQ(b[64 + 10], 115);
+  EXPECT_EQ(b[64 + 11], 111);  // 11 + 5 = 16 leaves it
+  EXPECT_EQ(b[96 + 3], 106);   // 3 ^ 5
+  EXPECT_EQ(b[96 + 13], 108);  // 13 ^ 5 = 8
+  std::vector<int> c = run(8, 17);
+  EXPECT_EQ(c[96 + 3], 103);   // 3 ^ 17 = 18 is past the segment: own value
+  EXPECT_EQ(c[96 + 18], 103);  // 18 ^ 17 = 3 lies in an earlier segment: allowed
 }
 
 TEST(CudaEmulator, LaunchLimitsFailAsCudaFailsThem) {
@@ -271,6 +308,25 @@ TEST(CudaEmulator, KernelPointersMustPointIntoLiveDeviceMemory) {
   cudaGetLastError();
 }
 
+#if !defined(__SANITIZE_ADDRESS__)  // under AddressSanitizer these writes are ASan's reports
+TEST(CudaEmulator, WritesPastAnAllocationOrTheSharedMemoryAreCaught) {
+  DeviceArray<float> d(10);
+  NMPERM_LAUNCH(1, 32, 0, 0, write_at)(d.p, 9);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  NMPERM_LAUNCH(1, 32, 0, 0, write_at)(d.p, 10);
+  auto [err, msg] = last();
+  EXPECT_EQ(err, cudaErrorIllegalAddress);
+  EXPECT_NE(msg.find("wrote past the end of device allocation"), std::string::npos) << msg;
+
+  NMPERM_LAUNCH(2, 32, 100, 0, write_shared_at)(99);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  NMPERM_LAUNCH(2, 32, 100, 0, write_shared_at)(100);
+  std::tie(err, msg) = last();
+  EXPECT_EQ(err, cudaErrorLaunchFailure);
+  EXPECT_NE(msg.find("wrote past its 100 bytes of dynamic shared memory"), std::string::npos) << msg;
+}
+#endif
+
 TEST(CudaEmulator, CopiesCheckDirectionAndBounds) {
   DeviceArray<float> d(8);
   std::vector<float> h(16, 1.0f);
@@ -286,6 +342,31 @@ TEST(CudaEmulator, CopiesCheckDirectionAndBounds) {
   ASSERT_EQ(cudaMemcpy(back.data(), fresh, 4 * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
   for (float v : back) EXPECT_TRUE(std::isnan(v));  // uninitialised device memory reads as NaN
   cudaFree(fresh);
+}
+
+TEST(CudaEmulator, StreamsAndEventsAreCheckedHandles) {
+  cudaStream_t s = nullptr;
+  cudaEvent_t a = nullptr, b = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&a), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&b), cudaSuccess);
+  DeviceArray<float> d(1);
+  EXPECT_EQ(cudaEventRecord(a, s), cudaSuccess);
+  NMPERM_LAUNCH(1, 1, 0, s, touch)(d.p);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(cudaEventRecord(b, s), cudaSuccess);
+  EXPECT_EQ(cudaEventSynchronize(b), cudaSuccess);
+  float ms = -1;
+  EXPECT_EQ(cudaEventElapsedTime(&ms, a, b), cudaSuccess);
+  EXPECT_GE(ms, 0.0f);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+  NMPERM_LAUNCH(1, 1, 0, s, touch)(d.p);  // a destroyed stream
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidResourceHandle);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaErrorInvalidResourceHandle);
+  EXPECT_EQ(cudaEventDestroy(a), cudaSuccess);
+  EXPECT_EQ(cudaEventDestroy(b), cudaSuccess);
+  EXPECT_EQ(cudaEventElapsedTime(&ms, a, b), cudaErrorInvalidResourceHandle);
+  cudaGetLastError();
 }
 
 TEST(CudaEmulator, CublasChecksItsArgumentsAndComputesColumnMajor) {
