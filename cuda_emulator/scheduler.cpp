@@ -15,9 +15,10 @@
 //                 else, so each warp runs ahead to its next block barrier, last warp first
 //
 // Under ThreadSanitizer each fiber is a TSan fiber and the switches carry no ordering;
-// barriers and collectives release and acquire a fresh token per rendezvous, so TSan sees
-// exactly the happens-before edges CUDA guarantees (shuffles move values, not memory
-// ordering). This file itself is built without TSan instrumentation: its bookkeeping is
+// barriers and collectives release and acquire a token per rendezvous, so within a block
+// TSan sees exactly the happens-before edges CUDA guarantees (shuffles move values, not
+// memory ordering). Blocks are ordered one after another (they reuse one shared-memory
+// arena), so races between blocks are not found. This file itself is built without TSan instrumentation: its bookkeeping is
 // shared by the fibers of one OS thread, which TSan would otherwise take for races.
 #include <sys/mman.h>
 #include <unistd.h>
@@ -42,6 +43,8 @@
 #endif
 #if defined(CUDA_EMU_TSAN)
 #include <sanitizer/tsan_interface.h>
+extern "C" void __tsan_ignore_thread_begin();  // in the TSan runtime, not in GCC 12's header
+extern "C" void __tsan_ignore_thread_end();
 #endif
 
 // Dynamic shared memory of the running block (see CUDA_EMU_DYNAMIC_SHARED).
@@ -130,7 +133,7 @@ struct Fiber {
   // on release
   uint64_t result = 0;
   void* acquire = nullptr;  // TSan token of the rendezvous that released it
-  bool dirty = false;       // abandoned mid-kernel: its stack shadow needs a reset
+  bool started = false;     // has run kernel code in this block
   void* tsan = nullptr;
 };
 
@@ -240,6 +243,19 @@ inline void tsan_release(void* t) {
   (void)t;
 #endif
 }
+// The scheduler's own memory traffic (its bookkeeping, the libc calls behind it, the
+// shared-memory poison, fresh stack frames) is hidden from TSan: only kernel code and
+// the orderings annotated here are what TSan judges.
+inline void tsan_ignore_begin() {
+#if defined(CUDA_EMU_TSAN)
+  __tsan_ignore_thread_begin();
+#endif
+}
+inline void tsan_ignore_end() {
+#if defined(CUDA_EMU_TSAN)
+  __tsan_ignore_thread_end();
+#endif
+}
 inline void tsan_acquire(void* t) {
 #if defined(CUDA_EMU_TSAN)
   if (t) __tsan_acquire(t);
@@ -272,16 +288,7 @@ Fiber* fiber(size_t i) {
 // A fresh start: the first switch to it "returns" into cuda_emu_start, which calls
 // fiber_main(f).
 void prepare(Fiber* f) {
-  if (f->dirty) {
-#if defined(CUDA_EMU_ASAN)
-    ASAN_UNPOISON_MEMORY_REGION(f->stack, kStackBytes);
-#endif
-#if defined(CUDA_EMU_TSAN)
-    __tsan_destroy_fiber(f->tsan);
-    f->tsan = __tsan_create_fiber(0);
-#endif
-    f->dirty = false;
-  }
+  f->started = false;
   // Stacks lie a whole number of pages apart; a different offset within a page for each
   // keeps their hot top frames from competing for the same cache sets.
   uintptr_t color = uintptr_t(f->linear % 61) * 64;
@@ -351,16 +358,19 @@ void fiber_main(Fiber* f) {
   __sanitizer_finish_switch_fiber(nullptr, &host.stack_lo, &host.stack_size);
 #endif
   Block& b = *host.block;
+  f->started = true;
   tsan_acquire(b.launch_token);
+  bool aborted = true;
   try {
     b.thread(b.state);
+    aborted = false;
   } catch (const Abort&) {
-    f->dirty = true;
+    tsan_ignore_end();  // thrown by sync_block / warp_collective, inside their ignored section
   } catch (...) {
-    f->dirty = true;
     if (b.error.empty()) b.error = "an exception escaped the kernel in thread " + std::to_string(f->linear);
   }
-  if (!f->dirty) {
+  tsan_ignore_begin();
+  if (!aborted) {
     // A lane that leaves while a warp collective still names it will never arrive there.
     for (Pending* p : b.open)
       if (p->warp == f->warp && (p->mask >> f->lane & 1u) && b.error.empty())
@@ -371,6 +381,7 @@ void fiber_main(Fiber* f) {
   f->state = Fiber::State::Done;
   b.exited[size_t(f->warp)] |= 1u << f->lane;
   ++b.done;
+  tsan_ignore_end();
   switch_to_host(f, true);
   __builtin_unreachable();
 }
@@ -465,6 +476,7 @@ void complete(Block& b, Pending* p, const std::vector<Fiber*>& members) {
 }  // namespace
 
 void sync_block(const std::source_location& where) {
+  tsan_ignore_begin();  // ended on the way back to the kernel, or by fiber_main after an Abort
   Block& b = running("__syncthreads");
   Fiber* f = host.fiber;
   f->state = Fiber::State::Waiting;
@@ -485,10 +497,12 @@ void sync_block(const std::source_location& where) {
   switch_to_host(f, false);
   tsan_acquire(f->acquire);
   if (!b.error.empty()) throw Abort{};
+  tsan_ignore_end();
 }
 
 uint64_t warp_collective(Collective kind, unsigned mask, uint64_t value, int arg, int width,
                          const std::source_location& where) {
+  tsan_ignore_begin();  // as in sync_block
   Block& b = running(collective_name(kind));
   Fiber* f = host.fiber;
   auto at = [&] { return std::string(collective_name(kind)) + " at " + where_str(where); };
@@ -548,6 +562,7 @@ uint64_t warp_collective(Collective kind, unsigned mask, uint64_t value, int arg
   switch_to_host(f, false);
   tsan_acquire(f->acquire);
   if (!b.error.empty()) throw Abort{};
+  tsan_ignore_end();
   return f->result;
 }
 
@@ -683,6 +698,7 @@ void run(const LaunchConfig& c, const PointerArg* pointers, int n_pointers, void
   // Shared memory past what the launch asked for is out of bounds.
   ASAN_POISON_MEMORY_REGION(cuda_emu_dynamic_shared + c.shared, kSharedPerBlockOptin - c.shared);
 #endif
+  tsan_ignore_begin();  // the host's poisoning, stack frames and bookkeeping
   host.block = &b;
   std::string error;
 #if defined(CUDA_EMU_ASAN)
@@ -709,6 +725,7 @@ void run(const LaunchConfig& c, const PointerArg* pointers, int n_pointers, void
           std::reverse(b.ready.begin(), b.ready.end());
         else if (b.order == Order::WarpAhead)  // last warp first, its lanes in order
           std::stable_sort(b.ready.begin(), b.ready.end(), [](Fiber* p, Fiber* q) { return p->warp > q->warp; });
+        tsan_release(b.launch_token);  // the poison above, and the blocks before this one
         while (!b.ready.empty() && b.error.empty()) switch_into(next_ready(b));
         if (b.error.empty() && b.done < b.n)
           b.error = "deadlock: of " + std::to_string(b.n) + " threads " + std::to_string(b.done) + " finished, " +
@@ -719,13 +736,19 @@ void run(const LaunchConfig& c, const PointerArg* pointers, int n_pointers, void
                       std::to_string(i) + ")";
         if (!b.error.empty()) {
           error = kernel_at(b) + ": " + b.error;
+          // Every thread still inside the kernel resumes into an Abort and unwinds, so its
+          // stack is clean for the next launch and its accesses are ordered before ours.
           for (int i = 0; i < b.n; ++i)
-            if (b.fibers[i]->state != Fiber::State::Done) b.fibers[i]->dirty = true;
+            if (b.fibers[i]->started && b.fibers[i]->state != Fiber::State::Done) switch_into(b.fibers[i]);
           for (Pending* p : b.open) host.free_pending.push_back(p);
           b.open.clear();
         }
+        // Blocks share the emulator's shared memory and run one after another: TSan sees
+        // them ordered, or every block's reuse of "its" shared memory would be a race.
+        tsan_acquire(b.done_token);
       }
   host.block = nullptr;
+  tsan_ignore_end();
   tsan_acquire(b.done_token);
 #if defined(CUDA_EMU_ASAN)
   ASAN_UNPOISON_MEMORY_REGION(cuda_emu_dynamic_shared, kSharedPerBlockOptin);

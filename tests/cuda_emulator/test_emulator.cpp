@@ -251,9 +251,15 @@ TEST(CudaEmulator, SharedMemoryStartsEveryBlockAsNaN) {
 }
 
 // A missing barrier reads the poison in one order and the right value in another: the
-// two CI orders between them see it.
+// two CI orders between them see it. (Under ThreadSanitizer the race itself is the
+// report, so only the correct kernel runs there.)
 TEST(CudaEmulator, AMissingBarrierShowsUnderSomeThreadOrder) {
-  for (bool barrier : {true, false}) {
+#if defined(__SANITIZE_THREAD__)
+  const bool variants[] = {true};
+#else
+  const bool variants[] = {true, false};
+#endif
+  for (bool barrier : variants) {
     int bad_orders = 0;
     for (const char* order : {"forward", "reverse", "shuffle:3", "warp-ahead"}) {
       Order o(order);
