@@ -4,13 +4,14 @@
 #   ./setup.sh demo [ARGS...]   install what is missing, build, run `nmperm demo ARGS...`
 #   ./setup.sh test             install what is missing, then everything CI runs: the CPU suite
 #                               (build/), every CUDA test on the CUDA emulator in two thread
-#                               orders (build-emu/), the CPU suite under ASan + UBSan (build-asan/)
+#                               orders (build-emu/), and both suites under ASan + UBSan (build-asan/)
 #   ./setup.sh test-cpu         the CPU suite only (build/; CUDA tests skip without a GPU)
 #   ./setup.sh test-cuda-emu    every CUDA test on the CUDA emulator, thread orders forward and
 #                               shuffle:$SHUFFLE_SEED (default 1) (build-emu/)
-#   ./setup.sh test-cuda-asan   the emulated CUDA tests under AddressSanitizer + UBSan (build-emu-asan/)
-#   ./setup.sh test-cuda-tsan   the emulated CUDA tests under ThreadSanitizer (build-emu-tsan/)
-#   ./setup.sh test-asan        the CPU suite under AddressSanitizer + UBSan (build-asan/)
+#   ./setup.sh test-asan        the CPU suite and the emulated CUDA tests under AddressSanitizer +
+#                               UBSan (build-asan/: -O2 with debug info, and the emulator)
+#   ./setup.sh test-cuda-asan   only the emulated CUDA tests of that build
+#   ./setup.sh test-cuda-tsan   the emulated CUDA tests under ThreadSanitizer (build-tsan/)
 #   ./setup.sh fuzz [SECONDS]   libFuzzer on every reader of outside data, SECONDS per target (default 60)
 #   ./setup.sh bench            build and run the CPU benchmarks (ops, training steps) against PyTorch
 #   ./setup.sh build            install what is missing and build only
@@ -69,9 +70,10 @@ test_cuda_emu() {  # DIR [cmake args...]
   done
 }
 
+# Under AddressSanitizer + UBSan, with the CUDA emulator: LABEL cpu, cuda or "" for both.
 test_asan() {
-  build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_SANITIZE=ON -DNMPERM_CUDA=OFF
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$JOBS" -L cpu)
+  build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_SANITIZE=ON -DNMPERM_CUDA=EMU
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j "$JOBS" ${1:+-L "$1"})
 }
 
 cmd=${1:-}
@@ -94,14 +96,13 @@ case "$cmd" in
     test_cuda_emu build-emu ;;
   test-cuda-asan)
     install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
-    build build-emu-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_CUDA=EMU -DNMPERM_SANITIZE=ON
-    cd build-emu-asan && ASAN_OPTIONS=detect_leaks=1 exec ctest --output-on-failure -j "$JOBS" -L cuda ;;
+    test_asan cuda ;;
   test-cuda-tsan)
     install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
-    build build-emu-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_CUDA=EMU -DNMPERM_TSAN=ON
+    build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNMPERM_CUDA=EMU -DNMPERM_TSAN=ON
     # One OpenMP and one OpenBLAS thread: their pools are not TSan-instrumented, and the
     # CPU reference kernels would report their barriers as races.
-    cd build-emu-tsan && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    cd build-tsan && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
       exec ctest --output-on-failure -j "$JOBS" -L cuda ;;
   test-asan)
     install_missing "${BUILD_PKGS[@]}" "${DATA_PKGS[@]}"
@@ -118,7 +119,7 @@ case "$cmd" in
     install_missing "${BUILD_PKGS[@]}"
     build "${BUILD_DIR:-build}" ;;
   -h|--help|"")
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "setup.sh: unknown command '$cmd' (try ./setup.sh --help)" >&2
     exit 2 ;;

@@ -5,8 +5,8 @@ emulator's checks catches each.
   tools/emu_inject_bugs.py [--builds emu,asan,tsan] [--only NAME] [--out FILE]
 
 For every bug: patch the kernel source, rebuild nmperm_cuda_tests in each emulated build
-(build-emu, build-emu-asan, build-emu-tsan: make them first with ./setup.sh
-test-cuda-emu / test-cuda-asan / test-cuda-tsan), run the tests that exercise the kernel
+(build-emu, build-asan, build-tsan: make them first with ./setup.sh
+test-cuda-emu / test-asan / test-cuda-tsan), run the tests that exercise the kernel
 (thread orders forward and shuffle:1 on the plain build), note what reported it, and put
 the source back. The table goes to stdout and to --out (markdown). The source is restored
 even when interrupted; the builds are rebuilt from it at the end.
@@ -49,8 +49,8 @@ BUGS = [
 
 BUILDS = {
     "emu": ("build-emu", [("forward", {}), ("shuffle:1", {})]),
-    "asan": ("build-emu-asan", [("forward", {"ASAN_OPTIONS": "detect_leaks=0"})]),
-    "tsan": ("build-emu-tsan", [("forward", {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    "asan": ("build-asan", [("forward", {"ASAN_OPTIONS": "detect_leaks=0"})]),
+    "tsan": ("build-tsan", [("forward", {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                                              "TSAN_OPTIONS": "halt_on_error=1"})]),
 }
 
@@ -66,6 +66,8 @@ def verdict(rc, out):
     if m:
         line = m.group(1)
         for key, name in [("deadlock", "emulator: deadlock"), ("not in its own mask", "emulator: warp mask"),
+                          ("exited, but", "emulator: warp mask"), ("meet at different", "emulator: warp mask"),
+                          ("which mask", "emulator: warp mask"),
                           ("dynamic shared memory, more than", "emulator: launch over the shared-memory limit"),
                           ("wrote past its", "emulator: shared-memory guard"),
                           ("wrote past the end", "emulator: allocation canary"),
@@ -125,7 +127,9 @@ def main():
                                       dict(env, NMPERM_CUDA_EMU_ORDER=order))
                         v = verdict(rc, out)
                         row.append(v)
-                        print(f"  {name} | {b} {order}: {v} ({time.time() - t0:.0f} s)", flush=True)
+                        first = re.search(r"(cuda emulator: .*|WARNING: ThreadSanitizer.*|ERROR: AddressSanitizer.*)", out)
+                        print(f"  {name} | {b} {order}: {v} ({time.time() - t0:.0f} s)"
+                              + (f"\n      {first.group(1)[:300]}" if first else ""), flush=True)
             finally:
                 open(full, "w").write(src)
             rows.append(row)
