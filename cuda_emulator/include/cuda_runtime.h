@@ -10,7 +10,7 @@
 // pointer argument of a launch must point into a live device allocation.
 //
 // What it cannot show: GPU math-library accuracy and FMA contraction, speed, register and
-// occupancy limits, and (outside ThreadSanitizer runs) races between blocks.
+// occupancy limits, and races between blocks (blocks run in order, under TSan too).
 #pragma once
 
 #include <math.h>  // exp, log, isinf, ... with float overloads in the global namespace, as device code has them
