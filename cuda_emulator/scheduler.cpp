@@ -169,10 +169,15 @@ const char* collective_name(Collective k) {
   return "?";
 }
 
-std::string where_str(const std::source_location& w) {
-  const char* f = w.file_name();
-  const char* slash = std::strrchr(f, '/');
-  return std::string(slash ? slash + 1 : f) + ":" + std::to_string(w.line());
+std::string file_line(const char* file, unsigned line) {
+  const char* slash = std::strrchr(file, '/');
+  return std::string(slash ? slash + 1 : file) + ":" + std::to_string(line);
+}
+std::string where_str(const std::source_location& w) { return file_line(w.file_name(), w.line()); }
+
+// "kernel<T> (launched at file.cu:123)"
+std::string launch_name(const LaunchConfig& c) {
+  return std::string(c.site.kernel) + " (launched at " + file_line(c.site.file, unsigned(c.site.line)) + ")";
 }
 
 std::string hex(unsigned m) {
@@ -345,12 +350,9 @@ void fail_in_fiber(Block& b, const std::string& what) {
 }
 
 std::string kernel_at(const Block& b) {
-  const LaunchConfig& c = *b.cfg;
   char buf[96];
   std::snprintf(buf, sizeof buf, " block (%u,%u,%u)", block_idx.x, block_idx.y, block_idx.z);
-  const char* slash = std::strrchr(c.site.file, '/');
-  return std::string(c.site.kernel) + " (launched at " + (slash ? slash + 1 : c.site.file) + ":" +
-         std::to_string(c.site.line) + ")" + buf;
+  return launch_name(*b.cfg) + buf;
 }
 
 void fiber_main(Fiber* f) {
@@ -615,11 +617,7 @@ uint64_t launches = 0;
 
 void run(const LaunchConfig& c, const PointerArg* pointers, int n_pointers, void (*thread)(void*), void* state) {
   using namespace detail;
-  auto name = [&] {
-    const char* slash = std::strrchr(c.site.file, '/');
-    return std::string(c.site.kernel) + " (launched at " + (slash ? slash + 1 : c.site.file) + ":" +
-           std::to_string(c.site.line) + ")";
-  };
+  auto name = [&] { return launch_name(c); };
   if (host.block) {
     fail(cudaErrorLaunchFailure, name() + ": launched from inside a kernel (dynamic parallelism is not emulated)");
     return;
