@@ -28,19 +28,27 @@ std::map<std::string, Tensor> activation_norms(Model& model, const TrainData& da
   SumSquares obs;
   set_linear_observer(&obs);
   try {
-    for (int64_t b = 0; b < opt.batches; ++b) {
-      if (model.vit) {
-        const ImageSet& s = data.train_images;
-        int64_t at = b * opt.batch;
-        NMPERM_CHECK(at + opt.batch <= s.size(), "calibration wants {} images, the data has {}",
-                     opt.batches * opt.batch, s.size());
-        model.vit->forward(model.preprocess.apply(contiguous(narrow(s.images, 0, at, opt.batch)).to(model.device())));
-      } else {
-        int64_t T = context_of(model), need = (b + 1) * opt.batch * T;
-        NMPERM_CHECK(need <= int64_t(data.tokens.train.size()), "calibration wants {} tokens, the data has {}",
-                     opt.batches * opt.batch * T, data.tokens.train.size());
+    const int64_t n = opt.batches * opt.batch;
+    if (model.vit) {
+      const ImageSet& s = data.train_images;
+      NMPERM_CHECK(n <= s.size(), "calibration wants {} images, the data has {}", n, s.size());
+      std::vector<int64_t> at = spread_indices(s.size(), n);
+      for (int64_t b = 0; b < opt.batches; ++b) {
+        Tensor ix = from_vector(std::vector<int64_t>(at.begin() + b * opt.batch, at.begin() + (b + 1) * opt.batch),
+                                {opt.batch});
+        model.vit->forward(model.preprocess.apply(index_select(s.images, 0, ix).to(model.device())));
+      }
+    } else {
+      const auto& tok = data.tokens.train;
+      int64_t T = context_of(model), slots = int64_t(tok.size()) / T;
+      NMPERM_CHECK(n <= slots, "calibration wants {} windows of {} tokens, the training data has {} tokens", n, T,
+                   tok.size());
+      std::vector<int64_t> at = spread_indices(slots, n);
+      for (int64_t b = 0; b < opt.batches; ++b) {
         Tensor ids = Tensor::empty({opt.batch, T}, DType::I64);
-        for (int64_t k = 0; k < opt.batch * T; ++k) ids.data<int64_t>()[k] = data.tokens.train[size_t(b * opt.batch * T + k)];
+        int64_t* p = ids.data<int64_t>();
+        for (int64_t r = 0; r < opt.batch; ++r)
+          for (int64_t t = 0; t < T; ++t) p[r * T + t] = tok[size_t(at[size_t(b * opt.batch + r)] * T + t)];
         model.llama->forward(ids.to(model.device()));
       }
     }

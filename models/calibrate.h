@@ -16,7 +16,8 @@ struct CalibrationOptions {
 };
 
 // Weight name (Hugging Face, e.g. "model.layers.0.mlp.down_proj.weight") -> (in) f32 norms.
-// The first batches * batch training images, or consecutive training-token windows.
+// batches * batch training images, or token windows of the model's context, spread evenly
+// over the whole training split (spread_indices).
 std::map<std::string, Tensor> activation_norms(Model& model, const TrainData& data, const CalibrationOptions& opt);
 
 }  // namespace nmperm

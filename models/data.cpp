@@ -1,5 +1,6 @@
 #include "models/data.h"
 
+#include "autograd/ops.h"
 #include "core/safetensors.h"
 
 #include <zlib.h>
@@ -157,8 +158,10 @@ std::vector<int32_t> parse_tokens(const std::string& b, const std::string& forma
 void split_chunks(const std::vector<int32_t>& all, int64_t chunk, int64_t every, TokenData& d) {
   d.train.clear();
   d.val.clear();
+  d.test.clear();
   for (size_t at = 0, i = 0; at < all.size(); at += size_t(chunk), ++i) {
-    auto& dst = (int64_t(i) % every == every - 1) ? d.val : d.train;
+    bool held = int64_t(i) % every == every - 1;
+    auto& dst = !held ? d.train : (int64_t(i) / every) % 2 == 0 ? d.val : d.test;
     dst.insert(dst.end(), all.begin() + long(at), all.begin() + long(std::min(all.size(), at + size_t(chunk))));
   }
 }
@@ -186,26 +189,42 @@ TokenData load_kjv_bytes(const std::string& cache_dir) {
   TokenData d;
   d.vocab = 256;
   split_chunks(all, 8192, 10, d);
-  d.description = fmt::format("KJV bytes ({} train, {} validation)", d.train.size(), d.val.size());
+  d.description =
+      fmt::format("KJV bytes ({} train, {} validation, {} test)", d.train.size(), d.val.size(), d.test.size());
   return d;
 }
 
-TokenData load_token_data(const std::string& train_path, const std::string& val_path, const std::string& format) {
+TokenData load_token_data(const std::string& train_path, const std::string& eval_path, const std::string& format) {
   TokenData d;
   d.train = load_token_file(train_path, format);
-  if (!val_path.empty()) {
-    d.val = load_token_file(val_path, format);
+  if (!eval_path.empty()) {
+    d.test = load_token_file(eval_path, format);
   } else {
     size_t cut = d.train.size() - std::max<size_t>(d.train.size() / 20, 1);
-    d.val.assign(d.train.begin() + long(cut), d.train.end());
+    d.test.assign(d.train.begin() + long(cut), d.train.end());
     d.train.resize(cut);
   }
   int32_t mx = 0;
   for (int32_t t : d.train) mx = std::max(mx, t);
-  for (int32_t t : d.val) mx = std::max(mx, t);
+  for (int32_t t : d.test) mx = std::max(mx, t);
   d.vocab = int64_t(mx) + 1;
-  d.description = fmt::format("{} ({} train, {} validation tokens)", train_path, d.train.size(), d.val.size());
+  d.description = fmt::format("{} ({} train, {} test tokens)", train_path, d.train.size(), d.test.size());
   return d;
+}
+
+std::vector<int64_t> spread_indices(int64_t total, int64_t count) {
+  NMPERM_CHECK(count >= 0 && count <= total, "cannot draw {} of {} items", count, total);
+  std::vector<int64_t> out(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) out[size_t(i)] = int64_t(((__int128)(2 * i + 1) * total) / (2 * count));
+  return out;
+}
+
+ImageSet hold_out_images(ImageSet& s, int64_t n) {
+  NMPERM_CHECK(n >= 0 && n < s.size(), "cannot hold out {} of {} images", n, s.size());
+  int64_t keep = s.size() - n;
+  ImageSet held{contiguous(narrow(s.images, 0, keep, n)), contiguous(narrow(s.labels, 0, keep, n))};
+  s = {contiguous(narrow(s.images, 0, 0, keep)), contiguous(narrow(s.labels, 0, 0, keep))};
+  return held;
 }
 
 }  // namespace nmperm

@@ -30,9 +30,10 @@ extern const char* kFashionMnistDir;  // where Debian's dataset-fashion-mnist in
 
 namespace nmperm {
 
-// A token stream for language modelling, split into train and validation parts.
+// A token stream for language modelling, split into training, validation (for choosing
+// settings; may be empty) and test (the split results are reported on).
 struct TokenData {
-  std::vector<int32_t> train, val;
+  std::vector<int32_t> train, val, test;
   int64_t vocab = 0;  // tokens are < vocab
   std::string description;
 };
@@ -45,11 +46,20 @@ std::vector<int32_t> load_token_file(const std::string& path, const std::string&
 std::vector<int32_t> parse_tokens(const std::string& bytes, const std::string& format, const std::string& what);
 // The King James Bible as UTF-8 bytes (vocab 256), exported by the `bible` program of
 // Debian's bible-kjv package (cached under cache_dir). Split: every 10th 8 KiB chunk is
-// validation, the rest training.
+// held out, alternately to validation and test (both spread from Genesis to Revelation);
+// the rest is training.
 TokenData load_kjv_bytes(const std::string& cache_dir);
-// Any token file(s): val_path empty -> the last 5% of the training file is validation.
-TokenData load_token_data(const std::string& train_path, const std::string& val_path, const std::string& format);
-// Splits a stream into train/validation by interleaved chunks (every `every`-th chunk to validation).
+// Any token file(s): the test split is eval_path, or the last 5% of the training file when
+// it is empty; there is no validation split.
+TokenData load_token_data(const std::string& train_path, const std::string& eval_path, const std::string& format);
+// Splits a stream by interleaved chunks: every `every`-th chunk is held out, alternately
+// to validation and test; the rest is training.
 void split_chunks(const std::vector<int32_t>& all, int64_t chunk, int64_t every, TokenData& out);
+// `count` indices spread evenly over [0, total): the middle of each of `count` equal
+// parts, so that samples drawn this way cover a whole split, not its beginning.
+std::vector<int64_t> spread_indices(int64_t total, int64_t count);
+// The last `n` images of `s` become the validation split (ViT): returns them and keeps
+// the rest in `s`.
+ImageSet hold_out_images(ImageSet& s, int64_t n);
 
 }  // namespace nmperm

@@ -46,9 +46,21 @@ TrainConfig TrainConfig::from_json(const json& j) {
   return c;
 }
 
-json EvalResult::to_json(const std::string& arch) const {
-  if (arch == "vit") return {{"accuracy", accuracy}, {"loss", loss}, {"examples", count}};
-  return {{"loss", loss}, {"perplexity", std::exp(loss)}, {"bits_per_token", loss / std::log(2.0)}, {"tokens", count}};
+json EvalResult::to_json(const std::string& arch, bool with_items) const {
+  json j = arch == "vit" ? json{{"accuracy", accuracy}, {"loss", loss}, {"examples", count}}
+                         : json{{"loss", loss},
+                                {"perplexity", std::exp(loss)},
+                                {"bits_per_token", loss / std::log(2.0)},
+                                {"tokens", count},
+                                {"windows", windows}};
+  if (with_items) j["items"] = items;
+  return j;
+}
+
+const char* split_name(Split s) { return s == Split::Test ? "test" : "validation"; }
+
+bool has_validation(const Model& m, const TrainData& d) {
+  return m.vit ? d.val_images.size() > 0 : m.llama && int64_t(d.tokens.val.size()) > context_of(m);
 }
 
 double lr_at(const TrainConfig& c, int64_t step) {
@@ -92,25 +104,22 @@ Batch lm_batch(const Tensor& windows) {
   return {contiguous(narrow(windows, 1, 0, T)), contiguous(narrow(windows, 1, 1, T))};
 }
 
-Tensor lm_loss(const Llama& m, const Tensor& windows) {
-  Batch b = lm_batch(windows);
-  return task_loss(m.forward(b.input), b);
-}
-
 // Data problems are reported before any work: a run must not train for hours and then
 // find that its validation set is too short to evaluate.
-void check_data(const Model& m, const TrainData& d, bool training) {
+void check_data(const Model& m, const TrainData& d, bool training, Split split = Split::Test) {
   if (m.vit) {
-    NMPERM_CHECK(d.test_images.size() > 0, "the test set holds no images");
+    NMPERM_CHECK((split == Split::Test ? d.test_images : d.val_images).size() > 0, "the {} set holds no images",
+                 split_name(split));
     NMPERM_CHECK(!training || d.train_images.size() > 0, "the training set holds no images");
     return;
   }
   NMPERM_CHECK(d.tokens.vocab <= m.llama->cfg.vocab_size, "the data uses token ids up to {} but the model's vocab is {}",
                d.tokens.vocab - 1, m.llama->cfg.vocab_size);
   int64_t window = context_of(m) + 1;
-  NMPERM_CHECK(int64_t(d.tokens.val.size()) >= window,
-               "the validation stream ({} tokens) is shorter than one window of {} (the model's context + 1)",
-               d.tokens.val.size(), window);
+  const auto& eval = split == Split::Test ? d.tokens.test : d.tokens.val;
+  NMPERM_CHECK(int64_t(eval.size()) >= window,
+               "the {} stream ({} tokens) is shorter than one window of {} (the model's context + 1)", split_name(split),
+               eval.size(), window);
   NMPERM_CHECK(!training || int64_t(d.tokens.train.size()) > window,
                "the training stream ({} tokens) is shorter than one window of {} (the model's context + 1)",
                d.tokens.train.size(), window);
@@ -200,12 +209,12 @@ Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, i
   return task_loss(model.forward(b.input), b, cfg.label_smoothing);
 }
 
-EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, int64_t batch) {
+EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, int64_t batch, Split split) {
   NoGradGuard ng;
   EvalResult r;
-  check_data(model, data, false);
+  check_data(model, data, false, split);
   if (model.vit) {
-    const ImageSet& s = data.test_images;
+    const ImageSet& s = split == Split::Test ? data.test_images : data.val_images;
     batch = batch > 0 ? batch : 500;
     double loss_sum = 0;
     int64_t correct = 0;
@@ -214,7 +223,10 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
       Tensor x = model.preprocess.apply(contiguous(narrow(s.images, 0, at, n)).to(model.device()));
       Tensor y = contiguous(narrow(s.labels, 0, at, n)).to(model.device());
       Tensor logits = model.vit->forward(x);
-      loss_sum += cross_entropy(logits, y, -100, 0.0, Reduction::Sum).item();
+      for (double l : cross_entropy(logits, y, -100, 0.0, Reduction::None).to(Device::CPU).to(DType::F64).to_vector<double>()) {
+        r.items.push_back(l);
+        loss_sum += l;
+      }
       auto pred = argmax(logits, 1).to_vector<int64_t>();
       auto lab = y.to_vector<int64_t>();
       for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == lab[i];
@@ -224,8 +236,8 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
     r.accuracy = double(correct) / double(r.count);
     return r;
   }
-  // Llama: consecutive non-overlapping windows of the validation stream.
-  const auto& val = data.tokens.val;
+  // Llama: consecutive non-overlapping windows of the stream.
+  const auto& val = split == Split::Test ? data.tokens.test : data.tokens.val;
   int64_t T = context_of(model), windows = (int64_t(val.size()) - 1) / T;  // >= 1: see check_data
   if (max_windows > 0) windows = std::min(windows, max_windows);
   batch = batch > 0 ? batch : 16;
@@ -236,9 +248,17 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
     int64_t* p = w.data<int64_t>();
     for (int64_t b = 0; b < n; ++b)
       for (int64_t t = 0; t <= T; ++t) p[b * (T + 1) + t] = val[size_t((w0 + b) * T + t)];
-    loss_sum += lm_loss(*model.llama, w.to(model.device())).item() * double(n * T);
+    Batch b = lm_batch(w.to(model.device()));
+    Tensor logits = model.llama->forward(b.input);
+    Tensor nll = cross_entropy(reshape(logits, {-1, logits.shape(-1)}), reshape(b.target, {-1}), -100, 0.0,
+                               Reduction::None);
+    for (double l : mean(reshape(nll, {n, T}), {1}).to(Device::CPU).to(DType::F64).to_vector<double>()) {
+      r.items.push_back(l);
+      loss_sum += l * double(T);
+    }
   }
   r.count = windows * T;
+  r.windows = windows;
   r.loss = loss_sum / double(r.count);
   return r;
 }
@@ -260,6 +280,10 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
   Progress bar(progress);
   int64_t per_step = cfg.batch * (model.vit ? 1 : context_of(model));
   double ema = 0;
+  // Training is watched on the validation split when the data has one (choices of recipe
+  // are made there), the test split otherwise.
+  const Split watch = has_validation(model, data) ? Split::Validation : Split::Test;
+  const char* watched = watch == Split::Test ? "test" : "val";
   EvalResult last;
   for (int64_t step = start; step < cfg.steps; ++step) {
     double lr = lr_at(cfg, step);
@@ -280,8 +304,9 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
     bool eval_now = (step + 1) % cfg.eval_every == 0 || step + 1 == cfg.steps;
     json rec = {{"step", step + 1}, {"loss", l}, {"lr", lr}, {"grad_norm", gnorm}, {"elapsed_s", el}};
     if (eval_now) {
-      last = evaluate(model, data, cfg.eval_windows);
+      last = evaluate(model, data, cfg.eval_windows, 0, watch);
       rec["eval"] = last.to_json(model.arch());
+      rec["eval"]["split"] = split_name(watch);
     }
     metrics << rec.dump() << "\n";
     metrics.flush();
@@ -290,13 +315,13 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
                                      ema, lr, rate * double(per_step), model.vit ? "img" : "tok",
                                      fmt_time(double(cfg.steps - step - 1) / rate));
       if (eval_now)
-        line += model.vit ? fmt::format("  | test acc {:.4f} loss {:.4f}", last.accuracy, last.loss)
-                          : fmt::format("  | val loss {:.4f} ppl {:.2f}", last.loss, std::exp(last.loss));
+        line += model.vit ? fmt::format("  | {} acc {:.4f} loss {:.4f}", watched, last.accuracy, last.loss)
+                          : fmt::format("  | {} loss {:.4f} ppl {:.2f}", watched, last.loss, std::exp(last.loss));
       bar.show(line, eval_now);
     }
     if ((step + 1) % cfg.ckpt_every == 0 || step + 1 == cfg.steps) save_training_state(model, opt, cfg, step + 1);
   }
-  if (start >= cfg.steps) last = evaluate(model, data, cfg.eval_windows);
+  if (start >= cfg.steps) last = evaluate(model, data, cfg.eval_windows, 0, watch);
   save_checkpoint(model, cfg.out_dir, {{"steps", std::to_string(cfg.steps)}});
   return last;
 }

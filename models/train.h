@@ -37,21 +37,33 @@ struct EvalResult {
   double loss = 0;      // mean cross-entropy (nats per example or token)
   double accuracy = 0;  // ViT
   int64_t count = 0;    // examples or tokens scored
-  nlohmann::json to_json(const std::string& arch) const;
+  int64_t windows = 0;  // Llama: windows scored
+  // Loss of every image (ViT) or mean loss of every window (Llama), for paired comparisons.
+  std::vector<double> items;
+  // Without the per-item losses unless `items` is set.
+  nlohmann::json to_json(const std::string& arch, bool with_items = false) const;
 };
 
-// The data a model trains and evaluates on.
+// The data a model trains and evaluates on. The validation split is for choosing settings
+// (held out from training; may be empty), the test split for reporting.
 struct TrainData {
-  ImageSet train_images, test_images;  // ViT (images in [0, 1])
-  TokenData tokens;                    // Llama
+  ImageSet train_images, val_images, test_images;  // ViT (images in [0, 1])
+  TokenData tokens;                                // Llama
 };
+
+enum class Split { Validation, Test };
+const char* split_name(Split s);
 
 using StepCallback = std::function<void(int64_t step, double loss, double lr)>;
 
 // Trains `model` (fresh or loaded) on `data`; resumes from cfg.out_dir when it holds a
 // checkpoint and `resume` is set. Returns the final evaluation.
 EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bool resume, bool progress = true);
-EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows = 0, int64_t batch = 0);
+// Evaluates on the test split, or the validation split (an error when the data has none).
+EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows = 0, int64_t batch = 0,
+                    Split split = Split::Test);
+// True when the data has a validation split for the model's architecture.
+bool has_validation(const Model& model, const TrainData& data);
 
 // Learning rate at `step`: linear warm-up, then cosine decay to lr * min_lr_ratio.
 double lr_at(const TrainConfig& cfg, int64_t step);

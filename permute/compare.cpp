@@ -71,6 +71,10 @@ void merge_learn_options(LearnOptions& o, const json& j) {
     o.init_scale = cur["init_scale"].get<double>();
     o.init_noise = cur["init_noise"].get<double>();
     o.eval_every = cur["eval_every"].get<int64_t>();
+    o.gradient = cur["gradient"].get<std::string>();
+    o.param = cur["param"].get<std::string>();
+    o.anneal = cur["anneal"].get<std::string>();
+    o.raw_mask_scores = cur["raw_mask_scores"].get<bool>();
     o.holdout = cur["holdout"].get<int64_t>();
     o.seed = cur["seed"].get<uint64_t>();
   } catch (const json::exception& e) {
@@ -100,7 +104,18 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
   json report = {{"checkpoint", checkpoint}, {"arch", dense.arch()}, {"options", o.to_json()},
                  {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()},
                  {"device", o.device == Device::CUDA ? "cuda" : "cpu"}};
-  report["dense"] = evaluate(dense, data, o.eval_windows).to_json(dense.arch());
+  // Every model is evaluated on the test split (reported) and, when the data has one, on
+  // the validation split (where settings are chosen), with per-item losses for paired
+  // comparisons.
+  const bool with_val = has_validation(dense, data);
+  auto evaluate_both = [&](Model& m, json& into) {
+    into["eval"] = evaluate(m, data, o.eval_windows, 0, Split::Test).to_json(m.arch(), true);
+    if (with_val) into["eval_val"] = evaluate(m, data, o.eval_windows, 0, Split::Validation).to_json(m.arch(), true);
+  };
+  json dense_eval;
+  evaluate_both(dense, dense_eval);
+  report["dense"] = dense_eval["eval"];
+  if (with_val) report["dense_val"] = dense_eval["eval_val"];
   report["runs"] = json::array();
   if (on_update) on_update(report);
   auto norms = activation_norms(dense, data, o.calib);
@@ -126,13 +141,13 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
       double secs = since(t1);
       json run = {{"method", method},
                   {"seed", po.seed},
-                  {"eval", evaluate(m, data, o.eval_windows).to_json(m.arch())},
                   {"mean_kept", r.mean_kept},
                   {"mean_kept_identity", r.mean_kept_identity},
                   {"mean_kept_unstructured", r.mean_kept_bound},
                   {"seconds", secs},
                   {"layers", r.layers},
                   {"sites", r.sites}};
+      evaluate_both(m, run);
       if (method == "permllm" || method == "learned") {
         std::vector<float> soft = r.learn.soft_block.to_vector<float>();
         run["learn"] = {{"options", po.learn.to_json()},
@@ -151,9 +166,12 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
                           {{"pattern", o.pattern}, {"score", o.score}, {"method", method}});
         run["checkpoint"] = dir;
       }
-      if (o.progress)
-        std::fprintf(stderr, "  -> %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", run["eval"].dump().c_str(),
+      if (o.progress) {
+        json shown = run["eval"];
+        shown.erase("items");
+        std::fprintf(stderr, "  -> test %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", shown.dump().c_str(),
                      r.mean_kept, r.mean_kept_identity, r.mean_kept_bound, secs);
+      }
       report["runs"].push_back(run);
       report["seconds"] = since(t0);
       if (on_update) on_update(report);
@@ -162,22 +180,70 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
   return report;
 }
 
-std::string methods_table(const json& report, bool markdown) {
+json paired_difference(const json& report, const std::string& method, const std::string& reference, Split split) {
+  const char* key = split == Split::Test ? "eval" : "eval_val";
+  std::vector<const json*> runs, refs;
+  for (auto& run : report.at("runs")) {
+    if (!run.contains(key) || !run.at(key).contains("items")) continue;
+    if (run.at("method") == method) runs.push_back(&run.at(key).at("items"));
+    if (run.at("method") == reference) refs.push_back(&run.at(key).at("items"));
+  }
+  if (runs.empty() || refs.empty()) return nullptr;
+  // Per item: the method's loss averaged over its runs minus the reference's (averaged too).
+  auto mean_items = [](const std::vector<const json*>& rs) {
+    std::vector<double> m(rs[0]->size(), 0.0);
+    for (const json* r : rs) {
+      NMPERM_CHECK(r->size() == m.size(), "paired comparison: runs scored different numbers of items");
+      for (size_t i = 0; i < m.size(); ++i) m[i] += (*r)[i].get<double>() / double(rs.size());
+    }
+    return m;
+  };
+  std::vector<double> a = mean_items(runs), b = mean_items(refs);
+  NMPERM_CHECK(a.size() == b.size() && a.size() > 1, "paired comparison: runs scored different numbers of items");
+  double n = double(a.size()), mu = 0, ss = 0;
+  for (size_t i = 0; i < a.size(); ++i) mu += (a[i] - b[i]) / n;
+  for (size_t i = 0; i < a.size(); ++i) ss += (a[i] - b[i] - mu) * (a[i] - b[i] - mu);
+  double se = std::sqrt(ss / (n - 1) / n);
+  // Seed spread: half the range of the runs' mean losses.
+  double lo = INFINITY, hi = -INFINITY;
+  for (auto& run : report.at("runs"))
+    if (run.at("method") == method && run.contains(key)) {
+      double l = run.at(key).at("loss").get<double>();
+      lo = std::min(lo, l);
+      hi = std::max(hi, l);
+    }
+  double spread = (hi - lo) / 2;
+  std::string verdict = std::abs(mu) > 2 * se && std::abs(mu) > spread ? (mu < 0 ? "ahead" : "behind") : "level";
+  return {{"reference", reference}, {"difference", mu}, {"se", se}, {"items", a.size()},
+          {"seed_spread", spread}, {"verdict", verdict}};
+}
+
+std::string methods_table(const json& report, bool markdown, Split split) {
   bool vit = report.at("arch") == "vit";
+  const char* key = split == Split::Test ? "eval" : "eval_val";
+  const char* dense_key = split == Split::Test ? "dense" : "dense_val";
+  NMPERM_CHECK(report.contains(dense_key), "the report has no evaluation on the {} split", split_name(split));
   auto metric = [&](const json& e, int which) {
     double l = e.at("loss").get<double>();
     if (vit) return which == 0 ? e.at("accuracy").get<double>() : l;
     return which == 0 ? l : std::exp(l);
   };
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"method", vit ? "accuracy" : "val loss", vit ? "test loss" : "perplexity", "loss gap closed",
+  bool has_ria = false;
+  for (auto& run : report.at("runs")) has_ria |= run.at("method") == "ria";
+  rows.push_back({"method", vit ? "accuracy" : "loss", vit ? "loss" : "perplexity", "loss gap closed",
                   "mean kept", "seconds", "runs"});
-  rows.push_back({"dense", fmt::format("{:.4f}", metric(report.at("dense"), 0)),
-                  fmt::format("{:.4f}", metric(report.at("dense"), 1)), "1", "1", "-", "-"});
+  if (has_ria) {
+    rows[0].push_back("loss - ria (± 2 SE)");
+    rows[0].push_back("vs ria");
+  }
+  rows.push_back({"dense", fmt::format("{:.4f}", metric(report.at(dense_key), 0)),
+                  fmt::format("{:.4f}", metric(report.at(dense_key), 1)), "1", "1", "-", "-"});
+  if (has_ria) rows.back().insert(rows.back().end(), {"-", "-"});
   // Loss gap closed: (loss(none) - loss(method)) / (loss(none) - loss(dense)).
-  double dense_loss = report.at("dense").at("loss").get<double>(), none_loss = NAN;
+  double dense_loss = report.at(dense_key).at("loss").get<double>(), none_loss = NAN;
   for (auto& run : report.at("runs"))
-    if (run.at("method") == "none") none_loss = run.at("eval").at("loss").get<double>();
+    if (run.at("method") == "none" && run.contains(key)) none_loss = run.at(key).at("loss").get<double>();
   std::vector<std::string> order;
   for (auto& run : report.at("runs"))
     if (std::find(order.begin(), order.end(), run.at("method").get<std::string>()) == order.end())
@@ -185,7 +251,8 @@ std::string methods_table(const json& report, bool markdown) {
   for (const std::string& method : order) {
     std::vector<const json*> rs;
     for (auto& run : report.at("runs"))
-      if (run.at("method") == method) rs.push_back(&run);
+      if (run.at("method") == method && run.contains(key)) rs.push_back(&run);
+    if (rs.empty()) continue;
     auto stat = [&](auto get, int digits) {
       double lo = INFINITY, hi = -INFINITY, sum = 0;
       for (const json* r : rs) {
@@ -198,12 +265,21 @@ std::string methods_table(const json& report, bool markdown) {
       return rs.size() > 1 ? fmt::format("{:.{}f} ± {:.{}f}", mu, digits, (hi - lo) / 2, digits)
                            : fmt::format("{:.{}f}", mu, digits);
     };
-    auto gap = [&](const json& r) { return (none_loss - r.at("eval").at("loss").get<double>()) / (none_loss - dense_loss); };
-    rows.push_back({method, stat([&](const json& r) { return metric(r.at("eval"), 0); }, 4),
-                    stat([&](const json& r) { return metric(r.at("eval"), 1); }, 4),
+    auto gap = [&](const json& r) { return (none_loss - r.at(key).at("loss").get<double>()) / (none_loss - dense_loss); };
+    rows.push_back({method, stat([&](const json& r) { return metric(r.at(key), 0); }, 4),
+                    stat([&](const json& r) { return metric(r.at(key), 1); }, 4),
                     std::isfinite(none_loss) && none_loss != dense_loss ? stat(gap, 2) : "-",
                     stat([](const json& r) { return r.at("mean_kept").get<double>(); }, 4),
                     stat([](const json& r) { return r.at("seconds").get<double>(); }, 1), std::to_string(rs.size())});
+    if (has_ria) {
+      json p = method == "ria" ? json(nullptr) : paired_difference(report, method, "ria", split);
+      if (p.is_null()) {
+        rows.back().insert(rows.back().end(), {"-", "-"});
+      } else {
+        rows.back().push_back(fmt::format("{:+.4f} ± {:.4f}", p["difference"].get<double>(), 2 * p["se"].get<double>()));
+        rows.back().push_back(p["verdict"].get<std::string>());
+      }
+    }
   }
   std::string out;
   if (markdown) {

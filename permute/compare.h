@@ -38,10 +38,19 @@ using ReportCallback = std::function<void(const nlohmann::json& report)>;
 nlohmann::json compare_methods(const std::string& checkpoint, const TrainData& data, const CompareOptions& opt,
                                const ReportCallback& on_update = {});
 
-// The table of a report: per method the model metric (ViT accuracy and test loss, Llama
-// loss and perplexity) and the mean kept fraction and seconds, as mean ± half-range over
-// seeds. markdown = true gives a Markdown table, else aligned text.
-std::string methods_table(const nlohmann::json& report, bool markdown);
+// The table of a report on one split: per method the model metric (ViT accuracy and loss,
+// Llama loss and perplexity), the loss gap closed, the mean kept fraction and seconds, as
+// mean ± half-range over seeds; with a ria run, every method's paired difference to it.
+// markdown = true gives a Markdown table, else aligned text.
+std::string methods_table(const nlohmann::json& report, bool markdown, Split split = Split::Test);
+
+// The paired per-item loss difference of `method` (averaged over its runs) against
+// `reference` on a split: {difference, se (standard error of the mean difference), items,
+// seed_spread (half-range of the method's run losses), verdict}. The verdict is "ahead" or
+// "behind" only when |difference| exceeds both twice the standard error and the seed
+// spread, else "level". Null when either has no per-item losses.
+nlohmann::json paired_difference(const nlohmann::json& report, const std::string& method,
+                                 const std::string& reference, Split split);
 
 // Applies the keys of j to o (unknown keys are an error naming them).
 void merge_learn_options(LearnOptions& o, const nlohmann::json& j);

@@ -29,6 +29,10 @@ json LearnOptions::to_json() const {
           {"init_scale", init_scale},
           {"init_noise", init_noise},
           {"eval_every", eval_every},
+          {"gradient", gradient},
+          {"param", param},
+          {"anneal", anneal},
+          {"raw_mask_scores", raw_mask_scores},
           {"holdout", holdout},
           {"seed", seed}};
 }
@@ -72,7 +76,8 @@ struct StraightThroughNode : Node {
 struct SiteState {
   Site* site = nullptr;
   int64_t G = 1, B = 0;
-  Tensor cost;                 // (G, B, B), the only trained tensor
+  Tensor cost;                 // (G, B, B) costs (or PermLLM's logits), trained
+  Tensor scale;                // PermLLM's scale (param = logits), trained; else undefined
   std::vector<Tensor> dense;   // the consumers' dense weights (detached)
   // The costs permute the channels after a fixed base permutation (the warm start, or the
   // identity): the site's permutation is base[q] for the learned block-diagonal q.
@@ -102,9 +107,21 @@ void check_blocks(const Tensor& perm, int64_t n, int64_t G) {
 
 Tensor perm_tensor(const Perm& p) { return from_vector(p, {int64_t(p.size())}); }
 
+// Cosine similarity of every row of a with the same row of b (R, D) -> (R).
+Tensor row_cosine(const Tensor& a, const Tensor& b) {
+  return div(sum(mul(a, b), {1}), add(sqrt(mul(sum(square(a), {1}), sum(square(b), {1}))), 1e-12));
+}
+
 void check_options(const LearnOptions& opt) {
-  NMPERM_CHECK(opt.objective == "task" || opt.objective == "block" || opt.objective == "layer-cosine",
-               "learned permutations: unknown objective '{}' (task, block, layer-cosine)", opt.objective);
+  NMPERM_CHECK(opt.objective == "task" || opt.objective == "block" || opt.objective == "layer-cosine" ||
+                   opt.objective == "output-cosine",
+               "learned permutations: unknown objective '{}' (task, block, layer-cosine, output-cosine)", opt.objective);
+  NMPERM_CHECK(opt.param == "cost" || opt.param == "logits", "learned permutations: unknown param '{}' (cost, logits)",
+               opt.param);
+  NMPERM_CHECK(opt.anneal == "geometric" || opt.anneal == "linear",
+               "learned permutations: unknown anneal '{}' (geometric, linear)", opt.anneal);
+  NMPERM_CHECK(opt.gradient == "mask" || opt.gradient == "full",
+               "learned permutations: unknown gradient '{}' (mask, full)", opt.gradient);
   NMPERM_CHECK(opt.steps > 0 && opt.sinkhorn_iters > 0 && opt.eps_start > 0 && opt.eps_end > 0 && opt.eval_every > 0,
                "learned permutations: steps, Sinkhorn iterations, epsilons and eval_every must be positive");
 }
@@ -122,14 +139,37 @@ Tensor initial_cost(int64_t G, int64_t B, const LearnOptions& opt, Generator& ge
   return c.set_requires_grad();
 }
 
-// Sinkhorn epsilon, annealed geometrically from eps_start to eps_end, and the cosine lr.
+// PermLLM's logits: uniform in +-1/sqrt(B) (their scale starts at sqrt(B)).
+Tensor initial_logits(int64_t G, int64_t B, Generator& gen) {
+  Tensor l = rand({G, B, B}, gen);
+  float* lp = l.data<float>();
+  const float r = float(1.0 / std::sqrt(double(B)));
+  for (int64_t i = 0; i < l.numel(); ++i) lp[i] = (2 * lp[i] - 1) * r;
+  return l;
+}
+
+// Sinkhorn epsilon, annealed from eps_start to eps_end (geometrically or linearly), and
+// the cosine lr.
 double eps_at(const LearnOptions& opt, int64_t step) {
   double t = opt.steps > 1 ? double(step) / double(opt.steps - 1) : 1.0;
+  if (opt.anneal == "linear") return opt.eps_start + (opt.eps_end - opt.eps_start) * t;
   return opt.eps_start * std::pow(opt.eps_end / opt.eps_start, t);
 }
 double lr_at(const LearnOptions& opt, int64_t step) {
   return opt.lr * 0.5 * (1 + std::cos(M_PI * double(step) / double(opt.steps)));
 }
+
+// P~ at eps: Sinkhorn(-C / eps) of costs, or PermLLM's Sinkhorn(clamp(L * s, -1, 1) / eps)
+// of logits L with scale s (the clamp passes its gradient straight through).
+Tensor soft_of(const Tensor& cost, const Tensor& scale, double eps, const LearnOptions& opt) {
+  if (!scale.defined()) return sinkhorn(mul(cost, -1.0 / eps), opt.sinkhorn_iters);
+  Tensor x = mul(cost, scale);
+  Tensor clamped = maximum(minimum(x.detach(), ones({}, x.dtype(), x.device())), full({}, -1.0, x.dtype(), x.device()));
+  return sinkhorn(mul(straight_through(clamped, x), 1.0 / eps), opt.sinkhorn_iters);
+}
+
+// Logits are hardened on P~ (maximising it), as PermLLM does.
+bool hardens_soft(const LearnOptions& opt) { return opt.harden_soft || opt.param == "logits"; }
 
 // The hard block-diagonal permutation of costs `cost` (G, B, B): by assignment on the
 // costs, or on the soft permutation at eps when `harden_soft` (PermLLM).
@@ -189,9 +229,8 @@ Perm assignment_permutation(const Tensor& blocks, bool maximize) {
 }
 
 Tensor effective_weight(const Tensor& w, const Tensor& scores, const Perm& hard, const Tensor& soft,
-                        NMPattern pattern, double score_scale) {
+                        NMPattern pattern, double score_scale, bool mask_only) {
   Tensor pt = perm_tensor(hard);
-  Tensor wp = permute_channels_ste(w, pt, soft, false);
   Tensor sp = permute_channels_ste(scores, pt, soft, false);
   Tensor mask = nm_mask(sp.detach(), pattern).to(sp.dtype());  // f64 in gradient checks
   if (soft.defined()) {
@@ -199,7 +238,10 @@ Tensor effective_weight(const Tensor& w, const Tensor& scores, const Perm& hard,
     Tensor z = reshape(mul(sp, 1.0 / score_scale), {R, C / M, M});
     mask = straight_through(mask, reshape(mul(softmax(z, -1), double(pattern.n)), {R, C}));
   }
-  return permute_channels_ste(mul(wp, mask), pt, soft, true);
+  // (W P * mask) P^T = W * (mask P^T): the same value either way; they differ in the
+  // gradient the soft P~ gets through W P.
+  if (mask_only) return mul(w, permute_channels_ste(mask, pt, soft, true));
+  return permute_channels_ste(mul(permute_channels_ste(w, pt, soft, false), mask), pt, soft, true);
 }
 
 int64_t site_groups(int64_t channels, const LearnOptions& opt, NMPattern pattern) {
@@ -249,7 +291,12 @@ class Learner {
         st.scores.push_back(index_select(it->second[c].detach().to(d), 1, base));
         st.score_mean.push_back(std::max(mean(it->second[c]).item(), 1e-30));
       }
-      st.cost = initial_cost(st.G, st.B, opt, gen).detach().to(d).set_requires_grad();
+      if (opt.param == "logits") {
+        st.cost = initial_logits(st.G, st.B, gen).to(d).set_requires_grad();
+        st.scale = full({}, std::sqrt(double(st.B)), DType::F32, d).set_requires_grad();
+      } else {
+        st.cost = initial_cost(st.G, st.B, opt, gen).detach().to(d).set_requires_grad();
+      }
       states_.push_back(std::move(st));
     }
   }
@@ -284,7 +331,10 @@ class Learner {
         stage_ = stages[si];
         block_ = stage_[0]->site->block;
         std::vector<Tensor> costs;
-        for (SiteState* s : stage_) costs.push_back(s->cost);
+        for (SiteState* s : stage_) {
+          costs.push_back(s->cost);
+          if (s->scale.defined()) costs.push_back(s->scale);
+        }
         AdamW adam(costs, {.lr = opt_.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt_.weight_decay});
         double best = INFINITY;
         auto evaluate_now = [&](int64_t step) {
@@ -308,7 +358,7 @@ class Learner {
           adam.zero_grad();
           Batch b = train_batch(model_, fit_, batch_size(), opt_.seed + 1000003 * (si + 1), step);
           for (SiteState* s : stage_) {
-            Tensor soft = sinkhorn(mul(s->cost, -1.0 / eps), opt_.sinkhorn_iters);
+            Tensor soft = soft_permutation(*s, eps);
             s->hard = harden(*s, soft);
             set_effective(*s, soft);
           }
@@ -344,8 +394,7 @@ class Learner {
     for (auto& s : states_) r.perms[s.site->name] = s.permutation(s.best);
     if (!states_.empty()) {
       NoGradGuard ng;
-      double eps = opt_.eps_end;
-      Tensor soft = sinkhorn(mul(states_[0].cost, -1.0 / eps), opt_.sinkhorn_iters);
+      Tensor soft = soft_permutation(states_[0], opt_.eps_end);
       r.soft_block = contiguous(reshape(narrow(soft, 0, 0, 1), {states_[0].B, states_[0].B}));
     }
     r.seconds = bar.elapsed();
@@ -364,8 +413,9 @@ class Learner {
 
   int64_t batch_size() const { return opt_.batch > 0 ? opt_.batch : model_.vit ? 128 : 16; }
 
-  // Training batches come from all but the last `holdout` examples of the training data;
-  // those score the hard permutations.
+  // The held-out examples that score the hard permutations are spread evenly over the
+  // whole training split (images, or windows of the context); the learning batches come
+  // from the rest.
   void split_data(const TrainData& data) {
     fit_ = data;
     if (model_.vit) {
@@ -373,27 +423,39 @@ class Learner {
       int64_t H = opt_.holdout > 0 ? opt_.holdout : 1024;
       NMPERM_CHECK(s.size() >= H + batch_size(), "learned permutations need {} training images, the data has {}",
                    H + batch_size(), s.size());
-      int64_t N = s.size() - H;
-      fit_.train_images = {narrow(s.images, 0, 0, N), narrow(s.labels, 0, 0, N)};
-      for (int64_t at = N; at < s.size(); at += 256) {
-        int64_t n = std::min<int64_t>(256, s.size() - at);
-        holdout_.push_back({model_.preprocess.apply(contiguous(narrow(s.images, 0, at, n)).to(model_.device())),
-                            contiguous(narrow(s.labels, 0, at, n)).to(model_.device())});
+      std::vector<int64_t> held = spread_indices(s.size(), H), rest;
+      for (int64_t i = 0, k = 0; i < s.size(); ++i)
+        if (k < H && held[size_t(k)] == i) ++k;
+        else rest.push_back(i);
+      Tensor ri = from_vector(rest, {int64_t(rest.size())});
+      fit_.train_images = {index_select(s.images, 0, ri), index_select(s.labels, 0, ri)};
+      for (int64_t at = 0; at < H; at += 256) {
+        int64_t n = std::min<int64_t>(256, H - at);
+        Tensor ix = from_vector(std::vector<int64_t>(held.begin() + at, held.begin() + at + n), {n});
+        holdout_.push_back({model_.preprocess.apply(index_select(s.images, 0, ix).to(model_.device())),
+                            index_select(s.labels, 0, ix).to(model_.device())});
       }
       return;
     }
     const auto& tok = data.tokens.train;
-    int64_t T = context_of(model_), H = opt_.holdout > 0 ? opt_.holdout : 128;
-    int64_t need = H * (T + 1), L = int64_t(tok.size());
-    NMPERM_CHECK(L > need + 4 * (T + 1), "learned permutations need more than {} training tokens, the data has {}",
-                 need + 4 * (T + 1), L);
-    fit_.tokens.train.assign(tok.begin(), tok.end() - need);
+    const int64_t T = context_of(model_), W = T + 1, H = opt_.holdout > 0 ? opt_.holdout : 128;
+    const int64_t slots = int64_t(tok.size()) / W;
+    NMPERM_CHECK(slots >= H + 4, "learned permutations need {} windows of {} training tokens, the data has {} tokens",
+                 H + 4, W, tok.size());
+    std::vector<int64_t> held = spread_indices(slots, H);
+    fit_.tokens.train.clear();
+    size_t from = 0;  // the learning stream: everything between the held-out windows
+    for (int64_t k : held) {
+      fit_.tokens.train.insert(fit_.tokens.train.end(), tok.begin() + long(from), tok.begin() + long(k * W));
+      from = size_t((k + 1) * W);
+    }
+    fit_.tokens.train.insert(fit_.tokens.train.end(), tok.begin() + long(from), tok.end());
     for (int64_t w0 = 0; w0 < H; w0 += 16) {
       int64_t n = std::min<int64_t>(16, H - w0);
       Tensor in = Tensor::empty({n, T}, DType::I64), tg = Tensor::empty({n, T}, DType::I64);
       for (int64_t b = 0; b < n; ++b)
         for (int64_t t = 0; t < T; ++t) {
-          size_t at = size_t(L - need + (w0 + b) * (T + 1) + t);
+          size_t at = size_t(held[size_t(w0 + b)] * W + t);
           in.data<int64_t>()[b * T + t] = tok[at];
           tg.data<int64_t>()[b * T + t] = tok[at + 1];
         }
@@ -401,21 +463,27 @@ class Learner {
     }
   }
 
+  Tensor soft_permutation(const SiteState& s, double eps) const { return soft_of(s.cost, s.scale, eps, opt_); }
+
+  bool harden_on_soft() const { return hardens_soft(opt_); }
+
   // The hard permutation the costs give now (with Sinkhorn at eps when hardening P~).
   Perm harden_now(const SiteState& s, double eps) const {
-    if (!opt_.harden_soft) return harden(s, Tensor());
+    if (!harden_on_soft()) return harden(s, Tensor());
     NoGradGuard ng;
-    return harden(s, sinkhorn(mul(s.cost, -1.0 / eps), opt_.sinkhorn_iters));
+    return harden(s, soft_permutation(s, eps));
   }
 
-  Perm harden(const SiteState& s, const Tensor& soft) const { return harden_costs(s.cost, soft, opt_.harden_soft); }
+  Perm harden(const SiteState& s, const Tensor& soft) const { return harden_costs(s.cost, soft, harden_on_soft()); }
 
   // Installs W_eff in the site's consumers: with the soft paths when `soft` is defined,
   // else the plain pruned weight (hard permutation, hard mask).
   void set_effective(SiteState& s, const Tensor& soft) {
     for (size_t c = 0; c < s.weight.size(); ++c)
       s.site->consumers[c]->weight = index_select(effective_weight(s.weight[c], s.scores[c], s.hard, soft, pattern_,
-                                                                   opt_.mask_temperature * s.score_mean[c]),
+                                                                   opt_.raw_mask_scores ? 1.0
+                                                                   : opt_.mask_temperature * s.score_mean[c],
+                                                                   opt_.gradient == "mask"),
                                                   1, s.base_inverse);
   }
 
@@ -440,6 +508,18 @@ class Learner {
         for (Linear* c : s->site->consumers) c->weight = eff[k++];
     };
     if (opt_.objective == "layer-cosine") return layer_cosine(b, dense);
+    if (opt_.objective == "output-cosine") {
+      Tensor ref;
+      dense([&] {
+        Tensor x = model_.embed(b.input);
+        for (size_t i = 0; i < model_.num_blocks(); ++i) x = model_.block(i, x);
+        ref = x;
+      });
+      Tensor x = model_.embed(b.input);
+      for (size_t i = 0; i < model_.num_blocks(); ++i) x = model_.block(i, x);
+      return sub(ones({}, x.dtype(), x.device()), mean(row_cosine(reshape(x, {-1, x.shape(-1)}),
+                                                                  reshape(ref, {-1, ref.shape(-1)}))));
+    }
     if (opt_.objective == "block") {
       Tensor in, target;
       dense([&] {
@@ -455,13 +535,19 @@ class Learner {
       Tensor x = model_.embed(b.input);
       for (size_t i = 0; i < model_.num_blocks(); ++i) ref.push_back(x = model_.block(i, x));
     });
+    // Distillation: per block the squared error of the pruned output relative to the dense
+    // output's energy, averaged over blocks, so alpha does not depend on width or depth.
     Tensor x = model_.embed(b.input), distill;
+    const double blocks = double(model_.num_blocks());
     for (size_t i = 0; i < model_.num_blocks(); ++i) {
       x = model_.block(i, x);
-      Tensor d = smooth_l1(x, ref[i]);
+      if (opt_.alpha == 0) continue;
+      double energy = std::max(mean(square(ref[i])).item(), 1e-30);
+      Tensor d = mul(mean(square(sub(x, ref[i]))), 1.0 / (energy * blocks));
       distill = distill.defined() ? add(distill, d) : d;
     }
-    return add(task_loss(model_.head(x), b), mul(distill, opt_.alpha));
+    Tensor ce = task_loss(model_.head(x), b);
+    return distill.defined() ? add(ce, mul(distill, opt_.alpha)) : ce;
   }
 
   // PermLLM's loss: per layer, 1 - cosine similarity of dense and pruned outputs on the
@@ -486,9 +572,7 @@ class Learner {
       for (size_t c = 0; c < s->weight.size(); ++c) {
         const Tensor& x = cap.inputs.at(s->dense[c].storage().get());
         Tensor rows = reshape(x, {-1, x.shape(-1)});
-        Tensor yd = linear(rows, s->dense[c]), ys = linear(rows, s->site->consumers[c]->weight);
-        Tensor cos = div(sum(mul(yd, ys), {1}),
-                         add(sqrt(mul(sum(square(yd), {1}), sum(square(ys), {1}))), 1e-12));
+        Tensor cos = row_cosine(linear(rows, s->dense[c]), linear(rows, s->site->consumers[c]->weight));
         Tensor l = sub(ones({}, cos.dtype(), cos.device()), mean(cos));
         total = total.defined() ? add(total, l) : l;
       }
@@ -563,7 +647,7 @@ LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weig
   const int64_t G = site_groups(C, opt, pattern), B = C / G;
   Perm base = warm.empty() ? identity_perm(C) : warm;
   check_permutation(base, C, "warm start for '" + name + "'");
-  const bool cosine = opt.objective == "layer-cosine";
+  const bool cosine = opt.objective == "layer-cosine" || opt.objective == "output-cosine";
   Tensor w, s, a2;
   double dense_energy = 0, score_scale = 0;
   {
@@ -574,24 +658,31 @@ LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weig
     a2 = act_norms.defined() ? reshape(index_select(square(act_norms.detach().to(DType::F32)), 0, b), {1, C})
                              : ones({1, C});
     dense_energy = std::max(sum(mul(square(w), a2)).item(), 1e-30);
-    score_scale = opt.mask_temperature * std::max(mean(s).item(), 1e-30);
+    score_scale = opt.raw_mask_scores ? 1.0 : opt.mask_temperature * std::max(mean(s).item(), 1e-30);
   }
   Generator gen(opt.seed * 7919 + 17);
-  Tensor cost = initial_cost(G, B, opt, gen);
+  Tensor cost, scale;
+  if (opt.param == "logits") {
+    cost = initial_logits(G, B, gen).set_requires_grad();
+    scale = full({}, std::sqrt(double(B))).set_requires_grad();
+  } else {
+    cost = initial_cost(G, B, opt, gen);
+  }
+  const bool on_soft = hardens_soft(opt);
   auto hard_objective = [&](const Perm& q) {
     NoGradGuard ng;
-    return matrix_objective(w, effective_weight(w, s, q, Tensor(), pattern, score_scale), a2, cosine, dense_energy)
+    return matrix_objective(w, effective_weight(w, s, q, Tensor(), pattern, score_scale, false), a2, cosine, dense_energy)
         .item();
   };
   auto harden_at = [&](double eps) {
-    if (!opt.harden_soft) return harden_costs(cost, Tensor(), false);
+    if (!on_soft) return harden_costs(cost, Tensor(), false);
     NoGradGuard ng;
-    return harden_costs(cost, sinkhorn(mul(cost, -1.0 / eps), opt.sinkhorn_iters), true);
+    return harden_costs(cost, soft_of(cost, scale, eps, opt), true);
   };
 
   LearnResult r;
   Progress bar(opt.progress);
-  AdamW adam({cost}, {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt.weight_decay});
+  AdamW adam(scale.defined() ? std::vector<Tensor>{cost, scale} : std::vector<Tensor>{cost}, {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt.weight_decay});
   Perm best = harden_at(opt.eps_start);
   r.start_holdout = r.best_holdout = hard_objective(best);
   r.curve.push_back({{"step", 0}, {"holdout", r.best_holdout}, {"kept", kept_fraction(s, best, pattern)}});
@@ -599,9 +690,9 @@ LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weig
     double eps = eps_at(opt, step);
     adam.hp.lr = lr_at(opt, step);
     adam.zero_grad();
-    Tensor soft = sinkhorn(mul(cost, -1.0 / eps), opt.sinkhorn_iters);
-    Perm hard = harden_costs(cost, soft, opt.harden_soft);
-    Tensor loss = matrix_objective(w, effective_weight(w, s, hard, soft, pattern, score_scale), a2, cosine,
+    Tensor soft = soft_of(cost, scale, eps, opt);
+    Perm hard = harden_costs(cost, soft, on_soft);
+    Tensor loss = matrix_objective(w, effective_weight(w, s, hard, soft, pattern, score_scale, opt.gradient == "mask"), a2, cosine,
                                    dense_energy);
     double l = loss.item();
     NMPERM_CHECK(std::isfinite(l), "learned permutation of '{}': the loss is {} at step {} (try a lower lr)", name, l,
@@ -631,7 +722,7 @@ LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weig
   r.perms[name] = p;
   {
     NoGradGuard ng;
-    Tensor soft = sinkhorn(mul(cost, -1.0 / opt.eps_end), opt.sinkhorn_iters);
+    Tensor soft = soft_of(cost, scale, opt.eps_end, opt);
     r.soft_block = contiguous(reshape(narrow(soft, 0, 0, 1), {B, B}));
   }
   r.seconds = bar.elapsed();

@@ -12,12 +12,14 @@
 //   W_eff = (W' * mask) P^T    the pruned weight back in the original channel order
 // The model runs with W_eff in place of every consumer's weight; only the costs train
 // (AdamW), the weights stay frozen. Objectives:
-//   task          end to end: cross-entropy of the pruned model + alpha * sum over blocks
-//                 of Smooth-L1(pruned block output, dense block output)       (learned)
+//   task          end to end: cross-entropy of the pruned model + alpha * mean over blocks
+//                 of |pruned block output - dense|^2 / |dense|^2                (learned)
 //   block         block by block: Smooth-L1 between the pruned and the dense output of
 //                 one block given the dense input, blocks trained in order
 //   layer-cosine  per layer: 1 - cos(x W^T, x W_eff^T) over rows, x the dense input of
-//                 that layer                                                     (permllm)
+//                 that layer
+//   output-cosine 1 - cos(pruned, dense) of the last block's output per token, all
+//                 blocks jointly (PermLLM's code)                               (permllm)
 // The hard permutations are scored on held-out training data (never the test set) at
 // the start and every eval_every steps, and the best ones are kept, not the last.
 #pragma once
@@ -32,7 +34,7 @@
 namespace nmperm {
 
 struct LearnOptions {
-  std::string objective = "task";  // task | block | layer-cosine
+  std::string objective = "task";  // task | block | layer-cosine | output-cosine
   int64_t groups = 4;              // G groups per site, reduced when G does not fit the channels
   int64_t block_size = 0;          // channels per group instead of a group count (PermLLM: 64)
   int64_t steps = 300;             // per block in block mode
@@ -40,12 +42,20 @@ struct LearnOptions {
   double lr = 0.1, weight_decay = 0.0;
   int64_t sinkhorn_iters = 20;
   double eps_start = 1.0, eps_end = 0.05;
-  double alpha = 1e-5;           // task objective: weight of the distillation term
+  double alpha = 1e-5;  // task objective: weight of the distillation term (relative squared error per block)
   double mask_temperature = 1.0;  // tau of the soft mask
   bool harden_soft = false;       // hard permutation by assignment on P~ (PermLLM) instead of on C
   double init_scale = 1.0;        // initial cost: -init_scale at the warm-start permutation
   double init_noise = 0.01;       // plus this much Gaussian noise
   int64_t eval_every = 25;
+  std::string gradient = "full";  // mask: P~ learns through the mask only; full: also through W P
+  // cost: P~ = Sinkhorn(-C / eps) of a learned cost C; logits (PermLLM's code): P~ =
+  // Sinkhorn(clamp(L * s, -1, 1) / eps) of learned logits L, uniform in +-1/sqrt(B) at
+  // the start, and a learned scale s per site starting at sqrt(B) (the clamp passes its
+  // gradient straight through); the hard permutation is then the assignment on P~.
+  std::string param = "cost";
+  std::string anneal = "geometric";  // eps from eps_start to eps_end: geometric | linear
+  bool raw_mask_scores = false;      // soft mask softmax(S P) of the raw scores (PermLLM), not S P / mean S
   int64_t holdout = 0;  // held-out images (ViT) or windows (Llama); 0: 1024 images or 128 windows
   uint64_t seed = 0;
   bool progress = true;
@@ -62,11 +72,14 @@ Tensor straight_through(const Tensor& hard, const Tensor& soft);
 // The hard permutation of G blocks (G, B, B) by exact assignment: minimising costs, or
 // maximising soft permutation matrices. Position j of the result holds channel p[j].
 Perm assignment_permutation(const Tensor& blocks, bool maximize);
-// W_eff = (W P * mask(S P)) P^T for one consumer: W (out, in), scores S like W, hard p;
-// with soft = P~ (G, B, B) the straight-through paths are recorded, the soft mask being
-// N * softmax(S P / score_scale) within each group of M. Without soft: the pruned weight.
+// W_eff = (W P * mask(S P)) P^T = W * (mask(S P) P^T) for one consumer: W (out, in),
+// scores S like W, hard p; with soft = P~ (G, B, B) the straight-through paths are
+// recorded, the soft mask being N * softmax(S P / score_scale) within each group of M.
+// mask_only: P~ gets gradient only through the mask (the weights stay in their own order,
+// as in PermLLM); else also through W P, the derivative of blending weight columns across
+// channels, which no permutation can realise. Without soft: the pruned weight.
 Tensor effective_weight(const Tensor& w, const Tensor& scores, const Perm& hard, const Tensor& soft,
-                        NMPattern pattern, double score_scale);
+                        NMPattern pattern, double score_scale, bool mask_only);
 // Mean Smooth-L1 (Huber with beta 1) distance.
 Tensor smooth_l1(const Tensor& a, const Tensor& b);
 

@@ -31,10 +31,8 @@ struct PruneOptions {
   bool progress = true;
 };
 
-// Settings of the learned methods for a model: "permllm" (block 64, 5 Sinkhorn
-// iterations, temperature 1 -> 0.1, lr 1e-3, cosine loss per layer, hard permutation
-// from P~, random initial logits with the spread of PermLLM's uniform [-1, 1]) or "learned" (G = 4, 20 iterations, eps 1 -> 0.05, lr 0.1, task loss +
-// 1e-5 Smooth-L1).
+// Settings of the learned methods: "permllm" (PermLLM's published code, see prune.cpp)
+// or "learned" (the LearnOptions defaults).
 LearnOptions learn_defaults(const std::string& method);
 
 struct PruneResult {

@@ -222,10 +222,14 @@ TEST(Calibration, NormsAreThoseOfEachLinearInput) {
   data.tokens.vocab = 64;
   auto norms = activation_norms(m, data, {.batches = 2, .batch = 3});
   EXPECT_EQ(norms.size(), 2u * 7 + 1);  // q k v o gate up down per layer, and lm_head
-  // q_proj of layer 0 sees input_layernorm(embedding(ids)) for all 2 * 3 * 16 tokens.
+  // q_proj of layer 0 sees input_layernorm(embedding(ids)) for all 2 * 3 windows of 16
+  // tokens, spread over the 25 windows the stream holds: windows 2, 6, 10, 14, 18, 22.
   NoGradGuard ng;
   int64_t T = 16;
-  std::vector<int64_t> ids(data.tokens.train.begin(), data.tokens.train.begin() + 6 * T);
+  EXPECT_EQ(spread_indices(25, 6), (std::vector<int64_t>{2, 6, 10, 14, 18, 22}));
+  std::vector<int64_t> ids;
+  for (int64_t w : {2, 6, 10, 14, 18, 22})
+    ids.insert(ids.end(), data.tokens.train.begin() + w * T, data.tokens.train.begin() + (w + 1) * T);
   Tensor x = m.llama->layers[0].input_norm(embedding(m.llama->embed_tokens, from_vector(ids, {6, T})));
   Tensor want = sqrt(sum(square(reshape(x, {6 * T, 32})), {0}));
   EXPECT_TRUE(all_close(norms.at("model.layers.0.self_attn.q_proj.weight"), want, 1e-5, 1e-5));

@@ -95,12 +95,32 @@ TEST(Training, ParsesIdxAndRejectsBadOnes) {
   EXPECT_THROW_MSG(parse_idx(std::string("\x00\x00", 2), "x"), "too short");
 }
 
+// Every 10th chunk is held out, alternately to validation and test; the rest trains.
+TEST(Data, HeldOutChunksAlternateBetweenValidationAndTest) {
+  std::vector<int32_t> all(95);
+  for (int i = 0; i < 95; ++i) all[size_t(i)] = i;
+  TokenData d;
+  split_chunks(all, 2, 10, d);  // chunks of 2 tokens: chunk 9 -> val, 19 -> test, 29 -> val, ...
+  EXPECT_EQ(d.val, (std::vector<int32_t>{18, 19, 58, 59}));
+  EXPECT_EQ(d.test, (std::vector<int32_t>{38, 39, 78, 79}));
+  EXPECT_EQ(d.train.size(), 95u - 8u);
+  EXPECT_EQ(spread_indices(10, 3), (std::vector<int64_t>{1, 5, 8}));
+  EXPECT_THROW_MSG(spread_indices(3, 4), "cannot draw 4 of 3");
+
+  ImageSet s{reshape(arange(0, 12, 1, DType::F32), {6, 1, 1, 2}), from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5}, {6})};
+  ImageSet held = hold_out_images(s, 2);
+  EXPECT_EQ(held.labels.to_vector<int64_t>(), (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(s.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(held.images.to_vector<float>(), (std::vector<float>{8, 9, 10, 11}));
+  EXPECT_THROW_MSG(hold_out_images(s, 4), "cannot hold out 4 of 4 images");
+}
+
 // A tiny Llama on a synthetic token stream: train 6 steps straight, or 3 steps, stop,
 // and resume for 3 more from the checkpoint. Weights must be bitwise identical.
 TEST(Training, ResumeIsExact) {
   TrainData data;
   for (int i = 0; i < 4000; ++i) data.tokens.train.push_back((i * 7 + i / 13) % 50);
-  for (int i = 0; i < 500; ++i) data.tokens.val.push_back((i * 3) % 50);
+  for (int i = 0; i < 500; ++i) data.tokens.test.push_back((i * 3) % 50);
   data.tokens.vocab = 50;
   LlamaConfig lc = tiny_llama(50, 16, 2, 1, 12);
   auto fresh = [&] {
@@ -162,10 +182,10 @@ TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {
   TrainData data;
   data.tokens.vocab = 20;
   data.tokens.train.assign(100, 1);
-  data.tokens.val.assign(8, 1);  // one window needs context + 1 = 9
-  EXPECT_THROW_MSG(train(m, cfg, data, false, false), "the validation stream (8 tokens) is shorter than one window of 9");
+  data.tokens.test.assign(8, 1);  // one window needs context + 1 = 9
+  EXPECT_THROW_MSG(train(m, cfg, data, false, false), "the test stream (8 tokens) is shorter than one window of 9");
   EXPECT_FALSE(fs::exists(cfg.out_dir + "/metrics.jsonl"));  // refused before any step
-  data.tokens.val.assign(9, 1);
+  data.tokens.test.assign(9, 1);
   data.tokens.train.assign(9, 1);
   EXPECT_THROW_MSG(train(m, cfg, data, false, false), "the training stream (9 tokens) is shorter");
   data.tokens.vocab = 21;
@@ -192,7 +212,7 @@ TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {
 TEST(Training, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
   TrainData data;
   for (int i = 0; i < 2000; ++i) data.tokens.train.push_back(i % 20);
-  data.tokens.val = data.tokens.train;
+  data.tokens.test = data.tokens.train;
   data.tokens.vocab = 20;
   Model m = llama_model(tiny_llama(20, 8, 2, 2, 8), 0);
   TrainConfig cfg = llama_run(4, 2, "nan");

@@ -55,9 +55,11 @@ inline TrainData tiny_data(const Model& m, uint64_t seed) {
     for (auto& l : labels) l = g.randint(3);
     d.train_images.labels = from_vector(labels, {N});
     d.test_images = {narrow(d.train_images.images, 0, 0, 200), narrow(d.train_images.labels, 0, 0, 200)};
+    d.val_images = {narrow(d.train_images.images, 0, 200, 100), narrow(d.train_images.labels, 0, 200, 100)};
   } else {
     for (int i = 0; i < 3000; ++i) d.tokens.train.push_back(int32_t(g.randint(32)));
-    for (int i = 0; i < 300; ++i) d.tokens.val.push_back(int32_t(g.randint(32)));
+    for (int i = 0; i < 300; ++i) d.tokens.test.push_back(int32_t(g.randint(32)));
+    for (int i = 0; i < 200; ++i) d.tokens.val.push_back(int32_t(g.randint(32)));
     d.tokens.vocab = 32;
   }
   return d;

@@ -1,5 +1,6 @@
 #include "tools/cli.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -16,7 +17,11 @@ TrainData load_data(const std::string& arch, const DataOptions& o, bool need_tra
   TrainData d;
   if (arch == "vit") {
     std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
-    if (need_train) d.train_images = load_fashion_mnist(dir, "train");
+    if (need_train) {
+      d.train_images = load_fashion_mnist(dir, "train");
+      int64_t n = o.val_images >= 0 ? o.val_images : std::min<int64_t>(5000, d.train_images.size() / 12);
+      if (n > 0) d.val_images = hold_out_images(d.train_images, n);
+    }
     d.test_images = load_fashion_mnist(dir, "t10k");
   } else {
     d.tokens = (o.data.empty() || o.data == "kjv") ? load_kjv_bytes(o.cache.empty() ? default_cache() : o.cache)

@@ -10,7 +10,8 @@ namespace nmperm::cli {
 
 struct DataOptions {
   std::string data;  // vit: IDX folder; llama: "kjv" or a token file
-  std::string val;   // llama: validation token file
+  std::string val;   // llama: evaluation (test) token file
+  int64_t val_images = -1;  // vit: training images held out for validation (-1: min(5000, N / 12))
   std::string token_format = "auto";
   std::string cache;  // default_cache() when empty
 };

@@ -83,7 +83,7 @@ std::string cpu_model() {
 }
 
 std::string cache_dir(const TrainConfig& cfg, const std::string& cache) {
-  return (fs::path(cache) / fmt::format("{}-{}-{}steps", cfg.arch, cfg.arch == "vit" ? "fmnist" : "kjv", cfg.steps))
+  return (fs::path(cache) / fmt::format("{}-{}-{}steps", cfg.arch, cfg.arch == "vit" ? "fmnist55k" : "kjv", cfg.steps))
       .string();
 }
 

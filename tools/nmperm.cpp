@@ -134,6 +134,7 @@ struct LearnCli {
   std::optional<int64_t> steps, groups, iters, batch, holdout;
   std::optional<double> lr, alpha, eps_start, eps_end;
   std::optional<std::string> objective;
+  std::vector<std::string> sets;  // KEY=VALUE of any LearnOptions key
   void apply(nlohmann::json& learn) const {
     auto set = [&](const char* key, const auto& v) {
       if (v) learn[key] = *v;
@@ -142,6 +143,13 @@ struct LearnCli {
     set("holdout", holdout);
     set("lr", lr), set("alpha", alpha), set("eps_start", eps_start), set("eps_end", eps_end);
     set("objective", objective);
+    for (const std::string& kv : sets) {
+      auto eq = kv.find('=');
+      NMPERM_CHECK(eq != std::string::npos && eq > 0, "--learn-set wants KEY=VALUE, got '{}'", kv);
+      std::string value = kv.substr(eq + 1);
+      nlohmann::json v = nlohmann::json::parse(value, nullptr, false);  // a number, true/false, or a string
+      learn[kv.substr(0, eq)] = v.is_discarded() ? nlohmann::json(value) : v;
+    }
   }
 };
 
@@ -153,6 +161,9 @@ void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
   c->add_option("--sinkhorn-iters", l.iters, "learned/permllm: Sinkhorn iterations (default 20 / 5)");
   c->add_option("--eps-start", l.eps_start, "learned/permllm: first Sinkhorn epsilon (default 1)");
   c->add_option("--eps-end", l.eps_end, "learned/permllm: last Sinkhorn epsilon (default 0.05 / 0.1)");
+  c->add_option("--learn-set", l.sets,
+                "learned/permllm: KEY=VALUE for any learning option of the report's 'learn.options' (e.g. "
+                "gradient=mask, init_scale=2, mask_temperature=0.5); unknown keys are an error");
   if (!with_model) return;
   c->add_option("--learn-batch", l.batch, "learned/permllm: images or token windows per step (default 128 / 16)");
   c->add_option("--holdout", l.holdout,
@@ -160,10 +171,13 @@ void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
                 "(default 1024 / 128)")
       ->check(CLI::PositiveNumber);
   c->add_option("--objective", l.objective,
-                "learned: 'task' (end to end: cross-entropy + alpha * Smooth-L1 of block outputs, default) or "
+                "learned: 'task' (end to end: cross-entropy + alpha * relative squared error of block outputs, "
+                "default) or "
                 "'block' (block by block: Smooth-L1 of each block's output on the dense input)")
       ->check(CLI::IsMember({"task", "block", "layer-cosine"}));
-  c->add_option("--alpha", l.alpha, "learned: weight of the Smooth-L1 distillation (default 1e-5)");
+  c->add_option("--alpha", l.alpha,
+                "learned: weight of the distillation term, the mean over blocks of |pruned - dense|^2 / |dense|^2 "
+                "of the block outputs (default 1e-5)");
 }
 
 struct PermuteMatrixCli {
@@ -273,13 +287,19 @@ int run_prune(PruneCli& o) {
   Model probe = load_checkpoint(o.checkpoint);
   TrainData data = load_data(probe.arch(), o.data, true);
   o.learn.apply(o.cmp.learn);
+  {
+    LearnOptions check;  // unknown learning options fail now, not after the dense evaluation
+    merge_learn_options(check, o.cmp.learn);
+  }
   std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; models on %s\n", o.checkpoint.c_str(),
                probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
                device_description(o.cmp.device).c_str());
   nlohmann::json report = compare_methods(o.checkpoint, data, o.cmp, [&](const nlohmann::json& r) {
     if (!o.report.empty()) write_file_atomic(o.report, r.dump(2) + "\n");
   });
-  std::printf("%s", methods_table(report, false).c_str());
+  if (report.contains("dense_val"))
+    std::printf("validation split (for choosing settings):\n%s\n", methods_table(report, false, Split::Validation).c_str());
+  std::printf("test split:\n%s", methods_table(report, false, Split::Test).c_str());
   return 0;
 }
 
@@ -287,7 +307,10 @@ void add_data_options(CLI::App* c, DataOptions& d) {
   c->add_option("--data", d.data,
                 "vit: folder with Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist); "
                 "llama: 'kjv' (default, the King James Bible as bytes) or a token file (llm.c .bin, .u16, .u32)");
-  c->add_option("--val", d.val, "llama: validation token file (default: the last 5% of --data)");
+  c->add_option("--val", d.val, "llama: evaluation (test) token file (default: the last 5% of --data)");
+  c->add_option("--val-images", d.val_images,
+                "vit: the last N training images are held out as the validation split, never trained on "
+                "(default: 5000, at most 1/12 of the images)");
   c->add_option("--token-format", d.token_format, "auto, llmc, u16 or u32")->capture_default_str();
   c->add_option("--cache", d.cache,
                 "cache folder for the exported KJV text (default: $NMPERM_CACHE, $XDG_CACHE_HOME/nmperm or "

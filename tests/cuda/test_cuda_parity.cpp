@@ -482,7 +482,7 @@ TEST(CudaPermute, LearningStepFollowsTheCpu) {
       Tensor cost = cost0.to(d).set_requires_grad();
       Tensor soft = sinkhorn(mul(cost, -1.0 / 0.5), 20);
       hard = assignment_permutation(cost, false);
-      Tensor weff = effective_weight(w.to(d), scores.to(d), hard, soft, NMPattern{}, mean(scores).item());
+      Tensor weff = effective_weight(w.to(d), scores.to(d), hard, soft, NMPattern{}, mean(scores).item(), false);
       Tensor loss = smooth_l1(linear(x.to(d), weff), linear(x.to(d), w.to(d)));
       backward(loss);
       return std::make_pair(loss.item(), cost.grad());

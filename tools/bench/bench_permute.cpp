@@ -69,7 +69,7 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
     auto ta = std::chrono::steady_clock::now();
     Perm hard = assignment_permutation(cost, false);
     t.assignment = since(ta);
-    Tensor weff = effective_weight(w, scores, hard, soft, NMPattern{}, scale);
+    Tensor weff = effective_weight(w, scores, hard, soft, NMPattern{}, scale, false);
     Tensor loss = smooth_l1(linear(x, weff), dense);
     backward(loss);
     adam.step();
