@@ -72,12 +72,18 @@ struct StraightThroughNode : Node {
   std::vector<Tensor> backward(const Tensor& g) override { return {Tensor(), g}; }
 };
 
-// Learning state of one site.
-struct SiteState {
-  Site* site = nullptr;
+// The learnable part of one site (or one matrix): G blocks of B channels, the costs (or
+// PermLLM's logits and scale), the hard permutation now and the best one seen.
+struct Costs {
   int64_t G = 1, B = 0;
-  Tensor cost;                 // (G, B, B) costs (or PermLLM's logits), trained
-  Tensor scale;                // PermLLM's scale (param = logits), trained; else undefined
+  Tensor cost;   // (G, B, B), trained
+  Tensor scale;  // PermLLM's scale (param = logits), trained; else undefined
+  Perm hard, best;
+};
+
+// Learning state of one site.
+struct SiteState : Costs {
+  Site* site = nullptr;
   std::vector<Tensor> dense;   // the consumers' dense weights (detached)
   // The costs permute the channels after a fixed base permutation (the warm start, or the
   // identity): the site's permutation is base[q] for the learned block-diagonal q.
@@ -85,13 +91,24 @@ struct SiteState {
   Tensor base_inverse;         // i64, maps base order back to the original channels
   std::vector<Tensor> weight, scores;  // dense weights and scores in base order
   std::vector<double> score_mean;
-  Perm hard, best;             // q, in base order
   Perm permutation(const Perm& q) const {
     Perm p(q.size());
     for (size_t j = 0; j < q.size(); ++j) p[j] = base[size_t(q[j])];
     return p;
   }
 };
+
+// Runs `f` when the scope ends, however it ends (weight swaps, observers, gradient flags).
+template <class F> struct OnExit {
+  F f;
+  ~OnExit() { f(); }
+};
+template <class F> OnExit(F) -> OnExit<F>;
+
+// Every seed a learned method derives from its own: the initial costs, and the training
+// batches of stage (block) `stage`.
+uint64_t costs_seed(const LearnOptions& opt) { return opt.seed * 7919 + 17; }
+uint64_t batch_seed(const LearnOptions& opt, size_t stage) { return opt.seed + 1000003 * (stage + 1); }
 
 void check_blocks(const Tensor& perm, int64_t n, int64_t G) {
   NMPERM_CHECK(perm.ndim() == 1 && perm.shape(0) == n && !is_floating(perm.dtype()),
@@ -177,6 +194,93 @@ Perm harden_costs(const Tensor& cost, const Tensor& soft, bool harden_soft) {
   return harden_soft && soft.defined() ? assignment_permutation(soft, true) : assignment_permutation(cost, false);
 }
 
+
+// Fresh learnable costs of G blocks of B channels on device d: costs at the identity, or
+// PermLLM's logits and scale.
+Costs make_costs(int64_t G, int64_t B, const LearnOptions& opt, Generator& gen, Device d) {
+  Costs c;
+  c.G = G, c.B = B;
+  if (opt.param == "logits") {
+    c.cost = initial_logits(G, B, gen).to(d).set_requires_grad();
+    c.scale = full({}, std::sqrt(double(B)), DType::F32, d).set_requires_grad();
+  } else {
+    c.cost = initial_cost(G, B, opt, gen).detach().to(d).set_requires_grad();
+  }
+  return c;
+}
+
+// The hard permutation the costs give at eps.
+Perm harden_at(const Costs& c, double eps, const LearnOptions& opt) {
+  if (!hardens_soft(opt)) return harden_costs(c.cost, Tensor(), false);
+  NoGradGuard ng;
+  return harden_costs(c.cost, soft_of(c.cost, c.scale, eps, opt), true);
+}
+
+// What a learned method optimises; the costs' hard permutations are set before each call.
+struct LearnTask {
+  virtual ~LearnTask() = default;
+  // The objective of training step `step` with soft[i] the soft permutation of costs i.
+  virtual Tensor loss(int64_t step, const std::vector<Tensor>& soft) = 0;
+  virtual double holdout() = 0;  // the objective of the hard permutations on held-out data
+  virtual double kept() = 0;     // their mean kept score fraction
+};
+
+// The one learning loop of every learned method (learned, permllm, permute-matrix): the
+// costs train with AdamW (cosine lr, Sinkhorn eps annealed) on task.loss; their hard
+// permutations are scored by task.holdout() at the start and every eval_every steps, and
+// each Costs::best ends as the best seen (also left in Costs::hard). Appends to r.curve,
+// counting steps from `done`; returns the best held-out value.
+double train_costs(const std::vector<Costs*>& costs, LearnTask& task, const LearnOptions& opt, LearnResult& r,
+                   Progress& bar, int64_t& done, int64_t total, const std::string& label, size_t stage) {
+  std::vector<Tensor> params;
+  for (Costs* c : costs) {
+    params.push_back(c->cost);
+    if (c->scale.defined()) params.push_back(c->scale);
+  }
+  AdamW adam(params, {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt.weight_decay});
+  double best = INFINITY;
+  auto check = [&](double eps, int64_t step, json& rec) {
+    for (Costs* c : costs) c->hard = harden_at(*c, eps, opt);
+    double h = task.holdout(), k = task.kept();
+    if (r.curve.empty()) r.start_holdout = h;
+    if (h < best) {
+      best = h;
+      for (Costs* c : costs) c->best = c->hard;
+      r.best_step = step;
+    }
+    rec["holdout"] = h;
+    rec["kept"] = k;
+  };
+  json start = {{"step", done}, {"stage", stage}};
+  check(opt.eps_start, 0, start);
+  r.curve.push_back(start);
+  for (int64_t step = 0; step < opt.steps; ++step, ++done) {
+    double eps = eps_at(opt, step);
+    adam.hp.lr = lr_at(opt, step);
+    adam.zero_grad();
+    std::vector<Tensor> soft;
+    for (Costs* c : costs) {
+      soft.push_back(soft_of(c->cost, c->scale, eps, opt));
+      c->hard = harden_costs(c->cost, soft.back(), hardens_soft(opt));
+    }
+    Tensor loss = task.loss(step, soft);
+    double l = loss.item();
+    NMPERM_CHECK(std::isfinite(l), "learned permutations ({}): the loss is {} at step {} (try a lower --lr)", label, l,
+                 step);
+    backward(loss);
+    adam.step();
+    json rec = {{"step", done + 1}, {"loss", l}, {"eps", eps}};
+    bool eval_now = (step + 1) % opt.eval_every == 0 || step + 1 == opt.steps;
+    if (eval_now) check(eps, step + 1, rec);
+    r.curve.push_back(rec);
+    bar.show(fmt::format("  {} step {:>4}/{}  loss {:.5f}  eps {:.3f}  held-out best {:.5f}  ETA {}", label, done + 1,
+                         total, l, eps, best, bar.eta(double(done + 1), double(total))),
+             eval_now && step + 1 == opt.steps);
+  }
+  for (Costs* c : costs) c->hard = c->best;
+  return best;
+}
+
 }  // namespace
 
 Tensor permute_channels_ste(const Tensor& x, const Tensor& perm, const Tensor& soft, bool inverse) {
@@ -259,19 +363,18 @@ int64_t site_groups(int64_t channels, const LearnOptions& opt, NMPattern pattern
 
 namespace {
 
-class Learner {
+class Learner : LearnTask {
  public:
   Learner(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern, const TrainData& data,
           const LearnOptions& opt, const std::map<std::string, Perm>& warm)
       : model_(model), pattern_(pattern), opt_(opt) {
     check_options(opt);
     split_data(data);
-    Generator gen(opt.seed * 7919 + 17);
+    Generator gen(costs_seed(opt));
     for (Site& s : sites) {
       SiteState st;
       st.site = &s;
-      st.G = site_groups(s.channels, opt, pattern);
-      st.B = s.channels / st.G;
+      const int64_t G = site_groups(s.channels, opt, pattern);
       auto it = scores.find(s.name);
       NMPERM_CHECK(it != scores.end() && it->second.size() == s.consumers.size(),
                    "learned permutations: no scores for site '{}'", s.name);
@@ -291,12 +394,7 @@ class Learner {
         st.scores.push_back(index_select(it->second[c].detach().to(d), 1, base));
         st.score_mean.push_back(std::max(mean(it->second[c]).item(), 1e-30));
       }
-      if (opt.param == "logits") {
-        st.cost = initial_logits(st.G, st.B, gen).to(d).set_requires_grad();
-        st.scale = full({}, std::sqrt(double(st.B)), DType::F32, d).set_requires_grad();
-      } else {
-        st.cost = initial_cost(st.G, st.B, opt, gen).detach().to(d).set_requires_grad();
-      }
+      static_cast<Costs&>(st) = make_costs(G, s.channels / G, opt, gen, d);
       states_.push_back(std::move(st));
     }
   }
@@ -324,77 +422,22 @@ class Learner {
       had_grad.push_back(p.requires_grad());
       p.set_requires_grad(false);
     }
-    int64_t total = opt_.steps * int64_t(stages.size()), done = 0;
-    bool first_eval = true;
-    try {
-      for (size_t si = 0; si < stages.size(); ++si) {
-        stage_ = stages[si];
-        block_ = stage_[0]->site->block;
-        std::vector<Tensor> costs;
-        for (SiteState* s : stage_) {
-          costs.push_back(s->cost);
-          if (s->scale.defined()) costs.push_back(s->scale);
-        }
-        AdamW adam(costs, {.lr = opt_.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt_.weight_decay});
-        double best = INFINITY;
-        auto evaluate_now = [&](int64_t step) {
-          double h = holdout_objective();
-          double kept = mean_kept();
-          if (h < best) {
-            best = h;
-            for (SiteState* s : stage_) s->best = s->hard;
-            if (si + 1 == stages.size()) r.best_step = step;
-          }
-          if (first_eval) r.start_holdout = h;
-          first_eval = false;
-          return std::make_pair(h, kept);
-        };
-        for (SiteState* s : stage_) s->hard = harden_now(*s, opt_.eps_start);
-        auto [h0, k0] = evaluate_now(0);
-        r.curve.push_back({{"step", done}, {"holdout", h0}, {"kept", k0}, {"stage", si}});
-        for (int64_t step = 0; step < opt_.steps; ++step, ++done) {
-          double eps = eps_at(opt_, step);
-          adam.hp.lr = lr_at(opt_, step);
-          adam.zero_grad();
-          Batch b = train_batch(model_, fit_, batch_size(), opt_.seed + 1000003 * (si + 1), step);
-          for (SiteState* s : stage_) {
-            Tensor soft = soft_permutation(*s, eps);
-            s->hard = harden(*s, soft);
-            set_effective(*s, soft);
-          }
-          Tensor loss = objective(b);
-          restore_weights();
-          double l = loss.item();
-          NMPERM_CHECK(std::isfinite(l), "learned permutations: the loss is {} at step {} (try a lower --lr)", l, step);
-          backward(loss);
-          adam.step();
-          json rec = {{"step", done + 1}, {"loss", l}, {"eps", eps}};
-          bool eval_now = (step + 1) % opt_.eval_every == 0 || step + 1 == opt_.steps;
-          if (eval_now) {
-            for (SiteState* s : stage_) s->hard = harden_now(*s, eps);
-            auto [h, k] = evaluate_now(step + 1);
-            rec["holdout"] = h;
-            rec["kept"] = k;
-          }
-          r.curve.push_back(rec);
-          std::string line = fmt::format("  {} step {:>4}/{}  loss {:.4f}  eps {:.3f}  held-out best {:.4f}  ETA {}",
-                                         stages.size() > 1 ? fmt::format("block {}", block_) : std::string("learn"),
-                                         done + 1, total, l, eps, best, bar.eta(double(done + 1), double(total)));
-          bar.show(line, eval_now && step + 1 == opt_.steps);
-        }
-        r.best_holdout = best;
-        for (SiteState* s : stage_) s->hard = s->best;
-      }
-    } catch (...) {
-      restore_weights();
+    OnExit thaw{[&] {
       for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
-      throw;
+    }};
+    int64_t total = opt_.steps * int64_t(stages.size()), done = 0;
+    for (size_t si = 0; si < stages.size(); ++si) {
+      stage_ = stages[si];
+      stage_index_ = si;
+      block_ = stage_[0]->site->block;
+      std::vector<Costs*> costs(stage_.begin(), stage_.end());
+      std::string label = stages.size() > 1 ? fmt::format("block {}", block_) : std::string("learn");
+      r.best_holdout = train_costs(costs, *this, opt_, r, bar, done, total, label, si);
     }
-    for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
     for (auto& s : states_) r.perms[s.site->name] = s.permutation(s.best);
     if (!states_.empty()) {
       NoGradGuard ng;
-      Tensor soft = soft_permutation(states_[0], opt_.eps_end);
+      Tensor soft = soft_of(states_[0].cost, states_[0].scale, opt_.eps_end, opt_);
       r.soft_block = contiguous(reshape(narrow(soft, 0, 0, 1), {states_[0].B, states_[0].B}));
     }
     r.seconds = bar.elapsed();
@@ -409,7 +452,17 @@ class Learner {
   std::vector<Batch> holdout_;
   std::vector<SiteState> states_;
   std::vector<SiteState*> stage_;
-  size_t block_ = 0;
+  size_t stage_index_ = 0, block_ = 0;
+
+  // LearnTask: the stage's consumers hold W_eff (with the soft paths) for one step.
+  Tensor loss(int64_t step, const std::vector<Tensor>& soft) override {
+    Batch b = train_batch(model_, fit_, batch_size(), batch_seed(opt_, stage_index_), step);
+    OnExit restore{[&] { restore_weights(); }};
+    for (size_t i = 0; i < stage_.size(); ++i) set_effective(*stage_[i], soft[i]);
+    return objective(b);
+  }
+  double holdout() override { return holdout_objective(); }
+  double kept() override { return mean_kept(); }
 
   int64_t batch_size() const { return opt_.batch > 0 ? opt_.batch : model_.vit ? 128 : 16; }
 
@@ -463,18 +516,6 @@ class Learner {
     }
   }
 
-  Tensor soft_permutation(const SiteState& s, double eps) const { return soft_of(s.cost, s.scale, eps, opt_); }
-
-  bool harden_on_soft() const { return hardens_soft(opt_); }
-
-  // The hard permutation the costs give now (with Sinkhorn at eps when hardening P~).
-  Perm harden_now(const SiteState& s, double eps) const {
-    if (!harden_on_soft()) return harden(s, Tensor());
-    NoGradGuard ng;
-    return harden(s, soft_permutation(s, eps));
-  }
-
-  Perm harden(const SiteState& s, const Tensor& soft) const { return harden_costs(s.cost, soft, harden_on_soft()); }
 
   // Installs W_eff in the site's consumers: with the soft paths when `soft` is defined,
   // else the plain pruned weight (hard permutation, hard mask).
@@ -500,12 +541,14 @@ class Learner {
       for (Linear* c : s->site->consumers) eff.push_back(c->weight);
     auto dense = [&](auto&& fn) {
       NoGradGuard ng;
+      OnExit back{[&] {
+        size_t k = 0;
+        for (SiteState* s : stage_)
+          for (Linear* c : s->site->consumers) c->weight = eff[k++];
+      }};
       for (SiteState* s : stage_)
         for (size_t c = 0; c < s->dense.size(); ++c) s->site->consumers[c]->weight = s->dense[c];
       fn();
-      size_t k = 0;
-      for (SiteState* s : stage_)
-        for (Linear* c : s->site->consumers) c->weight = eff[k++];
     };
     if (opt_.objective == "layer-cosine") return layer_cosine(b, dense);
     if (opt_.objective == "output-cosine") {
@@ -559,13 +602,8 @@ class Learner {
     } cap;
     dense([&] {
       set_linear_observer(&cap);
-      try {
-        model_.forward(b.input);
-      } catch (...) {
-        set_linear_observer(nullptr);
-        throw;
-      }
-      set_linear_observer(nullptr);
+      OnExit detach{[] { set_linear_observer(nullptr); }};
+      model_.forward(b.input);
     });
     Tensor total;
     for (SiteState* s : stage_)
@@ -581,20 +619,15 @@ class Learner {
 
   double holdout_objective() {
     NoGradGuard ng;
+    OnExit restore{[&] { restore_weights(); }};
     for (SiteState* s : stage_) set_effective(*s, Tensor());
     double sum = 0;
     int64_t n = 0;
-    try {
-      for (const Batch& b : holdout_) {
-        int64_t rows = b.target.numel();
-        sum += objective(b).item() * double(rows);
-        n += rows;
-      }
-    } catch (...) {
-      restore_weights();
-      throw;
+    for (const Batch& b : holdout_) {
+      int64_t rows = b.target.numel();
+      sum += objective(b).item() * double(rows);
+      n += rows;
     }
-    restore_weights();
     return sum / double(n);
   }
 
@@ -660,69 +693,41 @@ LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weig
     dense_energy = std::max(sum(mul(square(w), a2)).item(), 1e-30);
     score_scale = opt.raw_mask_scores ? 1.0 : opt.mask_temperature * std::max(mean(s).item(), 1e-30);
   }
-  Generator gen(opt.seed * 7919 + 17);
-  Tensor cost, scale;
-  if (opt.param == "logits") {
-    cost = initial_logits(G, B, gen).set_requires_grad();
-    scale = full({}, std::sqrt(double(B))).set_requires_grad();
-  } else {
-    cost = initial_cost(G, B, opt, gen);
-  }
-  const bool on_soft = hardens_soft(opt);
-  auto hard_objective = [&](const Perm& q) {
-    NoGradGuard ng;
-    return matrix_objective(w, effective_weight(w, s, q, Tensor(), pattern, score_scale, false), a2, cosine, dense_energy)
-        .item();
-  };
-  auto harden_at = [&](double eps) {
-    if (!on_soft) return harden_costs(cost, Tensor(), false);
-    NoGradGuard ng;
-    return harden_costs(cost, soft_of(cost, scale, eps, opt), true);
-  };
+  Generator gen(costs_seed(opt));
+  Costs costs = make_costs(G, B, opt, gen, Device::CPU);
+  // The one matrix's objective: W_eff against W for inputs with the given norms.
+  struct MatrixTask : LearnTask {
+    const Tensor &w, &s, &a2;
+    Costs& c;
+    NMPattern pattern;
+    double score_scale, dense_energy;
+    bool cosine, mask_only;
+    MatrixTask(const Tensor& w_, const Tensor& s_, const Tensor& a2_, Costs& c_, NMPattern p, double ss, double de,
+               bool cos, bool mo)
+        : w(w_), s(s_), a2(a2_), c(c_), pattern(p), score_scale(ss), dense_energy(de), cosine(cos), mask_only(mo) {}
+    Tensor loss(int64_t, const std::vector<Tensor>& soft) override {
+      return matrix_objective(w, effective_weight(w, s, c.hard, soft[0], pattern, score_scale, mask_only), a2, cosine,
+                              dense_energy);
+    }
+    double holdout() override {
+      NoGradGuard ng;
+      return matrix_objective(w, effective_weight(w, s, c.hard, Tensor(), pattern, score_scale, false), a2, cosine,
+                              dense_energy)
+          .item();
+    }
+    double kept() override { return kept_fraction(s, c.hard, pattern); }
+  } task(w, s, a2, costs, pattern, score_scale, dense_energy, cosine, opt.gradient == "mask");
 
   LearnResult r;
   Progress bar(opt.progress);
-  AdamW adam(scale.defined() ? std::vector<Tensor>{cost, scale} : std::vector<Tensor>{cost}, {.lr = opt.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = opt.weight_decay});
-  Perm best = harden_at(opt.eps_start);
-  r.start_holdout = r.best_holdout = hard_objective(best);
-  r.curve.push_back({{"step", 0}, {"holdout", r.best_holdout}, {"kept", kept_fraction(s, best, pattern)}});
-  for (int64_t step = 0; step < opt.steps; ++step) {
-    double eps = eps_at(opt, step);
-    adam.hp.lr = lr_at(opt, step);
-    adam.zero_grad();
-    Tensor soft = soft_of(cost, scale, eps, opt);
-    Perm hard = harden_costs(cost, soft, on_soft);
-    Tensor loss = matrix_objective(w, effective_weight(w, s, hard, soft, pattern, score_scale, opt.gradient == "mask"), a2, cosine,
-                                   dense_energy);
-    double l = loss.item();
-    NMPERM_CHECK(std::isfinite(l), "learned permutation of '{}': the loss is {} at step {} (try a lower lr)", name, l,
-                 step);
-    backward(loss);
-    adam.step();
-    json rec = {{"step", step + 1}, {"loss", l}, {"eps", eps}};
-    bool eval_now = (step + 1) % opt.eval_every == 0 || step + 1 == opt.steps;
-    if (eval_now) {
-      Perm q = harden_at(eps);
-      double h = hard_objective(q);
-      if (h < r.best_holdout) {
-        r.best_holdout = h;
-        best = q;
-        r.best_step = step + 1;
-      }
-      rec["holdout"] = h;
-      rec["kept"] = kept_fraction(s, q, pattern);
-    }
-    r.curve.push_back(rec);
-    bar.show(fmt::format("  learn step {:>4}/{}  loss {:.5f}  eps {:.3f}  best {:.5f}  ETA {}", step + 1, opt.steps, l,
-                         eps, r.best_holdout, bar.eta(double(step + 1), double(opt.steps))),
-             step + 1 == opt.steps);
-  }
-  Perm p(best.size());
-  for (size_t j = 0; j < best.size(); ++j) p[j] = base[size_t(best[j])];
+  int64_t done = 0;
+  r.best_holdout = train_costs({&costs}, task, opt, r, bar, done, opt.steps, "learn", 0);
+  Perm p(costs.best.size());
+  for (size_t j = 0; j < p.size(); ++j) p[j] = base[size_t(costs.best[j])];
   r.perms[name] = p;
   {
     NoGradGuard ng;
-    Tensor soft = soft_of(cost, scale, opt.eps_end, opt);
+    Tensor soft = soft_of(costs.cost, costs.scale, opt.eps_end, opt);
     r.soft_block = contiguous(reshape(narrow(soft, 0, 0, 1), {B, B}));
   }
   r.seconds = bar.elapsed();

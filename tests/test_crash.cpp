@@ -2,7 +2,8 @@
 // SIGKILL and resumed follows the uninterrupted run's loss trajectory bitwise (fixed
 // threads), and a disk that fills while a checkpoint is written (RLIMIT_FSIZE with
 // SIGXFSZ ignored, so writes fail with EFBIG as they would with ENOSPC) stops training
-// with a message and leaves the previous checkpoint loadable.
+// with a message and leaves the previous checkpoint loadable. And a recorded demo run
+// reruns to the same figures.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -11,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -168,6 +170,55 @@ TEST(CrashSafety, FullDiskWhileSavingKeepsThePreviousCheckpoint) {
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
   Model m = load_checkpoint((out / "step_0000014").string());
   EXPECT_TRUE(std::isfinite(sum(m.llama->embed_tokens).item()));
+}
+
+// `nmperm demo --config report.json` reruns a recorded run: on a tiny recorded run of the
+// Llama (a 4-step model, every method, short learning, a few windows) the rerun reproduces
+// every figure of the report; only wall times and the "cached" flag of the model differ.
+TEST(Demo, ConfigReproducesEveryFigureOfARecordedRun) {
+  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_demo_{}", getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  json recipe = {{"arch", "llama"}, {"steps", 4},      {"batch", 4},          {"warmup", 1},
+                 {"lr", 2e-3},      {"eval_every", 100}, {"ckpt_every", 100}, {"eval_windows", 4}};
+  json compare = {{"methods", {"none", "random", "channel-swap", "ria", "permllm", "learned"}},
+                  {"seeds", 1},
+                  {"eval_windows", 8},
+                  {"calib_batches", 1},
+                  {"calib_batch", 4},
+                  {"sweeps", 1},
+                  {"escapes", 1},
+                  {"warm_start", "ria"},
+                  {"learn", {{"steps", 2}, {"eval_every", 1}, {"holdout", 8}, {"batch", 4}}}};
+  json config = {{"config", {{"quick", false}, {"models", "llama"}, {"recipes", {{"llama", recipe}}},
+                             {"compare", {{"llama", compare}}}}}};
+  std::ofstream(dir / "tiny.json") << config.dump();
+  auto demo = [&](const fs::path& config_file, const std::string& out) {
+    return std::vector<std::string>{NMPERM_CLI, "demo", "--config", config_file.string(), "--out", (dir / out).string(),
+                                    "--cache", (dir / "cache").string(), "--threads", "2"};
+  };
+  ASSERT_EQ(wait_status(spawn(demo(dir / "tiny.json", "first"), dir / "first.log")), 0) << slurp(dir / "first.log");
+  ASSERT_EQ(wait_status(spawn(demo(dir / "first" / "report.json", "again"), dir / "again.log")), 0)
+      << slurp(dir / "again.log");
+  // Everything but timings (and whether the model came from the cache).
+  std::function<void(json&)> strip = [&](json& j) {
+    if (j.is_object()) {
+      for (const char* k : {"seconds", "train_seconds", "elapsed_s", "date", "cached"}) j.erase(k);
+      for (auto& [k, v] : j.items()) strip(v);
+    } else if (j.is_array()) {
+      for (auto& v : j) strip(v);
+    }
+  };
+  json a = json::parse(slurp(dir / "first" / "report.json")), b = json::parse(slurp(dir / "again" / "report.json"));
+  ASSERT_EQ(a["models"]["llama"]["comparison"]["runs"].size(), 6u);
+  strip(a);
+  strip(b);
+  json diff = json::diff(a, b);  // a JSON patch: one entry per differing value
+  std::string first;
+  for (size_t i = 0; i < std::min<size_t>(diff.size(), 5); ++i) first += diff[i]["path"].get<std::string>() + "\n";
+  EXPECT_TRUE(diff.empty()) << diff.size() << " figures differ, the first:\n" << first;
+  EXPECT_EQ(a["models"]["llama"]["comparison"]["runs"][0]["eval"]["windows"], 8);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 //      rewritten after every run, so an interrupted demo keeps what finished),
 //      OUT/report.md (the tables) and plots drawn with gnuplot when it is installed.
 // `--config OUT/report.json` reruns a recorded run with the same options and seeds.
+#include <algorithm>
+#include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -163,6 +165,38 @@ std::vector<std::string> plot(const std::string& arch, const json& cmp, const fs
   std::vector<std::string> drawn;
   if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) return drawn;
   fs::create_directories(dir);
+  // 0. The headline: every method's test loss (mean, and the range over seeds) beside
+  // dense and none.
+  {
+    std::string data;
+    std::vector<std::string> order;
+    for (auto& run : cmp["runs"])
+      if (std::find(order.begin(), order.end(), run["method"].get<std::string>()) == order.end())
+        order.push_back(run["method"]);
+    double none = NAN;
+    for (size_t i = 0; i < order.size(); ++i) {
+      double lo = INFINITY, hi = -INFINITY, sum = 0;
+      int n = 0;
+      for (auto& run : cmp["runs"])
+        if (run["method"] == order[i]) {
+          double l = run["eval"]["loss"].get<double>();
+          lo = std::min(lo, l), hi = std::max(hi, l), sum += l, ++n;
+        }
+      if (order[i] == "none") none = sum / n;
+      data += fmt::format("{} {:.6f} {:.6f} {:.6f} {}\n", i, sum / n, lo, hi, order[i]);
+    }
+    write_text(dir / (arch + "_methods.dat"), data);
+    double dense = cmp["dense"]["loss"].get<double>();
+    std::string gp = fmt::format(
+        "set terminal svg size 800,420 dynamic background '#ffffff'\nset output '{0}_methods.svg'\n"
+        "set title '2:4 pruning, Wanda scores ({0}): test loss of every method (bars: range over seeds)' noenhanced\n"
+        "set ylabel 'test loss (lower is better)'\nset grid ytics\nset key top right\nset xrange [-0.6:{1}-0.4]\n"
+        "set style fill solid 0.6\nset boxwidth 0.6\n"
+        "plot '{0}_methods.dat' using 1:2:xtic(5) with boxes notitle, '' using 1:2:3:4 with yerrorbars pt 0 lc rgb "
+        "'black' notitle, {2} with lines dt 2 lw 2 title 'dense', {3} with lines dt 3 lw 2 title 'none'\n",
+        arch, order.size(), dense, std::isfinite(none) ? none : dense);
+    draw(dir, arch + "_methods", gp, arch + "_methods.svg", drawn);
+  }
   // 1. Kept-score fraction per layer and method (mean over seeds).
   std::vector<std::string> methods, layers;
   std::map<std::string, std::map<std::string, std::pair<double, int>>> kept;  // method -> layer -> (sum, n)
@@ -254,15 +288,19 @@ std::string markdown(const json& report) {
                         : "");
   md += "2:4 pruning with Wanda scores of every pruned linear layer (q, k, v, attention output, both MLP layers of "
         "every block); metrics are mean ± half the range over seeds for methods with randomness. "
-        "\"loss gap closed\" is (loss(none) - loss(method)) / (loss(none) - loss(dense)).\n";
+        "\"loss gap closed\" is (loss(none) - loss(method)) / (loss(none) - loss(dense)); \"loss - ria\" is the mean "
+        "paired per-window (Llama) or per-image (ViT) loss difference to RIA with twice its standard error, and a "
+        "method is \"ahead\" or \"behind\" only when that difference exceeds both twice the standard error and "
+        "its seed spread.\n";
   for (auto& [arch, m] : report["models"].items()) {
     if (!m.contains("comparison")) continue;
     const json& cmp = m["comparison"];
-    md += fmt::format("\n## {}\n\nModel: `{}`{}.\n\n", arch == "vit" ? "ViT on Fashion-MNIST (test set, 10k images)"
-                                                                      : "Llama on KJV bytes (validation windows)",
+    md += fmt::format("\n## {}\n\nModel: `{}`{}.\n\n", arch == "vit" ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
                       m["training"]["checkpoint"].get<std::string>(),
                       m["training"]["cached"].get<bool>() ? " (cached)" : "");
-    md += methods_table(cmp, true);
+    md += "Test split (reported):\n\n" + methods_table(cmp, true, Split::Test);
+    if (cmp.contains("dense_val"))
+      md += "\nValidation split (where settings are chosen):\n\n" + methods_table(cmp, true, Split::Validation);
     json plots = m.value("plots", json::array());
     for (auto& p : plots) md += fmt::format("\n![{0}](plots/{0})\n", p.get<std::string>());
     if (plots.empty() && m.contains("plots"))
