@@ -55,7 +55,7 @@ void merge_learn_options(LearnOptions& o, const json& j) {
     cur[k] = v;
   }
   try {
-    o.objective = cur["objective"].get<std::string>();
+    o.objective = parse_objective(cur["objective"].get<std::string>());
     o.groups = cur["groups"].get<int64_t>();
     o.block_size = cur["block_size"].get<int64_t>();
     o.steps = cur["steps"].get<int64_t>();
@@ -71,9 +71,9 @@ void merge_learn_options(LearnOptions& o, const json& j) {
     o.init_scale = cur["init_scale"].get<double>();
     o.init_noise = cur["init_noise"].get<double>();
     o.eval_every = cur["eval_every"].get<int64_t>();
-    o.gradient = cur["gradient"].get<std::string>();
-    o.param = cur["param"].get<std::string>();
-    o.anneal = cur["anneal"].get<std::string>();
+    o.gradient = parse_gradient(cur["gradient"].get<std::string>());
+    o.param = parse_cost_param(cur["param"].get<std::string>());
+    o.anneal = parse_anneal(cur["anneal"].get<std::string>());
     o.raw_mask_scores = cur["raw_mask_scores"].get<bool>();
     o.holdout = cur["holdout"].get<int64_t>();
     o.seed = cur["seed"].get<uint64_t>();

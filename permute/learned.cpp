@@ -12,8 +12,47 @@ namespace nmperm {
 
 using json = nlohmann::json;
 
+namespace {
+
+template <class E> struct Named {
+  E value;
+  const char* name;
+};
+constexpr Named<Objective> kObjectives[] = {{Objective::Task, "task"},
+                                            {Objective::Block, "block"},
+                                            {Objective::LayerCosine, "layer-cosine"},
+                                            {Objective::OutputCosine, "output-cosine"}};
+constexpr Named<CostParam> kParams[] = {{CostParam::Cost, "cost"}, {CostParam::Logits, "logits"}};
+constexpr Named<Anneal> kAnneals[] = {{Anneal::Geometric, "geometric"}, {Anneal::Linear, "linear"}};
+constexpr Named<PermGradient> kGradients[] = {{PermGradient::Mask, "mask"}, {PermGradient::Full, "full"}};
+
+template <class E, size_t K> const char* name_in(const Named<E> (&table)[K], E v) {
+  for (const auto& n : table)
+    if (n.value == v) return n.name;
+  NMPERM_FAIL("learned permutations: option value {} has no name", int(v));
+}
+template <class E, size_t K> E parse_in(const Named<E> (&table)[K], const std::string& s, const char* what) {
+  std::string choices;
+  for (const auto& n : table) {
+    if (s == n.name) return n.value;
+    choices += (choices.empty() ? "" : ", ") + std::string(n.name);
+  }
+  NMPERM_FAIL("learned permutations: unknown {} '{}' ({})", what, s, choices);
+}
+
+}  // namespace
+
+const char* name_of(Objective v) { return name_in(kObjectives, v); }
+const char* name_of(CostParam v) { return name_in(kParams, v); }
+const char* name_of(Anneal v) { return name_in(kAnneals, v); }
+const char* name_of(PermGradient v) { return name_in(kGradients, v); }
+Objective parse_objective(const std::string& s) { return parse_in(kObjectives, s, "objective"); }
+CostParam parse_cost_param(const std::string& s) { return parse_in(kParams, s, "param"); }
+Anneal parse_anneal(const std::string& s) { return parse_in(kAnneals, s, "anneal"); }
+PermGradient parse_gradient(const std::string& s) { return parse_in(kGradients, s, "gradient"); }
+
 json LearnOptions::to_json() const {
-  return {{"objective", objective},
+  return {{"objective", name_of(objective)},
           {"groups", groups},
           {"block_size", block_size},
           {"steps", steps},
@@ -29,9 +68,9 @@ json LearnOptions::to_json() const {
           {"init_scale", init_scale},
           {"init_noise", init_noise},
           {"eval_every", eval_every},
-          {"gradient", gradient},
-          {"param", param},
-          {"anneal", anneal},
+          {"gradient", name_of(gradient)},
+          {"param", name_of(param)},
+          {"anneal", name_of(anneal)},
           {"raw_mask_scores", raw_mask_scores},
           {"holdout", holdout},
           {"seed", seed}};
@@ -130,15 +169,6 @@ Tensor row_cosine(const Tensor& a, const Tensor& b) {
 }
 
 void check_options(const LearnOptions& opt) {
-  NMPERM_CHECK(opt.objective == "task" || opt.objective == "block" || opt.objective == "layer-cosine" ||
-                   opt.objective == "output-cosine",
-               "learned permutations: unknown objective '{}' (task, block, layer-cosine, output-cosine)", opt.objective);
-  NMPERM_CHECK(opt.param == "cost" || opt.param == "logits", "learned permutations: unknown param '{}' (cost, logits)",
-               opt.param);
-  NMPERM_CHECK(opt.anneal == "geometric" || opt.anneal == "linear",
-               "learned permutations: unknown anneal '{}' (geometric, linear)", opt.anneal);
-  NMPERM_CHECK(opt.gradient == "mask" || opt.gradient == "full",
-               "learned permutations: unknown gradient '{}' (mask, full)", opt.gradient);
   NMPERM_CHECK(opt.steps > 0 && opt.sinkhorn_iters > 0 && opt.eps_start > 0 && opt.eps_end > 0 && opt.eval_every > 0,
                "learned permutations: steps, Sinkhorn iterations, epsilons and eval_every must be positive");
 }
@@ -169,7 +199,7 @@ Tensor initial_logits(int64_t G, int64_t B, Generator& gen) {
 // the cosine lr.
 double eps_at(const LearnOptions& opt, int64_t step) {
   double t = opt.steps > 1 ? double(step) / double(opt.steps - 1) : 1.0;
-  if (opt.anneal == "linear") return opt.eps_start + (opt.eps_end - opt.eps_start) * t;
+  if (opt.anneal == Anneal::Linear) return opt.eps_start + (opt.eps_end - opt.eps_start) * t;
   return opt.eps_start * std::pow(opt.eps_end / opt.eps_start, t);
 }
 double lr_at(const LearnOptions& opt, int64_t step) {
@@ -186,7 +216,7 @@ Tensor soft_of(const Tensor& cost, const Tensor& scale, double eps, const LearnO
 }
 
 // Logits are hardened on P~ (maximising it), as PermLLM does.
-bool hardens_soft(const LearnOptions& opt) { return opt.harden_soft || opt.param == "logits"; }
+bool hardens_soft(const LearnOptions& opt) { return opt.harden_soft || opt.param == CostParam::Logits; }
 
 // The hard block-diagonal permutation of costs `cost` (G, B, B): by assignment on the
 // costs, or on the soft permutation at eps when `harden_soft` (PermLLM).
@@ -200,7 +230,7 @@ Perm harden_costs(const Tensor& cost, const Tensor& soft, bool harden_soft) {
 Costs make_costs(int64_t G, int64_t B, const LearnOptions& opt, Generator& gen, Device d) {
   Costs c;
   c.G = G, c.B = B;
-  if (opt.param == "logits") {
+  if (opt.param == CostParam::Logits) {
     c.cost = initial_logits(G, B, gen).to(d).set_requires_grad();
     c.scale = full({}, std::sqrt(double(B)), DType::F32, d).set_requires_grad();
   } else {
@@ -403,7 +433,7 @@ class Learner : LearnTask {
     LearnResult r;
     Progress bar(opt_.progress);
     std::vector<std::vector<SiteState*>> stages;
-    if (opt_.objective == "block") {
+    if (opt_.objective == Objective::Block) {
       for (size_t b = 0; b < model_.num_blocks(); ++b) {
         std::vector<SiteState*> st;
         for (auto& s : states_)
@@ -524,7 +554,7 @@ class Learner : LearnTask {
       s.site->consumers[c]->weight = index_select(effective_weight(s.weight[c], s.scores[c], s.hard, soft, pattern_,
                                                                    opt_.raw_mask_scores ? 1.0
                                                                    : opt_.mask_temperature * s.score_mean[c],
-                                                                   opt_.gradient == "mask"),
+                                                                   opt_.gradient == PermGradient::Mask),
                                                   1, s.base_inverse);
   }
 
@@ -550,8 +580,8 @@ class Learner : LearnTask {
         for (size_t c = 0; c < s->dense.size(); ++c) s->site->consumers[c]->weight = s->dense[c];
       fn();
     };
-    if (opt_.objective == "layer-cosine") return layer_cosine(b, dense);
-    if (opt_.objective == "output-cosine") {
+    if (opt_.objective == Objective::LayerCosine) return layer_cosine(b, dense);
+    if (opt_.objective == Objective::OutputCosine) {
       Tensor ref;
       dense([&] {
         Tensor x = model_.embed(b.input);
@@ -563,7 +593,7 @@ class Learner : LearnTask {
       return sub(ones({}, x.dtype(), x.device()), mean(row_cosine(reshape(x, {-1, x.shape(-1)}),
                                                                   reshape(ref, {-1, ref.shape(-1)}))));
     }
-    if (opt_.objective == "block") {
+    if (opt_.objective == Objective::Block) {
       Tensor in, target;
       dense([&] {
         Tensor x = model_.embed(b.input);
@@ -680,7 +710,7 @@ LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weig
   const int64_t G = site_groups(C, opt, pattern), B = C / G;
   Perm base = warm.empty() ? identity_perm(C) : warm;
   check_permutation(base, C, "warm start for '" + name + "'");
-  const bool cosine = opt.objective == "layer-cosine" || opt.objective == "output-cosine";
+  const bool cosine = opt.objective == Objective::LayerCosine || opt.objective == Objective::OutputCosine;
   Tensor w, s, a2;
   double dense_energy = 0, score_scale = 0;
   {
@@ -716,7 +746,7 @@ LearnResult learn_matrix_permutation(const std::string& name, const Tensor& weig
           .item();
     }
     double kept() override { return kept_fraction(s, c.hard, pattern); }
-  } task(w, s, a2, costs, pattern, score_scale, dense_energy, cosine, opt.gradient == "mask");
+  } task(w, s, a2, costs, pattern, score_scale, dense_energy, cosine, opt.gradient == PermGradient::Mask);
 
   LearnResult r;
   Progress bar(opt.progress);

@@ -33,8 +33,26 @@
 
 namespace nmperm {
 
+// What the costs are trained against (see the top of this file).
+enum class Objective { Task, Block, LayerCosine, OutputCosine };
+// How P~ is parameterised: costs C (P~ = Sinkhorn(-C / eps)) or PermLLM's scaled logits.
+enum class CostParam { Cost, Logits };
+enum class Anneal { Geometric, Linear };  // of the Sinkhorn epsilon
+// Where the straight-through gradient reaches P~: through the mask only, or also through W P.
+enum class PermGradient { Mask, Full };
+// Their names in options and reports ("task", "layer-cosine", ...); parse_* fail naming
+// the choices.
+const char* name_of(Objective v);
+const char* name_of(CostParam v);
+const char* name_of(Anneal v);
+const char* name_of(PermGradient v);
+Objective parse_objective(const std::string& s);
+CostParam parse_cost_param(const std::string& s);
+Anneal parse_anneal(const std::string& s);
+PermGradient parse_gradient(const std::string& s);
+
 struct LearnOptions {
-  std::string objective = "task";  // task | block | layer-cosine | output-cosine
+  Objective objective = Objective::Task;
   int64_t groups = 4;              // G groups per site, reduced when G does not fit the channels
   int64_t block_size = 0;          // channels per group instead of a group count (PermLLM: 64)
   int64_t steps = 300;             // per block in block mode
@@ -48,13 +66,13 @@ struct LearnOptions {
   double init_scale = 1.0;        // initial cost: -init_scale at the warm-start permutation
   double init_noise = 0.01;       // plus this much Gaussian noise
   int64_t eval_every = 25;
-  std::string gradient = "full";  // mask: P~ learns through the mask only; full: also through W P
-  // cost: P~ = Sinkhorn(-C / eps) of a learned cost C; logits (PermLLM's code): P~ =
+  PermGradient gradient = PermGradient::Full;
+  // Cost: P~ = Sinkhorn(-C / eps) of a learned cost C; Logits (PermLLM's code): P~ =
   // Sinkhorn(clamp(L * s, -1, 1) / eps) of learned logits L, uniform in +-1/sqrt(B) at
   // the start, and a learned scale s per site starting at sqrt(B) (the clamp passes its
   // gradient straight through); the hard permutation is then the assignment on P~.
-  std::string param = "cost";
-  std::string anneal = "geometric";  // eps from eps_start to eps_end: geometric | linear
+  CostParam param = CostParam::Cost;
+  Anneal anneal = Anneal::Geometric;  // eps from eps_start to eps_end
   bool raw_mask_scores = false;      // soft mask softmax(S P) of the raw scores (PermLLM), not S P / mean S
   int64_t holdout = 0;  // held-out images (ViT) or windows (Llama); 0: 1024 images or 128 windows
   uint64_t seed = 0;

@@ -21,18 +21,18 @@ LearnOptions learn_defaults(const std::string& method) {
     // against 1 - cos of the last block's output; AdamW lr 1e-3, weight decay 0.1, 400
     // steps. Differences: our batches (16 windows of the context or 128 images a step,
     // not 128 x 1024 tokens) and the best hard permutation on held-out data is kept.
-    o.objective = "output-cosine";
+    o.objective = Objective::OutputCosine;
     o.block_size = 64;
-    o.param = "logits";
+    o.param = CostParam::Logits;
     o.sinkhorn_iters = 5;
     o.eps_start = 1.0;
     o.eps_end = 0.1;
-    o.anneal = "linear";
+    o.anneal = Anneal::Linear;
     o.lr = 1e-3;
     o.weight_decay = 0.1;
     o.steps = 400;
     o.harden_soft = true;
-    o.gradient = "mask";
+    o.gradient = PermGradient::Mask;
     o.raw_mask_scores = true;
     o.init_scale = 0.0;
     o.init_noise = 0.0;

@@ -351,7 +351,7 @@ TEST(Prune, BlockObjectiveTrainsEveryBlockInTurn) {
   std::vector<Site> sites = permutation_sites(m);
   SiteScores scores = site_scores(sites, norms_of(m, d), Score::Wanda);
   LearnOptions o;
-  o.objective = "block";
+  o.objective = Objective::Block;
   o.steps = 3;
   o.eval_every = 3;
   o.batch = 4;

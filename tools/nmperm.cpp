@@ -172,9 +172,10 @@ void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
       ->check(CLI::PositiveNumber);
   c->add_option("--objective", l.objective,
                 "learned: 'task' (end to end: cross-entropy + alpha * relative squared error of block outputs, "
-                "default) or "
-                "'block' (block by block: Smooth-L1 of each block's output on the dense input)")
-      ->check(CLI::IsMember({"task", "block", "layer-cosine"}));
+                "default), 'block' (block by block: Smooth-L1 of each block's output on the dense input), "
+                "'layer-cosine' (1 - cos of each layer's output) or 'output-cosine' (1 - cos of the last block's "
+                "output, PermLLM's default)")
+      ->check(CLI::IsMember({"task", "block", "layer-cosine", "output-cosine"}));
   c->add_option("--alpha", l.alpha,
                 "learned: weight of the distillation term, the mean over blocks of |pruned - dense|^2 / |dense|^2 "
                 "of the block outputs (default 1e-5)");
