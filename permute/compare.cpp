@@ -131,7 +131,8 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
       po.search.seed = po.seed;
       po.learn = learn_defaults(method);
       merge_learn_options(po.learn, o.learn);
-      po.warm_start = method == "learned" ? o.warm_start : "none";
+      po.warm_start = method != "learned" ? "none" : o.warm_start == "auto" ? default_warm_start(dense.arch())
+                                                                             : o.warm_start;
       po.progress = o.progress;
       if (o.progress) std::fprintf(stderr, "%s: %s (seed %llu)\n", dense.arch().c_str(), method.c_str(), (unsigned long long)po.seed);
       Model m = load_checkpoint(checkpoint);

@@ -22,7 +22,7 @@ struct CompareOptions {
   int64_t eval_windows = 0;           // Llama: validation windows (0 = all)
   SearchOptions search;               // seed is set per run
   nlohmann::json learn = nlohmann::json::object();  // overrides of learn_defaults(method), LearnOptions keys
-  std::string warm_start = "none";    // learned only
+  std::string warm_start = "auto";    // learned only; auto: default_warm_start(arch)
   std::string out_dir;                // save OUT/METHOD[-seedS]/ (checkpoint + permutations.safetensors)
   bool progress = true;
   Device device = Device::CPU;        // where the models run (the searches are host code)

@@ -66,7 +66,7 @@ struct LearnOptions {
   double init_scale = 1.0;        // initial cost: -init_scale at the warm-start permutation
   double init_noise = 0.01;       // plus this much Gaussian noise
   int64_t eval_every = 25;
-  PermGradient gradient = PermGradient::Full;
+  PermGradient gradient = PermGradient::Mask;
   // Cost: P~ = Sinkhorn(-C / eps) of a learned cost C; Logits (PermLLM's code): P~ =
   // Sinkhorn(clamp(L * s, -1, 1) / eps) of learned logits L, uniform in +-1/sqrt(B) at
   // the start, and a learned scale s per site starting at sqrt(B) (the clamp passes its

@@ -40,6 +40,8 @@ LearnOptions learn_defaults(const std::string& method) {
   return o;
 }
 
+std::string default_warm_start(const std::string& arch) { return arch == "llama" ? "ria" : "ria"; }
+
 SiteScores site_scores(const std::vector<Site>& sites, const std::map<std::string, Tensor>& act_norms, Score score) {
   SiteScores out;
   for (const Site& s : sites)

@@ -167,7 +167,9 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
     for (auto& rec : r.learn.curve)
       if (rec.contains("holdout")) {
         lowest = std::min(lowest, rec["holdout"].get<double>());
-        if (rec["step"] == r.learn.best_step) EXPECT_EQ(rec["holdout"].get<double>(), r.learn.best_holdout) << method;
+        if (rec["step"] == r.learn.best_step) {
+          EXPECT_EQ(rec["holdout"].get<double>(), r.learn.best_holdout) << method;
+        }
       }
     EXPECT_EQ(r.learn.best_holdout, lowest) << method;
     // ...and the returned permutations re-score, from scratch, to it: a fresh copy pruned

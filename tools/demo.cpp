@@ -47,19 +47,12 @@ TrainConfig recipe(const std::string& arch, bool quick) {
   return c;
 }
 
-CompareOptions comparison(const std::string& arch, bool quick, int64_t seeds, uint64_t seed) {
+CompareOptions comparison(bool quick, int64_t seeds, uint64_t seed) {
   CompareOptions o;
   o.methods = {"none", "random", "channel-swap", "ria", "permllm", "learned"};
   o.seeds = seeds;
   o.seed = seed;
-  if (arch == "llama") {
-    o.warm_start = "ria";    // from scratch the learned costs trail RIA on the language model
-    o.eval_windows = quick ? 200 : 800;
-  }
-  // Fewer learning steps than `nmperm prune`'s default 300: the default demo must finish
-  // within 30 minutes on 2 cores, and most runs found their best held-out permutation by
-  // step 150. The searches run at their full default budgets (seconds a run).
-  o.learn = {{"steps", 140}};
+  // The defaults of `nmperm prune`: the demo's tables are the README's.
   if (quick) {
     o.learn = {{"steps", 30}, {"eval_every", 10}};
     o.search.max_sweeps = 2;
@@ -359,7 +352,7 @@ int run_demo(DemoCli& o) {
       rc = recipe(arch, false);
     CompareOptions co = recorded.contains("compare") && recorded["compare"].contains(arch)
                             ? CompareOptions::from_json(recorded["compare"][arch])
-                            : comparison(arch, o.quick, seeds, o.seed);
+                            : comparison(o.quick, seeds, o.seed);
     report["config"]["recipes"][arch] = rc.to_json();
     report["config"]["compare"][arch] = co.to_json();
     DataOptions dopt = arch == "vit" ? o.vit_data : o.llama_data;

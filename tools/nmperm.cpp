@@ -434,8 +434,10 @@ int main(int argc, char** argv) {
   pc->add_option("--calib-batch", pr.cmp.calib.batch, "images or token windows per calibration pass")->capture_default_str()->check(CLI::PositiveNumber);
   pc->add_option("--eval-windows", pr.cmp.eval_windows, "llama: validation windows to evaluate (0 = all)")->capture_default_str();
   add_learn_options(pc, pr.learn, true);
-  pc->add_option("--warm-start", pr.cmp.warm_start, "learned: start from this method's permutation (per group)")
-      ->capture_default_str()->check(CLI::IsMember({"none", "random", "channel-swap", "ria"}));
+  pc->add_option("--warm-start", pr.cmp.warm_start,
+                 "learned: start from this method's permutation (the costs learn a refinement per group); auto: "
+                 "the architecture's default (ria)")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "none", "random", "channel-swap", "ria"}));
   pc->add_option("--sweeps", pr.cmp.search.max_sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
   pc->add_option("--escapes", pr.cmp.search.escapes, "channel-swap random escapes")->capture_default_str();
   pc->add_option("--window", pr.cmp.search.window, "channel-swap: groups per window on wide layers (0 = all pairs)")
