@@ -66,6 +66,7 @@ void merge_learn_options(LearnOptions& o, const json& j) {
     o.eps_start = cur["eps_start"].get<double>();
     o.eps_end = cur["eps_end"].get<double>();
     o.alpha = cur["alpha"].get<double>();
+    o.task_weight = cur["task_weight"].get<double>();
     o.mask_temperature = cur["mask_temperature"].get<double>();
     o.harden_soft = cur["harden_soft"].get<bool>();
     o.init_scale = cur["init_scale"].get<double>();

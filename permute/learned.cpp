@@ -63,6 +63,7 @@ json LearnOptions::to_json() const {
           {"eps_start", eps_start},
           {"eps_end", eps_end},
           {"alpha", alpha},
+          {"task_weight", task_weight},
           {"mask_temperature", mask_temperature},
           {"harden_soft", harden_soft},
           {"init_scale", init_scale},
@@ -169,6 +170,8 @@ Tensor row_cosine(const Tensor& a, const Tensor& b) {
 }
 
 void check_options(const LearnOptions& opt) {
+  NMPERM_CHECK(opt.task_weight > 0 || opt.alpha > 0,
+               "learned permutations: the task objective needs task_weight > 0 or alpha > 0");
   NMPERM_CHECK(opt.steps > 0 && opt.sinkhorn_iters > 0 && opt.eps_start > 0 && opt.eps_end > 0 && opt.eval_every > 0,
                "learned permutations: steps, Sinkhorn iterations, epsilons and eval_every must be positive");
 }
@@ -619,7 +622,8 @@ class Learner : LearnTask {
       Tensor d = mul(mean(square(sub(x, ref[i]))), 1.0 / (energy * blocks));
       distill = distill.defined() ? add(distill, d) : d;
     }
-    Tensor ce = task_loss(model_.head(x), b);
+    if (opt_.task_weight == 0) return mul(distill, opt_.alpha);
+    Tensor ce = mul(task_loss(model_.head(x), b), opt_.task_weight);
     return distill.defined() ? add(ce, mul(distill, opt_.alpha)) : ce;
   }
 

@@ -60,7 +60,8 @@ struct LearnOptions {
   double lr = 0.1, weight_decay = 0.0;
   int64_t sinkhorn_iters = 20;
   double eps_start = 1.0, eps_end = 0.05;
-  double alpha = 1e-5;  // task objective: weight of the distillation term (relative squared error per block)
+  double alpha = 1.0;   // task objective: weight of the distillation term (relative squared error per block)
+  double task_weight = 1.0;  // task objective: weight of the cross-entropy (0: distillation only)
   double mask_temperature = 1.0;  // tau of the soft mask
   bool harden_soft = false;       // hard permutation by assignment on P~ (PermLLM) instead of on C
   double init_scale = 1.0;        // initial cost: -init_scale at the warm-start permutation

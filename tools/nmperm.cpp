@@ -178,7 +178,7 @@ void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
       ->check(CLI::IsMember({"task", "block", "layer-cosine", "output-cosine"}));
   c->add_option("--alpha", l.alpha,
                 "learned: weight of the distillation term, the mean over blocks of |pruned - dense|^2 / |dense|^2 "
-                "of the block outputs (default 1e-5)");
+                "of the block outputs (default 1)");
 }
 
 struct PermuteMatrixCli {
@@ -366,7 +366,7 @@ int main(int argc, char** argv) {
   t->add_option("--clip", tr.cfg.clip, "global gradient-norm clip (0 = off)")->capture_default_str();
   t->add_option("--eval-every", tr.cfg.eval_every, "steps between evaluations")->capture_default_str()->check(CLI::PositiveNumber);
   t->add_option("--ckpt-every", tr.cfg.ckpt_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
-  t->add_option("--eval-windows", tr.cfg.eval_windows, "llama: validation windows per evaluation (0 = all)")->capture_default_str();
+  t->add_option("--eval-windows", tr.cfg.eval_windows, "llama: windows per evaluation of the watched split (0 = all)")->capture_default_str();
   t->add_option("--seed", tr.cfg.seed, "seed for initialisation and data order")->capture_default_str();
   t->add_option("--threads", tr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(t, tr.device);
@@ -432,7 +432,7 @@ int main(int argc, char** argv) {
   pc->add_option("--report", pr.report, "write the JSON report here (rewritten after every run)");
   pc->add_option("--calib-batches", pr.cmp.calib.batches, "calibration forward passes")->capture_default_str()->check(CLI::PositiveNumber);
   pc->add_option("--calib-batch", pr.cmp.calib.batch, "images or token windows per calibration pass")->capture_default_str()->check(CLI::PositiveNumber);
-  pc->add_option("--eval-windows", pr.cmp.eval_windows, "llama: validation windows to evaluate (0 = all)")->capture_default_str();
+  pc->add_option("--eval-windows", pr.cmp.eval_windows, "llama: windows of each split to evaluate (0 = all)")->capture_default_str();
   add_learn_options(pc, pr.learn, true);
   pc->add_option("--warm-start", pr.cmp.warm_start,
                  "learned: start from this method's permutation (the costs learn a refinement per group); auto: "
