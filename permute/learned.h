@@ -5,11 +5,13 @@
 // cost C_g (B, B), C_g[i, j] = cost of putting channel i at position j.
 //   soft  P~_g = Sinkhorn(-C_g / eps)             (log domain, eps annealed geometrically)
 //   hard  P_g  = argmin_P <C_g, P>                (exact assignment solver)
-//   W'   = W P      with the forward value of the hard P and the gradient of P~ (straight-through)
-//   S'   = S P      (the importance scores, permuted the same way)
+//   S'   = S P      the importance scores permuted, with the forward value of the hard P
+//                   and the gradient of P~ (straight-through)
 //   mask = top-N of every M of S' (hard) with the gradient of N * softmax(S' / (tau * mean S))
 //          within the group (the mean is detached: score scales differ between layers)
-//   W_eff = (W' * mask) P^T    the pruned weight back in the original channel order
+//   W_eff = W * (mask P^T)     the weights masked in their own order (gradient = mask, the
+//          default); gradient = full computes the same value as (W P * mask) P^T and
+//          also sends P~ the gradient of W P
 // The model runs with W_eff in place of every consumer's weight; only the costs train
 // (AdamW), the weights stay frozen. Objectives:
 //   task          end to end: cross-entropy of the pruned model + alpha * mean over blocks
@@ -20,8 +22,9 @@
 //                 that layer
 //   output-cosine 1 - cos(pruned, dense) of the last block's output per token, all
 //                 blocks jointly (PermLLM's code)                               (permllm)
-// The hard permutations are scored on held-out training data (never the test set) at
-// the start and every eval_every steps, and the best ones are kept, not the last.
+// The hard permutations are scored on held-out training data (spread over the training
+// split; never validation or test) at the start and every eval_every steps, and the best
+// ones are kept, not the last. One loop (train_costs in learned.cpp) trains every method.
 #pragma once
 #include <map>
 #include <nlohmann/json.hpp>
