@@ -84,13 +84,13 @@ struct NormNode : Node {
 
 struct RopeNode : Node {
   int64_t offset;
-  double theta;
+  std::vector<double> inv_freq;
   kernels::RopeStyle style;
-  RopeNode(int64_t o, double t, kernels::RopeStyle s) : offset(o), theta(t), style(s) {}
+  RopeNode(int64_t o, std::vector<double> f, kernels::RopeStyle s) : offset(o), inv_freq(std::move(f)), style(s) {}
   const char* name() const override { return "rope"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor gc = g.contiguous(), dx = Tensor::empty(g.shape(), g.dtype(), g.device());
-    kernels::rope(gc, dx, offset, theta, style, true);
+    kernels::rope(gc, dx, offset, inv_freq, style, true);
     return {dx};
   }
 };
@@ -174,9 +174,16 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
 Tensor rope(const Tensor& x, int64_t pos_offset, double theta, kernels::RopeStyle style) {
   NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", describe(x));
   NMPERM_CHECK(theta > 0, "rope: theta must be positive, got {}", theta);
+  return rope(x, pos_offset, kernels::rope_inv_freq(theta, x.shape(3)), style);
+}
+
+Tensor rope(const Tensor& x, int64_t pos_offset, const std::vector<double>& inv_freq, kernels::RopeStyle style) {
+  NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", describe(x));
+  NMPERM_CHECK(int64_t(inv_freq.size()) * 2 == x.shape(3), "rope: {} frequencies for head size {}", inv_freq.size(),
+               x.shape(3));
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernels::rope(x.contiguous(), out, pos_offset, theta, style, false);
-  if (any_requires_grad({&x})) attach(out, std::make_shared<RopeNode>(pos_offset, theta, style), {&x});
+  kernels::rope(x.contiguous(), out, pos_offset, inv_freq, style, false);
+  if (any_requires_grad({&x})) attach(out, std::make_shared<RopeNode>(pos_offset, inv_freq, style), {&x});
   return out;
 }
 

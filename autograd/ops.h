@@ -97,8 +97,11 @@ Tensor log_softmax(const Tensor& x, int64_t dim = -1);
 // Over the last dim; w, b of shape (C) may be undefined.
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps = 1e-5);
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps = 1e-6);
-// x (B, H, T, D); positions pos_offset .. pos_offset + T - 1.
+// x (B, H, T, D); positions pos_offset .. pos_offset + T - 1; the default RoPE of base theta,
+// or any table of D/2 inverse frequencies (scaled RoPE variants, kernels/rope.h).
 Tensor rope(const Tensor& x, int64_t pos_offset = 0, double theta = 10000.0,
+            kernels::RopeStyle style = kernels::RopeStyle::RotateHalf);
+Tensor rope(const Tensor& x, int64_t pos_offset, const std::vector<double>& inv_freq,
             kernels::RopeStyle style = kernels::RopeStyle::RotateHalf);
 // q (B, H, T, D), k/v (B, Hkv, S, D); scale < 0 means 1/sqrt(D).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,

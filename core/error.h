@@ -15,6 +15,9 @@ struct Error : std::runtime_error {
 
 [[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
 
+// Something the user should know that does not stop the work (stderr, one line).
+inline void warn(const std::string& msg) { fmt::print(stderr, "warning: {}\n", msg); }
+
 }  // namespace nmperm
 
 #define NMPERM_CHECK(cond, ...)                                                    \

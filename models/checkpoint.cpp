@@ -167,23 +167,35 @@ Model model_from(const json& cfg, const SafeTensors& weights, const std::string&
   } else if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty() &&
              cfg["architectures"][0].is_string()) {
     std::string a = cfg["architectures"][0].get<std::string>();
-    type = a.starts_with("ViT") ? "vit" : a.starts_with("Llama") ? "llama" : a;
+    type = a.starts_with("ViT")       ? "vit"
+           : a.starts_with("Llama")   ? "llama"
+           : a.starts_with("Mistral") ? "mistral"
+           : a.starts_with("Qwen2")   ? "qwen2"
+                                      : a;
   }
-  NMPERM_CHECK(type == "vit" || type == "llama", "{}: model_type '{}' is not supported (vit, llama)", what, type);
+  NMPERM_CHECK(type == "vit" || type == "llama" || type == "mistral" || type == "qwen2",
+               "{}: model_type '{}' is not supported (vit, llama, mistral, qwen2)", what, type);
+  bool decoder = type != "vit";
   ViTConfig vit_cfg;
   LlamaConfig llama_cfg;
-  if (type == "vit") vit_cfg = ViTConfig::from_json(cfg);
-  else llama_cfg = LlamaConfig::from_json(cfg);
+  if (!decoder) {
+    vit_cfg = ViTConfig::from_json(cfg);
+  } else {
+    json c = cfg;
+    c["model_type"] = type;  // from architectures when config.json has no model_type
+    llama_cfg = LlamaConfig::from_json(c);
+    llama_cfg.source = cfg;
+  }
   // Every parameter must come from the weights, so a config that needs far more values
   // than the files hold is refused before anything that size is allocated. Small
   // differences pass on to assign_parameters, which names the missing or mis-shaped tensor.
-  double needed = type == "vit" ? vit_cfg.parameter_count() : llama_cfg.parameter_count(), held = 0;
+  double needed = !decoder ? vit_cfg.parameter_count() : llama_cfg.parameter_count(), held = 0;
   for (auto& [name, t] : weights.tensors) held += double(t.numel());
   NMPERM_CHECK(needed <= 4 * held + (1 << 20), "{}: config.json describes a {} of {:.0f} parameters, the weights hold only {:.0f} values",
                what, type, needed, held);
   Model m;
   Generator gen(0);
-  if (type == "vit") m.vit = std::make_unique<ViT>(vit_cfg, gen);
+  if (!decoder) m.vit = std::make_unique<ViT>(vit_cfg, gen);
   else m.llama = std::make_unique<Llama>(llama_cfg, gen);
   assign_parameters(m, weights, what);
   return m;
@@ -241,7 +253,9 @@ void save_checkpoint(Model& model, const std::string& dir, const std::map<std::s
   std::map<std::string, std::string> meta = metadata;
   meta["format"] = "pt";  // what transformers expects in the safetensors metadata
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, meta);
-  write_file_atomic((fs::path(dir) / "config.json").string(), model.config_json().dump(2) + "\n");
+  json config = model.config_json();
+  config[config.contains("dtype") ? "dtype" : "torch_dtype"] = "float32";  // what was written
+  write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
   if (model.vit)
     write_file_atomic((fs::path(dir) / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
 }

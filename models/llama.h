@@ -1,7 +1,15 @@
 // Llama-style decoder (Touvron et al. 2023) as Hugging Face's LlamaForCausalLM: token
 // embeddings, pre-RMSNorm decoder blocks with causal grouped-query attention and RoPE
 // (rotate-half convention), a SwiGLU MLP, a final RMSNorm and an lm_head (optionally tied
-// to the embeddings).
+// to the embeddings). The same class computes Mistral (no biases; its sliding window is
+// honoured by refusing longer windows) and Qwen2 (q/k/v biases, no o_proj bias).
+//
+// config.json comes in two dialects: the older one (rope_theta and rope_scaling at the top
+// level, torch_dtype) and the one transformers 5 writes (rope_parameters holding
+// rope_type, rope_theta and the scaling fields; dtype). Every key that changes the
+// computation is implemented exactly as transformers computes it, or refused by name;
+// keys that do not (token ids, dtype, use_cache, ...) are accepted, and any other key is
+// listed in a warning.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -10,17 +18,35 @@
 
 namespace nmperm {
 
+// RoPE frequency scaling (transformers' rope_type): default, linear or llama3.
+struct RopeScaling {
+  std::string type = "default";
+  double factor = 1, low_freq_factor = 1, high_freq_factor = 4;  // linear: factor; llama3: all
+  int64_t original_max_position_embeddings = 0;                  // llama3
+};
+
 struct LlamaConfig {
+  std::string model_type = "llama";  // llama, mistral or qwen2
   int64_t vocab_size = 256, hidden_size = 128, intermediate_size = 384;
   int64_t num_hidden_layers = 4, num_attention_heads = 4, num_key_value_heads = 2;
   int64_t max_position_embeddings = 128;
+  int64_t head_dim = 0;        // 0: hidden_size / num_attention_heads
+  int64_t sliding_window = 0;  // 0: none; else windows longer than this are refused
   double rms_norm_eps = 1e-5, rope_theta = 10000.0, initializer_range = 0.02;
-  bool tie_word_embeddings = false, attention_bias = false, mlp_bias = false;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false, mlp_bias = false;
+  bool qkv_bias = false, o_bias = false;  // Llama's attention_bias sets both; Qwen2 has q/k/v only
+  // The config.json this was read from, written back unchanged (but for its dtype) when
+  // the model is saved, so an export keeps every key of its source.
+  nlohmann::json source;
 
   static LlamaConfig from_json(const nlohmann::json& j);
   nlohmann::json to_json() const;
   void validate() const;
   double parameter_count() const;  // without building the model; a tied lm_head counts once
+  int64_t dim() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+  // The D/2 RoPE inverse frequencies, scaled as rope_scaling says.
+  std::vector<double> rope_inv_freq() const;
 };
 
 struct LlamaLayer {

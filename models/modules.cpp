@@ -34,9 +34,9 @@ Tensor Attention::operator()(const Tensor& x) const {
     return transpose(reshape(t, {B, T, h, D}), 1, 2);
   };
   Tensor qh = split_heads(q(x), heads), kh = split_heads(k(x), kv_heads), vh = split_heads(v(x), kv_heads);
-  if (rope) {
-    qh = nmperm::rope(qh, 0, rope_theta);
-    kh = nmperm::rope(kh, 0, rope_theta);
+  if (!rope_inv_freq.empty()) {
+    qh = nmperm::rope(qh, 0, rope_inv_freq);
+    kh = nmperm::rope(kh, 0, rope_inv_freq);
   }
   Tensor y = scaled_dot_product_attention(qh, kh, vh, causal);  // (B, H, T, D)
   return o(reshape(transpose(y, 1, 2), {B, T, heads * D}));

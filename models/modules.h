@@ -80,8 +80,7 @@ struct Attention {
   Linear q, k, v, o;
   int64_t heads = 1, kv_heads = 1;
   bool causal = false;
-  bool rope = false;
-  double rope_theta = 10000.0;
+  std::vector<double> rope_inv_freq;  // empty: no RoPE
   Tensor operator()(const Tensor& x) const;  // (B, T, C) -> (B, T, C)
 };
 

@@ -73,6 +73,42 @@ void check_against_pytorch(const std::string& name) {
 TEST(Models, ViTMatchesTransformers) { check_against_pytorch("vit_tiny"); }
 TEST(Models, LlamaMatchesTransformers) { check_against_pytorch("llama_tiny"); }
 TEST(Models, LlamaWithTiedEmbeddingsMatchesTransformers) { check_against_pytorch("llama_tiny_tied"); }
+// Saved by transformers 5 (tools/make_arch_fixtures.py): the current config dialect.
+TEST(Models, Llama3RopeAndExplicitHeadDimMatchTransformers) { check_against_pytorch("llama3_tiny"); }
+TEST(Models, OlderDialectWithLinearRopeScalingMatchesTransformers) { check_against_pytorch("llama_linear_old"); }
+TEST(Models, Qwen2MatchesTransformers) { check_against_pytorch("qwen2_tiny"); }
+TEST(Models, MistralMatchesTransformers) { check_against_pytorch("mistral_tiny"); }
+
+TEST(Models, ArchitectureDetailsAreReadFromEitherDialect) {
+  Model l3 = load_checkpoint(fixture("llama3_tiny"));
+  EXPECT_EQ(l3.llama->cfg.rope_scaling.type, "llama3");
+  EXPECT_EQ(l3.llama->cfg.rope_theta, 500000.0);
+  EXPECT_EQ(l3.llama->cfg.dim(), 16);
+  EXPECT_EQ(l3.llama->layers[0].attn.q.out(), 64);  // 4 heads of 16 from a hidden size of 32
+  Model old = load_checkpoint(fixture("llama_linear_old"));
+  EXPECT_EQ(old.llama->cfg.rope_scaling.type, "linear");
+  EXPECT_EQ(old.llama->cfg.rope_scaling.factor, 2.0);
+  Model q = load_checkpoint(fixture("qwen2_tiny"));
+  EXPECT_TRUE(q.llama->layers[0].attn.k.bias.defined());
+  EXPECT_FALSE(q.llama->layers[0].attn.o.bias.defined());
+  // Mistral's sliding window: windows that fit compute full attention; longer ones are refused.
+  Model m = load_checkpoint(fixture("mistral_tiny"));
+  EXPECT_EQ(m.llama->cfg.sliding_window, 48);
+  EXPECT_THROW_MSG(m.forward(zeros({1, 49}, DType::I64)), "49 tokens exceed the sliding_window 48");
+}
+
+TEST(Models, UnknownConfigKeysAreListedInAWarning) {
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(fixture("llama3_tiny/config.json")));
+  cfg["fancy_new_thing"] = 3;
+  cfg["another"] = true;
+  testing::internal::CaptureStderr();
+  LlamaConfig::from_json(cfg);
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("keys nmperm does not know, ignored: another, fancy_new_thing"),
+            std::string::npos);
+  testing::internal::CaptureStderr();
+  LlamaConfig::from_json(nlohmann::json::parse(std::ifstream(fixture("qwen2_tiny/config.json"))));
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");  // every key transformers writes is known
+}
 
 TEST(Models, LoadsBf16Checkpoints) {
   Model m = load_checkpoint(fixture("llama_tiny_bf16"));
@@ -177,8 +213,10 @@ TEST(Models, ParameterCountWithoutBuilding) {
     mv.vit = std::make_unique<ViT>(v, gen);
     EXPECT_EQ(v.parameter_count(), double(mv.num_parameters()));
     LlamaConfig l;
-    l.attention_bias = l.mlp_bias = bias;
+    l.qkv_bias = l.mlp_bias = bias;
+    l.o_bias = !bias;  // Qwen2's q/k/v without o, and the converse
     l.tie_word_embeddings = !bias;
+    l.head_dim = bias ? 16 : 0;
     Model ml;
     ml.llama = std::make_unique<Llama>(l, gen);
     EXPECT_EQ(l.parameter_count(), double(ml.num_parameters()));
@@ -204,7 +242,20 @@ TEST(Models, ConfigErrorsAreClear) {
   EXPECT_THROW_MSG(ViTConfig::from_json({{"image_size", 30}, {"patch_size", 4}}), "multiple of patch_size");
   EXPECT_THROW_MSG(LlamaConfig::from_json({{"num_attention_heads", 4}, {"num_key_value_heads", 3}}),
                    "not a multiple of num_key_value_heads");
-  EXPECT_THROW_MSG(LlamaConfig::from_json({{"rope_scaling", {{"type", "linear"}}}}), "rope_scaling is not supported");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"rope_scaling", {{"type", "linear"}}}}), "rope_type 'linear' needs 'factor'");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"rope_scaling", {{"type", "yarn"}, {"factor", 4}}}}),
+                   "rope_scaling.rope_type 'yarn' is not supported (default, linear, llama3)");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"rope_parameters", {{"rope_type", "dynamic"}, {"factor", 2}}}}),
+                   "rope_parameters.rope_type 'dynamic' is not supported");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"rope_parameters", {{"rope_type", "linear"}, {"factor", 2}, {"beta", 1}}}}),
+                   "rope_parameters.beta is not supported for rope_type 'linear'");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"rope_parameters", {{"rope_type", "default"}, {"partial_rotary_factor", 0.5}}}}),
+                   "partial_rotary_factor 0.5 is not supported");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"hidden_act", "gelu"}}), "Llama config.json: hidden_act 'gelu' is not supported");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"model_type", "gemma"}}), "model_type 'gemma' is not supported");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"layer_types", {"chunked_attention"}}}), "layer_types entry");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"head_dim", 7}}), "head size 7 must be even");
+  EXPECT_THROW_MSG(LlamaConfig::from_json({{"quantization_config", {{"bits", 4}}}}), "quantization_config");
 }
 
 }  // namespace

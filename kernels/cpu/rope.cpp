@@ -8,19 +8,26 @@
 
 namespace nmperm::kernels {
 
-void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeStyle style, bool inverse) {
-  NMPERM_ROUTE_CUDA(x, rope(x, out, pos_offset, theta, style, inverse));
+std::vector<double> rope_inv_freq(double theta, int64_t D) {
+  std::vector<double> f(static_cast<size_t>(D / 2));
+  for (int64_t i = 0; i < D / 2; ++i) f[size_t(i)] = std::pow(theta, -double(2 * i) / double(D));
+  return f;
+}
+
+void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<double>& inv_freq, RopeStyle style,
+          bool inverse) {
+  NMPERM_ROUTE_CUDA(x, rope(x, out, pos_offset, inv_freq, style, inverse));
   require_cpu("rope", x, out);
   NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", x.shape());
   int64_t BH = x.shape(0) * x.shape(1), T = x.shape(2), D = x.shape(3), half = D / 2;
+  NMPERM_CHECK(int64_t(inv_freq.size()) == half, "rope: {} frequencies for head size {}", inv_freq.size(), D);
   dispatch_float(x.dtype(), [&]<class F>() {
     // cos/sin table (T, D/2), computed in double like the reference implementations' f32
     // angle would be too coarse at long contexts.
     std::vector<F> cs(static_cast<size_t>(T * half)), sn(static_cast<size_t>(T * half));
     for (int64_t t = 0; t < T; ++t)
       for (int64_t i = 0; i < half; ++i) {
-        double inv_freq = std::pow(theta, -double(2 * i) / double(D));
-        double a = double(pos_offset + t) * inv_freq;
+        double a = double(pos_offset + t) * inv_freq[size_t(i)];
         cs[size_t(t * half + i)] = F(std::cos(a));
         sn[size_t(t * half + i)] = F(inverse ? -std::sin(a) : std::sin(a));
       }

@@ -47,7 +47,8 @@ void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_in
 void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad_rows,
                             int64_t ignore_index, double label_smoothing, Tensor& dlogits);
 
-void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeStyle style, bool inverse);
+void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<double>& inv_freq, RopeStyle style,
+          bool inverse);
 void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indices);
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal);

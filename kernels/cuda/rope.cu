@@ -27,20 +27,22 @@ __global__ void rope_kernel(const F* x, F* out, const F* cs, const F* sn, int64_
 
 }  // namespace
 
-void rope(const Tensor& x, Tensor& out, int64_t pos_offset, double theta, RopeStyle style, bool inverse) {
+void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<double>& inv_freq, RopeStyle style,
+          bool inverse) {
   require_cuda("rope", x, out);
   NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", x.shape());
   NMPERM_CHECK(x.is_contiguous() && out.is_contiguous() && out.shape() == x.shape(),
                "rope: the CUDA kernel wants contiguous x and out of one shape, got {} and {}", describe(x),
                describe(out));
   int64_t T = x.shape(2), D = x.shape(3), half = D / 2, pairs = x.numel() / 2;
+  NMPERM_CHECK(int64_t(inv_freq.size()) == half, "rope: {} frequencies for head size {}", inv_freq.size(), D);
   if (pairs == 0) return;
   on_float(x.dtype(), [&](auto F_tag) {
     using F = decltype(F_tag);
     std::vector<F> table(static_cast<size_t>(2 * T * half));
     for (int64_t t = 0; t < T; ++t)
       for (int64_t i = 0; i < half; ++i) {
-        double a = double(pos_offset + t) * std::pow(theta, -double(2 * i) / double(D));
+        double a = double(pos_offset + t) * inv_freq[size_t(i)];
         table[size_t(t * half + i)] = F(std::cos(a));
         table[size_t(T * half + t * half + i)] = F(inverse ? -std::sin(a) : std::sin(a));
       }

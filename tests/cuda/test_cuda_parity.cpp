@@ -360,8 +360,8 @@ TEST(CudaParity, RopeBothConventionsAndInverse) {
       for (RopeStyle style : {RopeStyle::RotateHalf, RopeStyle::Interleaved})
         for (bool inverse : {false, true}) {
           Tensor x = input({2, 3, T, 16}, t, 60), y = like(x, Device::CPU), gy = like(x, Device::CUDA);
-          rope(x, y, 5, 10000, style, inverse);
-          rope(gpu(x), gy, 5, 10000, style, inverse);
+          rope(x, y, 5, rope_inv_freq(10000, x.shape(3)), style, inverse);
+          rope(gpu(x), gy, 5, rope_inv_freq(10000, x.shape(3)), style, inverse);
           EXPECT_TRUE(close(gy, y, tol(t))) << "T=" << T << " style=" << int(style) << " inverse=" << inverse;
         }
 }
