@@ -40,15 +40,23 @@ std::map<std::string, Tensor> activation_norms(Model& model, const TrainData& da
       }
     } else {
       const auto& tok = data.tokens.train;
-      int64_t T = context_of(model), slots = int64_t(tok.size()) / T;
-      NMPERM_CHECK(n <= slots, "calibration wants {} windows of {} tokens, the training data has {} tokens", n, T,
-                   tok.size());
-      std::vector<int64_t> at = spread_indices(slots, n);
+      int64_t T = context_of(model, data), slots = int64_t(tok.size()) / T;
+      std::vector<int64_t> at;  // token offsets of the windows
+      if (data.tokens.field_protocol) {  // random starts, as Wanda / SparseGPT draw them
+        NMPERM_CHECK(int64_t(tok.size()) > T, "calibration wants windows of {} tokens, the calibration text has {}", T,
+                     tok.size());
+        Generator gen(data.tokens.calib_seed);
+        for (int64_t i = 0; i < n; ++i) at.push_back(gen.randint(int64_t(tok.size()) - T));
+      } else {
+        NMPERM_CHECK(n <= slots, "calibration wants {} windows of {} tokens, the training data has {} tokens", n, T,
+                     tok.size());
+        for (int64_t s : spread_indices(slots, n)) at.push_back(s * T);
+      }
       for (int64_t b = 0; b < opt.batches; ++b) {
         Tensor ids = Tensor::empty({opt.batch, T}, DType::I64);
         int64_t* p = ids.data<int64_t>();
         for (int64_t r = 0; r < opt.batch; ++r)
-          for (int64_t t = 0; t < T; ++t) p[r * T + t] = tok[size_t(at[size_t(b * opt.batch + r)] * T + t)];
+          for (int64_t t = 0; t < T; ++t) p[r * T + t] = tok[size_t(at[size_t(b * opt.batch + r)] + t)];
         model.llama->forward(ids.to(model.device()));
       }
     }

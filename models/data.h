@@ -36,6 +36,14 @@ struct TokenData {
   std::vector<int32_t> train, val, test;
   int64_t vocab = 0;  // tokens are < vocab
   std::string description;
+  int64_t seqlen = 0;  // window length (at most the model's context); 0: the model's context
+  // The field's protocol (Wanda, SparseGPT, RIA): evaluation windows of seqlen tokens, each
+  // predicting its last seqlen - 1 from those before it, the remainder dropped; calibration
+  // windows of seqlen tokens at random starts drawn with calib_seed. Otherwise (the
+  // embedded models): windows of seqlen + 1 tokens predict seqlen, calibration windows are
+  // spread evenly over the training split.
+  bool field_protocol = false;
+  uint64_t calib_seed = 0;
 };
 
 // llm.c's .bin token file: 256 int32 header (magic 20240520, version 1, token count),

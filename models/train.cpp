@@ -60,7 +60,7 @@ json EvalResult::to_json(const std::string& arch, bool with_items) const {
 const char* split_name(Split s) { return s == Split::Test ? "test" : "validation"; }
 
 bool has_validation(const Model& m, const TrainData& d) {
-  return m.vit ? d.val_images.size() > 0 : m.llama && int64_t(d.tokens.val.size()) > context_of(m);
+  return m.vit ? d.val_images.size() > 0 : m.llama && int64_t(d.tokens.val.size()) > context_of(m, d);
 }
 
 double lr_at(const TrainConfig& c, int64_t step) {
@@ -71,7 +71,11 @@ double lr_at(const TrainConfig& c, int64_t step) {
   return min_lr + 0.5 * (c.lr - min_lr) * (1.0 + std::cos(M_PI * t));
 }
 
-int64_t context_of(const Model& m) { return m.llama ? m.llama->cfg.max_position_embeddings : 0; }
+int64_t context_of(const Model& m, const TrainData& d) {
+  if (!m.llama) return 0;
+  int64_t ctx = m.llama->cfg.max_position_embeddings;
+  return d.tokens.seqlen > 0 ? std::min(d.tokens.seqlen, ctx) : ctx;
+}
 
 namespace {
 
@@ -115,14 +119,14 @@ void check_data(const Model& m, const TrainData& d, bool training, Split split =
   }
   NMPERM_CHECK(d.tokens.vocab <= m.llama->cfg.vocab_size, "the data uses token ids up to {} but the model's vocab is {}",
                d.tokens.vocab - 1, m.llama->cfg.vocab_size);
-  int64_t window = context_of(m) + 1;
+  int64_t window = context_of(m, d) + (d.tokens.field_protocol ? 0 : 1);
+  const char* what = d.tokens.field_protocol ? "--seqlen" : "the model's context + 1";
   const auto& eval = split == Split::Test ? d.tokens.test : d.tokens.val;
-  NMPERM_CHECK(int64_t(eval.size()) >= window,
-               "the {} stream ({} tokens) is shorter than one window of {} (the model's context + 1)", split_name(split),
-               eval.size(), window);
+  NMPERM_CHECK(int64_t(eval.size()) >= window, "the {} stream ({} tokens) is shorter than one window of {} ({})",
+               split_name(split), eval.size(), window, what);
   NMPERM_CHECK(!training || int64_t(d.tokens.train.size()) > window,
-               "the training stream ({} tokens) is shorter than one window of {} (the model's context + 1)",
-               d.tokens.train.size(), window);
+               "the training stream ({} tokens) is shorter than one window of {} ({})", d.tokens.train.size(), window,
+               what);
 }
 
 std::string step_dir(int64_t step) { return fmt::format("step_{:07d}", step); }
@@ -196,7 +200,7 @@ Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint
     return {model.preprocess.apply(index_select(data.train_images.images, 0, ix).to(d)),
             index_select(data.train_images.labels, 0, ix).to(d)};
   }
-  return lm_batch(token_windows(data.tokens.train, batch, context_of(model), seed, step).to(model.device()));
+  return lm_batch(token_windows(data.tokens.train, batch, context_of(model, data), seed, step).to(model.device()));
 }
 
 Tensor task_loss(const Tensor& logits, const Batch& b, double label_smoothing) {
@@ -236,28 +240,31 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
     r.accuracy = double(correct) / double(r.count);
     return r;
   }
-  // Llama: consecutive non-overlapping windows of the stream.
+  // Llama: consecutive non-overlapping windows of the stream, every W tokens scoring W - 1
+  // (W = T + 1 with stride T, or under the field's protocol W = T with stride T).
   const auto& val = split == Split::Test ? data.tokens.test : data.tokens.val;
-  int64_t T = context_of(model), windows = (int64_t(val.size()) - 1) / T;  // >= 1: see check_data
+  const bool field = data.tokens.field_protocol;
+  const int64_t T = context_of(model, data), W = field ? T : T + 1, P = W - 1;
+  int64_t windows = (int64_t(val.size()) - (W - T)) / T;  // >= 1: see check_data
   if (max_windows > 0) windows = std::min(windows, max_windows);
-  batch = batch > 0 ? batch : 16;
+  batch = batch > 0 ? batch : std::max<int64_t>(1, 2048 / T);
   double loss_sum = 0;
   for (int64_t w0 = 0; w0 < windows; w0 += batch) {
     int64_t n = std::min(batch, windows - w0);
-    Tensor w = Tensor::empty({n, T + 1}, DType::I64);
+    Tensor w = Tensor::empty({n, W}, DType::I64);
     int64_t* p = w.data<int64_t>();
     for (int64_t b = 0; b < n; ++b)
-      for (int64_t t = 0; t <= T; ++t) p[b * (T + 1) + t] = val[size_t((w0 + b) * T + t)];
+      for (int64_t t = 0; t < W; ++t) p[b * W + t] = val[size_t((w0 + b) * T + t)];
     Batch b = lm_batch(w.to(model.device()));
     Tensor logits = model.llama->forward(b.input);
     Tensor nll = cross_entropy(reshape(logits, {-1, logits.shape(-1)}), reshape(b.target, {-1}), -100, 0.0,
                                Reduction::None);
-    for (double l : mean(reshape(nll, {n, T}), {1}).to(Device::CPU).to(DType::F64).to_vector<double>()) {
+    for (double l : mean(reshape(nll, {n, P}), {1}).to(Device::CPU).to(DType::F64).to_vector<double>()) {
       r.items.push_back(l);
-      loss_sum += l * double(T);
+      loss_sum += l * double(P);
     }
   }
-  r.count = windows * T;
+  r.count = windows * P;
   r.windows = windows;
   r.loss = loss_sum / double(r.count);
   return r;
@@ -278,7 +285,7 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
 
   std::ofstream metrics(fs::path(cfg.out_dir) / "metrics.jsonl", std::ios::app);
   Progress bar(progress);
-  int64_t per_step = cfg.batch * (model.vit ? 1 : context_of(model));
+  int64_t per_step = cfg.batch * (model.vit ? 1 : context_of(model, data));
   double ema = 0;
   // Training is watched on the validation split when the data has one (choices of recipe
   // are made there), the test split otherwise.

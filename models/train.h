@@ -77,7 +77,8 @@ struct Batch {
 Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step);
 // Mean cross-entropy of logits against the batch's targets (optionally label-smoothed).
 Tensor task_loss(const Tensor& logits, const Batch& b, double label_smoothing = 0);
-// Window length for a Llama (its max_position_embeddings).
-int64_t context_of(const Model& model);
+// Window length for a Llama: the data's seqlen when set, at most the model's
+// max_position_embeddings.
+int64_t context_of(const Model& model, const TrainData& data);
 
 }  // namespace nmperm

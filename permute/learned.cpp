@@ -524,7 +524,7 @@ class Learner : LearnTask {
       return;
     }
     const auto& tok = data.tokens.train;
-    const int64_t T = context_of(model_), W = T + 1, H = opt_.holdout > 0 ? opt_.holdout : 128;
+    const int64_t T = context_of(model_, data), W = T + 1, H = opt_.holdout > 0 ? opt_.holdout : 128;
     const int64_t slots = int64_t(tok.size()) / W;
     NMPERM_CHECK(slots >= H + 4, "learned permutations need {} windows of {} training tokens, the data has {} tokens",
                  H + 4, W, tok.size());

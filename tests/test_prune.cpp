@@ -194,7 +194,7 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
         Tensor logits = fresh.vit->forward(fresh.preprocess.apply(index_select(d.train_images.images, 0, ix)));
         loss = cross_entropy(logits, index_select(d.train_images.labels, 0, ix)).item();
       } else {
-        int64_t T = context_of(fresh), W = T + 1;
+        int64_t T = context_of(fresh, d), W = T + 1;
         auto at = spread_indices(int64_t(d.tokens.train.size()) / W, o.learn.holdout);
         std::vector<int64_t> in, tg;
         for (int64_t k : at)

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "models/text.h"
+
 namespace nmperm::cli {
 
 std::string default_cache() {
@@ -13,9 +15,41 @@ std::string default_cache() {
   return ".nmperm-cache";
 }
 
-TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train) {
+namespace {
+
+void refuse(const DataOptions& o, std::initializer_list<const char*> options, const std::string& why) {
+  for (const char* opt : options) NMPERM_CHECK(!o.given.count(opt), "{} {}", opt, why);
+}
+
+// --text / --calib: raw text tokenized with the checkpoint's tokenizer, the field's protocol.
+TrainData load_text(const DataOptions& o, bool need_train, const std::string& checkpoint) {
+  refuse(o, {"--data", "--val", "--token-format"}, "cannot be combined with --text / --calib (give one kind of data)");
+  NMPERM_CHECK(!o.text.empty(), "--calib needs --text, the text to evaluate on");
+  NMPERM_CHECK(!need_train || !o.calib.empty(),
+               "--text needs --calib FILE: the calibration text (the evaluation text is never calibrated on)");
+  NMPERM_CHECK(need_train || o.calib.empty(), "--calib is not used when only evaluating");
+  auto tok = load_tokenizer(checkpoint);
+  NMPERM_CHECK(tok, "checkpoint '{}' has no tokenizer.json or tokenizer.model: --text needs the checkpoint's tokenizer",
+               checkpoint);
+  std::string cache = o.cache.empty() ? default_cache() : o.cache;
+  TrainData d;
+  d.tokens.test = tokenize_file(o.text, *tok, cache);
+  if (need_train) d.tokens.train = tokenize_file(o.calib, *tok, cache);
+  d.tokens.vocab = tok->vocab_size;
+  d.tokens.description = fmt::format("{} ({} tokens, {}){}", o.text, d.tokens.test.size(), tok->kind,
+                                     need_train ? fmt::format("; calibration {} ({} tokens)", o.calib,
+                                                              d.tokens.train.size())
+                                                : "");
+  return d;
+}
+
+}  // namespace
+
+TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const std::string& checkpoint) {
   TrainData d;
   if (arch == "vit") {
+    refuse(o, {"--val", "--token-format", "--text", "--calib", "--seqlen", "--calib-seed"},
+           "applies to language models; the model is a ViT");
     std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
     if (need_train) {
       d.train_images = load_fashion_mnist(dir, "train");
@@ -23,10 +57,34 @@ TrainData load_data(const std::string& arch, const DataOptions& o, bool need_tra
       if (n > 0) d.val_images = hold_out_images(d.train_images, n);
     }
     d.test_images = load_fashion_mnist(dir, "t10k");
-  } else {
-    d.tokens = (o.data.empty() || o.data == "kjv") ? load_kjv_bytes(o.cache.empty() ? default_cache() : o.cache)
-                                                   : load_token_data(o.data, o.val, o.token_format);
+    return d;
   }
+  refuse(o, {"--val-images"}, "applies to ViTs; the model is a language model");
+  bool kjv = o.data.empty() || o.data == "kjv";
+  if (!o.text.empty() || !o.calib.empty()) {
+    d = load_text(o, need_train, checkpoint);
+  } else if (!need_train) {  // evaluate exactly the one file given, whole
+    NMPERM_CHECK(o.data.empty() || o.val.empty(), "give one file to evaluate: --data or --val, not both");
+    if (kjv && o.val.empty()) {
+      refuse(o, {"--token-format"}, "applies to token files, not the KJV default");
+      d.tokens = load_kjv_bytes(o.cache.empty() ? default_cache() : o.cache);
+    } else {
+      std::string file = o.val.empty() ? o.data : o.val;
+      d.tokens.test = load_token_file(file, o.token_format);
+      for (int32_t t : d.tokens.test) d.tokens.vocab = std::max<int64_t>(d.tokens.vocab, int64_t(t) + 1);
+      d.tokens.description = fmt::format("{} ({} tokens)", file, d.tokens.test.size());
+    }
+  } else if (kjv) {
+    refuse(o, {"--val", "--token-format"}, "applies to token files given with --data, not the KJV default");
+    d.tokens = load_kjv_bytes(o.cache.empty() ? default_cache() : o.cache);
+  } else {
+    d.tokens = load_token_data(o.data, o.val, o.token_format);
+  }
+  bool field = !o.text.empty() || o.given.count("--seqlen");
+  if (!field) refuse(o, {"--calib-seed"}, "applies to the field's protocol (--text / --calib or --seqlen)");
+  d.tokens.field_protocol = field;
+  d.tokens.seqlen = o.seqlen > 0 ? o.seqlen : !o.text.empty() ? 2048 : 0;
+  d.tokens.calib_seed = o.calib_seed;
   return d;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "models/train.h"
@@ -14,11 +15,19 @@ struct DataOptions {
   int64_t val_images = -1;  // vit: training images held out for validation (-1: min(5000, N / 12))
   std::string token_format = "auto";
   std::string cache;  // default_cache() when empty
+  std::string text, calib;  // llama: raw text evaluation / calibration corpora (the field's protocol)
+  int64_t seqlen = 0;       // llama: window length (0: 2048 for text corpora, else the model's context)
+  uint64_t calib_seed = 0;  // llama, field protocol: seed of the calibration windows' starts
+  std::set<std::string> given;  // the options the user gave ("--val", ...): checked against the data
 };
 
 // NMPERM_CACHE, else $XDG_CACHE_HOME/nmperm, else ~/.cache/nmperm.
 std::string default_cache();
-TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train);
+// The data of a subcommand. need_train: training / calibration data is needed (train,
+// calibrate, prune), else only what is evaluated (eval: exactly the file given, whole).
+// checkpoint: the model folder whose tokenizer reads --text / --calib. An option given
+// that this data does not use is an error naming it.
+TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const std::string& checkpoint = "");
 // A freshly initialised model: the embedded default architecture, or a Hugging Face
 // config.json (model_config, may be empty). A ViT's preprocessing normalises with the
 // training images' mean and standard deviation.

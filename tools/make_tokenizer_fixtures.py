@@ -182,3 +182,53 @@ if __name__ == "__main__":
     byte_level_bpe("qwen2", docs, QWEN2_PAT, True, False, None, ["<|im_start|>", "<|im_end|>", "<|endoftext|>"], 3000)
     byte_level_bpe("gpt2", docs, None, False, False, None, ["<|endoftext|>"], 2000)
     sentencepiece_model(docs)
+
+
+def protocol_fixture():
+    """A tiny Llama with the llama3 tokenizer (tests/fixtures/llama3_tok) and a WikiText-style
+    file; the reference perplexity is computed as Wanda / SparseGPT do (tokenize the joined
+    lines once, non-overlapping seqlen windows, remainder dropped) with transformers."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    kjv = kjv_text().splitlines()
+    lines = []
+    for i in range(30):
+        lines += ["", f" = Chapter {i + 1} = \n", ""]
+        lines += [" " + v.strip() + " \n" for v in kjv[1000 + 40 * i:1000 + 40 * i + 6] if v.strip()]
+    wiki = os.path.join(ROOT, "wiki_small.txt")
+    with open(wiki, "w", encoding="utf-8") as f:
+        f.write("".join(l if l else "\n" for l in lines))
+    d = os.path.join(ROOT, "..", "llama3_tok")
+    shutil.rmtree(d, ignore_errors=True)
+    torch.manual_seed(6)
+    cfg = LlamaConfig(vocab_size=3000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True, initializer_range=0.3,
+                      rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                       "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                       "original_max_position_embeddings": 32})
+    model = LlamaForCausalLM(cfg).float().eval()
+    model.save_pretrained(d)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(ROOT, "llama3", f), d)
+    tok = AutoTokenizer.from_pretrained(d)
+    with open(wiki, encoding="utf-8") as f:  # as the datasets wikitext loader yields lines
+        rows = [r if r.strip() else "" for r in f]
+    enc = tok("\n\n".join(rows), return_tensors="pt").input_ids
+    ref = {"tokens": enc.numel()}
+    for seqlen in (64, 128):
+        n = enc.numel() // seqlen
+        nll = 0.0
+        with torch.no_grad():
+            for i in range(n):
+                ids = enc[:, i * seqlen:(i + 1) * seqlen]
+                logits = model(ids).logits
+                loss = torch.nn.functional.cross_entropy(logits[0, :-1].double(), ids[0, 1:])
+                nll += loss.item() * seqlen
+        ref[f"seqlen{seqlen}"] = {"windows": n, "perplexity": float(torch.exp(torch.tensor(nll / (n * seqlen))))}
+    with open(os.path.join(ROOT, "wiki_small_reference.json"), "w") as f:
+        json.dump(ref, f, indent=2)
+    print("protocol:", ref)
+
+
+if __name__ == "__main__":
+    protocol_fixture()

@@ -67,6 +67,8 @@ int run_train(TrainCli& o) {
   TrainConfig& cfg = o.cfg;
   NMPERM_CHECK(cfg.arch == "vit" || cfg.arch == "llama", "--arch must be vit or llama, got '{}'", cfg.arch);
   Device device = parse_device(o.device);
+  NMPERM_CHECK(o.data.text.empty() && o.data.calib.empty(),
+               "train reads token files (--data) or the KJV default; --text / --calib are for eval, calibrate, prune");
   TrainData data = load_data(cfg.arch, o.data, true);
   Model model;
   if (!o.init.empty()) {
@@ -107,24 +109,33 @@ int run_eval(EvalCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   Device device = parse_device(o.device);
   Model model = load_checkpoint(o.checkpoint);
+  NMPERM_CHECK(!model.vit || o.windows == 0, "--windows applies to language models; the model is a ViT");
   model.to(device);
-  TrainData data = load_data(model.arch(), o.data, false);
+  TrainData data = load_data(model.arch(), o.data, false, o.checkpoint);
   auto t0 = std::chrono::steady_clock::now();
   EvalResult r = evaluate(model, data, o.windows);
   nlohmann::json j = r.to_json(model.arch());
   j["checkpoint"] = o.checkpoint;
   j["arch"] = model.arch();
   j["seconds"] = seconds_since(t0);
-  bool bytes = model.llama && (o.data.data.empty() || o.data.data == "kjv");
+  bool bytes = model.llama && (o.data.data.empty() || o.data.data == "kjv") && o.data.val.empty() && o.data.text.empty();
   if (bytes) j["bits_per_byte"] = r.loss / std::log(2.0);
+  if (model.llama) {
+    j["perplexity"] = std::exp(r.loss);
+    j["seqlen"] = context_of(model, data);
+    j["data"] = data.tokens.description;
+  }
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
   } else if (model.vit) {
     std::printf("%s: test accuracy %.4f, test loss %.4f (%lld images)\n", o.checkpoint.c_str(), r.accuracy, r.loss,
                 (long long)r.count);
   } else {
-    std::printf("%s: validation loss %.4f, perplexity %.3f, bits per %s %.4f (%lld tokens)\n", o.checkpoint.c_str(),
-                r.loss, std::exp(r.loss), bytes ? "byte" : "token", r.loss / std::log(2.0), (long long)r.count);
+    std::printf("%s on %s:\n  perplexity %.4f, loss %.4f nats, %.4f bits per %s; %lld windows of %lld tokens, %lld "
+                "tokens predicted\n",
+                o.checkpoint.c_str(), data.tokens.description.c_str(), std::exp(r.loss), r.loss,
+                r.loss / std::log(2.0), bytes ? "byte" : "token", (long long)r.windows,
+                (long long)context_of(model, data), (long long)r.count);
   }
   return 0;
 }
@@ -254,13 +265,25 @@ struct CalibrateCli {
   std::string checkpoint, out;
   DataOptions data;
   CalibrationOptions opt;
+  int64_t nsamples = 0;
   int threads = 0;
 };
+
+// --nsamples N: N calibration windows (or images), in passes of at most the --calib-batch
+// size that divide N.
+void apply_nsamples(int64_t nsamples, CalibrationOptions& c) {
+  if (nsamples <= 0) return;
+  int64_t b = std::min(c.batch, nsamples);
+  while (nsamples % b) --b;
+  c.batch = b;
+  c.batches = nsamples / b;
+}
 
 int run_calibrate(CalibrateCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   Model model = load_checkpoint(o.checkpoint);
-  TrainData data = load_data(model.arch(), o.data, true);
+  apply_nsamples(o.nsamples, o.opt);
+  TrainData data = load_data(model.arch(), o.data, true, o.checkpoint);
   auto t0 = std::chrono::steady_clock::now();
   auto norms = activation_norms(model, data, o.opt);
   std::vector<std::pair<std::string, Tensor>> tensors(norms.begin(), norms.end());
@@ -275,6 +298,7 @@ int run_calibrate(CalibrateCli& o) {
 }
 
 struct PruneCli {
+  int64_t nsamples = 0;
   std::string checkpoint, report, device = "cpu";
   CompareOptions cmp;
   DataOptions data;
@@ -286,7 +310,8 @@ int run_prune(PruneCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   o.cmp.device = parse_device(o.device);
   Model probe = load_checkpoint(o.checkpoint);
-  TrainData data = load_data(probe.arch(), o.data, true);
+  apply_nsamples(o.nsamples, o.cmp.calib);
+  TrainData data = load_data(probe.arch(), o.data, true, o.checkpoint);
   o.learn.apply(o.cmp.learn);
   {
     LearnOptions check;  // unknown learning options fail now, not after the dense evaluation
@@ -300,16 +325,41 @@ int run_prune(PruneCli& o) {
   });
   if (report.contains("dense_val"))
     std::printf("validation split (for choosing settings):\n%s\n", methods_table(report, false, Split::Validation).c_str());
-  std::printf("test split:\n%s", methods_table(report, false, Split::Test).c_str());
+  std::string about;
+  if (probe.llama)
+    about = fmt::format(" ({}; {} windows of {} tokens)", data.tokens.description,
+                        report["dense"].value("windows", int64_t(0)), context_of(probe, data));
+  std::printf("test split%s:\n%s", about.c_str(), methods_table(report, false, Split::Test).c_str());
   return 0;
 }
 
-void add_data_options(CLI::App* c, DataOptions& d) {
+// need_train: the subcommand calibrates or trains (--calib, --calib-seed are offered).
+void add_data_options(CLI::App* c, DataOptions& d, bool need_train) {
   c->add_option("--data", d.data,
-                "vit: folder with Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist); "
-                "llama: 'kjv' (default, the King James Bible as bytes) or a token file (llm.c .bin, .u16, .u32)");
-  c->add_option("--val", d.val, "llama: evaluation (test) token file (default: the last 5% of --data)");
-  c->add_option("--val-images", d.val_images,
+                need_train ? "vit: folder with Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist); "
+                             "llama: 'kjv' (default, the King James Bible as bytes) or a token file (llm.c .bin, .u16, "
+                             ".u32)"
+                           : "vit: folder with Fashion-MNIST IDX files (its t10k test files are evaluated); llama: "
+                             "'kjv' (default: its test split) or a token file, evaluated whole");
+  c->add_option("--val", d.val,
+                need_train ? "llama: evaluation (test) token file (default: the last 5% of --data)"
+                           : "llama: the token file to evaluate, whole (the same as --data FILE)");
+  c->add_option("--text", d.text,
+                "llama: a text corpus to evaluate (.txt as WikiText-2's wiki.test.raw, .jsonl/.json with a \"text\" "
+                "field as C4, optionally .gz), tokenized with the checkpoint's tokenizer (cached), joined with "
+                "\"\\n\\n\"; perplexity over non-overlapping --seqlen windows, the remainder dropped");
+  if (need_train)
+    c->add_option("--calib", d.calib,
+                  "llama, with --text: the calibration text (same formats); --nsamples windows of --seqlen tokens at "
+                  "random starts (--calib-seed)");
+  c->add_option("--seqlen", d.seqlen,
+                "llama: window length of the field's protocol (default 2048 with --text, capped at the model's "
+                "context); with a token file or KJV it switches to that protocol too")
+      ->check(CLI::PositiveNumber);
+  if (need_train)
+    c->add_option("--calib-seed", d.calib_seed, "llama, field protocol: seed of the calibration windows' starts")
+        ->capture_default_str();
+  if (need_train) c->add_option("--val-images", d.val_images,
                 "vit: the last N training images are held out as the validation split, never trained on "
                 "(default: 5000, at most 1/12 of the images)");
   c->add_option("--token-format", d.token_format, "auto, llmc, u16 or u32")->capture_default_str();
@@ -370,7 +420,7 @@ int main(int argc, char** argv) {
   t->add_option("--seed", tr.cfg.seed, "seed for initialisation and data order")->capture_default_str();
   t->add_option("--threads", tr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(t, tr.device);
-  add_data_options(t, tr.data);
+  add_data_options(t, tr.data, true);
 
   EvalCli ev;
   auto* e = app.add_subcommand("eval", "Evaluate a checkpoint: ViT test accuracy, or Llama loss/perplexity/bits per byte");
@@ -379,7 +429,7 @@ int main(int argc, char** argv) {
   e->add_option("--threads", ev.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(e, ev.device);
   e->add_flag("--json", ev.json, "print one JSON object");
-  add_data_options(e, ev.data);
+  add_data_options(e, ev.data, false);
 
   CalibrateCli cal;
   auto* cc = app.add_subcommand("calibrate", "Per-input-channel activation norms of every linear layer (for Wanda/RIA)");
@@ -388,7 +438,9 @@ int main(int argc, char** argv) {
   cc->add_option("--batches", cal.opt.batches, "forward passes")->capture_default_str()->check(CLI::PositiveNumber);
   cc->add_option("--batch", cal.opt.batch, "images or token windows per pass")->capture_default_str()->check(CLI::PositiveNumber);
   cc->add_option("--threads", cal.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
-  add_data_options(cc, cal.data);
+  cc->add_option("--nsamples", cal.nsamples, "calibration windows (llama) or images (vit), instead of --batches x --batch")
+      ->check(CLI::PositiveNumber)->excludes("--batches");
+  add_data_options(cc, cal.data, true);
 
   PermuteMatrixCli pm;
   auto* pmc = app.add_subcommand("permute-matrix",
@@ -444,7 +496,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   pc->add_option("--threads", pr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(pc, pr.device);
-  add_data_options(pc, pr.data);
+  pc->add_option("--nsamples", pr.nsamples,
+                 "calibration windows (llama) or images (vit), instead of --calib-batches x --calib-batch (the field "
+                 "uses 128 windows of 2048 tokens)")
+      ->check(CLI::PositiveNumber)->excludes("--calib-batches");
+  add_data_options(pc, pr.data, true);
 
   try {
     app.parse(argc, argv);
@@ -453,6 +509,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\nRun with --help for usage.\n", e.what());
     return 2;
   }
+  // Which data options were given: the data loader refuses those its data does not use.
+  for (auto [sub, data] : {std::pair{t, &tr.data}, {e, &ev.data}, {cc, &cal.data}, {pc, &pr.data}})
+    for (const CLI::Option* opt : sub->get_options())
+      if (opt->count() > 0) data->given.insert(opt->get_name());
   try {
     if (d->parsed()) return run_demo(demo);
     if (t->parsed()) return run_train(tr);

@@ -1,0 +1,175 @@
+// The nmperm CLI as a user meets it, in child processes: the field's perplexity protocol
+// against transformers, exit codes 0 / 1 / 2 of every subcommand, and options that the data
+// would not use refused by name.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "helpers.h"
+#include "models/checkpoint.h"
+
+namespace nmperm {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct CliRun {
+  int rc = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct Cli {
+  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_cli_{}", getpid());
+  Cli() {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~Cli() { fs::remove_all(dir); }
+  // nmperm ARGS... with the cache in the scratch folder; stdout and stderr captured.
+  CliRun operator()(std::vector<std::string> args) const {
+    args.insert(args.begin(), NMPERM_CLI);
+    pid_t pid = fork();
+    if (pid == 0) {
+      int o = open((dir / "out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      int e = open((dir / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(o, 1), dup2(e, 2);
+      setenv("NMPERM_CACHE", (dir / "cache").c_str(), 1);
+      setenv("OMP_NUM_THREADS", "1", 1);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(dir / "out"), slurp(dir / "err")};
+  }
+};
+
+std::string fixture(const std::string& name) { return std::string(NMPERM_FIXTURES) + "/" + name; }
+
+#define EXPECT_FAILS_WITH(run, code, msg)                                                \
+  do {                                                                                   \
+    CliRun r_ = (run);                                                                      \
+    EXPECT_EQ(r_.rc, code) << r_.err;                                                    \
+    EXPECT_NE(r_.err.find(msg), std::string::npos) << "stderr: " << r_.err;              \
+  } while (0)
+
+TEST(Cli, PerplexityOfATextFileMatchesTransformersUnderTheFieldsProtocol) {
+  Cli nmperm;
+  json ref = json::parse(std::ifstream(fixture("tokenizers/wiki_small_reference.json")));
+  for (int seqlen : {64, 128}) {
+    CliRun r = nmperm({"eval", "--checkpoint", fixture("llama3_tok"), "--text", fixture("tokenizers/wiki_small.txt"),
+                    "--seqlen", std::to_string(seqlen), "--json"});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    json j = json::parse(r.out);
+    const json& want = ref[fmt::format("seqlen{}", seqlen)];
+    EXPECT_EQ(j["windows"], want["windows"]);
+    EXPECT_EQ(j["tokens"], want["windows"].get<int64_t>() * (seqlen - 1));
+    EXPECT_NEAR(j["perplexity"].get<double>(), want["perplexity"].get<double>(),
+                1e-4 * want["perplexity"].get<double>());
+  }
+  // The text was tokenized once and then read from the cache.
+  EXPECT_EQ(std::distance(fs::directory_iterator(nmperm.dir / "cache" / "tokens"), fs::directory_iterator()), 1);
+}
+
+TEST(Cli, EvalScoresExactlyTheFileItIsGiven) {
+  Cli nmperm;
+  std::string tokens;
+  for (int i = 0; i < 16 * 10 + 5; ++i) tokens.push_back(char(i % 64)), tokens.push_back(0);
+  std::ofstream(nmperm.dir / "t.u16", std::ios::binary) << tokens;
+  std::string file = (nmperm.dir / "t.u16").string();
+  for (const char* opt : {"--data", "--val"}) {  // max_position_embeddings 16: 10 windows of 16 + 1
+    CliRun r = nmperm({"eval", "--checkpoint", fixture("llama_tiny"), opt, file, "--json"});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["windows"], 10) << opt;
+    EXPECT_EQ(json::parse(r.out)["tokens"], 160) << opt;
+  }
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("llama_tiny"), "--data", file, "--val", file}), 1,
+                    "give one file to evaluate: --data or --val, not both");
+}
+
+TEST(Cli, OptionsTheDataDoesNotUseAreRefusedByName) {
+  Cli nmperm;
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("vit_tiny"), "--windows", "3"}), 1,
+                    "--windows applies to language models");
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("vit_tiny"), "--seqlen", "8"}), 1,
+                    "--seqlen applies to language models; the model is a ViT");
+  EXPECT_FAILS_WITH(nmperm({"calibrate", "--checkpoint", fixture("llama_tiny"), "--out", "x", "--val-images", "5"}), 1,
+                    "--val-images applies to ViTs");
+  EXPECT_FAILS_WITH(nmperm({"calibrate", "--checkpoint", fixture("llama_tiny"), "--out", "x", "--token-format", "u16"}),
+                    1, "--token-format applies to token files given with --data, not the KJV default");
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("llama_tiny"), "--text", fixture("tokenizers/wiki_small.txt")}),
+                    1, "has no tokenizer.json or tokenizer.model: --text needs the checkpoint's tokenizer");
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama3_tok"), "--text", fixture("tokenizers/wiki_small.txt")}),
+                    1, "--text needs --calib FILE");
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("llama3_tok"), "--calib", "x"}), 2,
+                    "--calib");  // eval does not calibrate: not one of its options
+  // A tokenizer whose ids the embedding cannot hold; a text shorter than one window.
+  fs::copy(fixture("llama_tiny"), nmperm.dir / "mismatch");
+  fs::copy(fixture("llama3_tok/tokenizer.json"), nmperm.dir / "mismatch");
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", (nmperm.dir / "mismatch").string(), "--text",
+                            fixture("tokenizers/wiki_small.txt"), "--seqlen", "8"}),
+                    1, "but the model's vocab is 64");
+  std::ofstream(nmperm.dir / "short.txt") << "Too short.\n";
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("llama3_tok"), "--text", (nmperm.dir / "short.txt").string()}),
+                    1, "shorter than one window of 128 (--seqlen)");
+}
+
+TEST(Cli, ExitCodesOfEverySubcommand) {
+  Cli nmperm;
+  const std::string missing = (nmperm.dir / "missing").string();
+  for (const char* sub : {"demo", "train", "eval", "calibrate", "permute-matrix", "prune"}) {
+    SCOPED_TRACE(sub);
+    CliRun usage = nmperm({sub, "--no-such-option"});
+    EXPECT_EQ(usage.rc, 2) << usage.err;
+    EXPECT_NE(usage.err.find("Run with --help"), std::string::npos);
+    EXPECT_EQ(nmperm({sub, "--help"}).rc, 0);
+  }
+  // Runtime errors: files that do not exist.
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", missing}), 1, "does not exist");
+  EXPECT_FAILS_WITH(nmperm({"calibrate", "--checkpoint", missing, "--out", "x"}), 1, "does not exist");
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", missing}), 1, "does not exist");
+  EXPECT_FAILS_WITH(nmperm({"permute-matrix", "--weights", missing, "--tensor", "w"}), 1, "missing");
+  EXPECT_FAILS_WITH(nmperm({"train", "--arch", "llama", "--out", (nmperm.dir / "t").string(), "--data", missing}), 1,
+                    "cannot open");
+  EXPECT_FAILS_WITH(nmperm({"demo", "--config", missing}), 1, "missing");
+  // Success, on the tiny fixtures.
+  std::string text = fixture("tokenizers/wiki_small.txt");
+  EXPECT_EQ(nmperm({"eval", "--checkpoint", fixture("llama3_tok"), "--text", text, "--seqlen", "32"}).rc, 0);
+  CliRun cal = nmperm({"calibrate", "--checkpoint", fixture("llama3_tok"), "--text", text, "--calib", text, "--seqlen",
+                    "32", "--nsamples", "8", "--out", (nmperm.dir / "norms.safetensors").string()});
+  EXPECT_EQ(cal.rc, 0) << cal.err;
+  EXPECT_NE(cal.out.find("from 8 token windows"), std::string::npos) << cal.out;
+  CliRun pm = nmperm({"permute-matrix", "--weights", fixture("llama3_tok/model.safetensors"), "--tensor",
+                   "model.layers.0.mlp.down_proj.weight", "--score", "magnitude", "--permute", "channel-swap"});
+  EXPECT_EQ(pm.rc, 0) << pm.err;
+  CliRun pr = nmperm({"prune", "--checkpoint", fixture("llama3_tok"), "--text", text, "--calib", text, "--seqlen", "32",
+                   "--nsamples", "8", "--permute", "none,ria"});
+  EXPECT_EQ(pr.rc, 0) << pr.err;
+  EXPECT_NE(pr.out.find("ria"), std::string::npos) << pr.out;
+  std::string tokens;
+  for (int i = 0; i < 4000; ++i) tokens.push_back(char(i * 7 % 64)), tokens.push_back(0);
+  std::ofstream(nmperm.dir / "t.u16", std::ios::binary) << tokens;
+  CliRun tr = nmperm({"train", "--arch", "llama", "--out", (nmperm.dir / "trained").string(), "--model-config",
+                      fixture("llama_tiny/config.json"), "--data", (nmperm.dir / "t.u16").string(), "--steps", "2",
+                      "--batch", "2", "--eval-every", "2"});
+  EXPECT_EQ(tr.rc, 0) << tr.err;
+}
+
+}  // namespace
+}  // namespace nmperm
