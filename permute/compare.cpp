@@ -146,6 +146,8 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
                   {"mean_kept", r.mean_kept},
                   {"mean_kept_identity", r.mean_kept_identity},
                   {"mean_kept_unstructured", r.mean_kept_bound},
+                  {"sparsity", r.sparsity},
+                  {"nm_violations", r.nm_violations},
                   {"seconds", secs},
                   {"layers", r.layers},
                   {"sites", r.sites}};
@@ -173,6 +175,9 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
         shown.erase("items");
         std::fprintf(stderr, "  -> test %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", shown.dump().c_str(),
                      r.mean_kept, r.mean_kept_identity, r.mean_kept_bound, secs);
+        std::fprintf(stderr, "     sparsity: %.2f%% of the %zu pruned layers' weights are zero; runs of %lld inputs "
+                     "keeping more than %lld: %lld\n", 100 * r.sparsity, r.layers.size(), (long long)pattern.m,
+                     (long long)pattern.n, (long long)r.nm_violations);
       }
       report["runs"].push_back(run);
       report["seconds"] = since(t0);

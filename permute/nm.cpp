@@ -135,4 +135,20 @@ double kept_fraction(const Tensor& scores, const Tensor& mask) {
   return total > 0 ? kept / total : 0.0;
 }
 
+Sparsity measure_sparsity(const Tensor& weight, NMPattern pattern) {
+  Tensor w = weight.detach().to(Device::CPU).contiguous().to(DType::F64);
+  NMPERM_CHECK(w.ndim() == 2 && w.shape(1) % pattern.m == 0, "measure_sparsity: {} does not split into runs of {}",
+               describe(w), pattern.m);
+  const double* p = w.data<double>();
+  Sparsity s;
+  s.total = w.numel();
+  for (int64_t at = 0; at < s.total; at += pattern.m) {
+    int64_t nz = 0;
+    for (int64_t k = 0; k < pattern.m; ++k) nz += p[at + k] != 0;
+    s.zeros += pattern.m - nz;
+    s.violations += nz > pattern.n;
+  }
+  return s;
+}
+
 }  // namespace nmperm

@@ -26,6 +26,12 @@ struct NMPattern {
 Tensor importance(const Tensor& weight, const Tensor& act_norms, Score score);
 // 0/1 f32 mask (out, in) keeping N of every M consecutive inputs per row.
 Tensor nm_mask(const Tensor& scores, NMPattern pattern);
+// The sparsity check of a stored weight (out, in): how many of its values are zero, and how
+// many runs of M consecutive inputs (per row) keep more than N non-zeros.
+struct Sparsity {
+  int64_t zeros = 0, total = 0, violations = 0;
+};
+Sparsity measure_sparsity(const Tensor& weight, NMPattern pattern);
 // Per-row unstructured mask at the same density N/M: the upper bound any permutation can reach.
 Tensor unstructured_mask(const Tensor& scores, NMPattern pattern);
 // sum(scores * mask) / sum(scores): the fraction of importance a mask keeps.

@@ -124,7 +124,6 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
       l->weight.copy_from(mul(l->weight, mask));
       json layer = {{"layer", s.consumer_names[c]},
                     {"site", s.name},
-                    {"zeros", 1.0 - mean(ne(l->weight, zeros({}, l->weight.dtype(), d))).item()},
                     {"kept", kept_fraction(sc, mask)},
                     {"kept_identity", kept_fraction(sc, identity_perm(s.channels), opt.pattern)},
                     {"kept_unstructured", kept_fraction(sc, unstructured_mask(sc, opt.pattern))}};
@@ -137,6 +136,17 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
     bool folded = apply_permutation(s, p);
     r.sites.push_back({{"site", s.name}, {"channels", s.channels}, {"deployment", folded ? "folded" : "gathered"}});
   }
+  // The sparsity sanity check, on the weights as they are stored now.
+  size_t li = 0;
+  int64_t zeros_all = 0, total = 0;
+  for (Site& s : sites)
+    for (Linear* l : s.consumers) {
+      Sparsity sp = measure_sparsity(l->weight, opt.pattern);
+      r.layers[li]["zeros"] = double(sp.zeros) / double(sp.total);
+      r.layers[li++]["nm_violations"] = sp.violations;
+      zeros_all += sp.zeros, total += sp.total, r.nm_violations += sp.violations;
+    }
+  r.sparsity = double(zeros_all) / double(total);
   r.mean_kept /= double(layers);
   r.mean_kept_identity /= double(layers);
   r.mean_kept_bound /= double(layers);

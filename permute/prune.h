@@ -43,6 +43,10 @@ struct PruneResult {
   nlohmann::json layers = nlohmann::json::array();  // per consumer: kept fractions, fraction of zeros
   nlohmann::json sites = nlohmann::json::array();   // per site: folded or gathered, groups
   double mean_kept = 0, mean_kept_identity = 0, mean_kept_bound = 0;
+  // Measured on the pruned model's weights as stored (permuted order): zeros over all
+  // pruned layers, and runs of M inputs keeping more than N (must be 0).
+  double sparsity = 0;
+  int64_t nm_violations = 0;
   double search_seconds = 0;
   LearnResult learn;  // learned methods only
 };

@@ -142,6 +142,19 @@ TEST_P(PermuteModel, PrunedPermutedModelEqualsOriginalWithBackMappedMask) {
   EXPECT_FALSE(test::all_close(want, run(make(4), x), 1e-6, 1e-5));
   EXPECT_GT(r.mean_kept, 0.4);
   EXPECT_LE(r.mean_kept, r.mean_kept_bound + 1e-9);
+  // The sparsity report says the same: exactly half of the pruned weights are zero (random
+  // weights have no zeros of their own), no run of 4 keeps more than 2.
+  EXPECT_EQ(r.nm_violations, 0);
+  EXPECT_NEAR(r.sparsity, 0.5, 1e-12);
+  for (const auto& layer : r.layers) EXPECT_NEAR(layer["zeros"].get<double>(), 0.5, 1e-12) << layer["layer"];
+}
+
+TEST(Sparsity, MeasuresZerosAndRunsThatKeepTooMany) {
+  Tensor w = from_vector<float>({1, 0, 2, 0, /**/ 1, 1, 1, 0, /**/ 0, 0, 0, 0, /**/ 3, 0, 0, 4}, {2, 8});
+  Sparsity s = measure_sparsity(w, NMPattern{2, 4});
+  EXPECT_EQ(s.total, 16);
+  EXPECT_EQ(s.zeros, 9);
+  EXPECT_EQ(s.violations, 1);  // 1 1 1 0 keeps three
 }
 
 TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
