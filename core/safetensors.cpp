@@ -32,6 +32,20 @@ float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+uint16_t f32_to_f16(float f) {
+  _Float16 h = static_cast<_Float16>(f);  // the compiler's IEEE conversion, round to nearest even
+  uint16_t u;
+  std::memcpy(&u, &h, 2);
+  return u;
+}
+
 float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
   if (exp == 0) {
@@ -134,6 +148,7 @@ SafeTensors parse_safetensors(const uint8_t* data, size_t size, const std::strin
                  "{}: tensor '{}' holds {} bytes but dtype {} x shape {} needs {} bytes", what, name, e - b, dt,
                  shape, count * type->size);
     entries.push_back({name, b, e, type, shape});
+    out.disk_dtypes[name] = dt;
   }
   std::sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.begin < b.begin; });
   for (size_t i = 1; i < entries.size(); ++i)
@@ -204,16 +219,33 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
 }
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, const std::string& float_dtype) {
+  NMPERM_CHECK(float_dtype == "F32" || float_dtype == "BF16" || float_dtype == "F16",
+               "save_safetensors: float dtype '{}' (F32, BF16, F16)", float_dtype);
+  const bool narrow = float_dtype != "F32";
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   std::vector<Tensor> packed;
+  std::vector<uint64_t> sizes;
   for (auto& [name, t] : tensors) {
     NMPERM_CHECK(t.defined(), "save_safetensors: tensor '{}' is undefined", name);
     NMPERM_CHECK(!header.contains(name), "save_safetensors: duplicate tensor name '{}'", name);
     Tensor c = t.to(Device::CPU).contiguous();
+    if (narrow && c.dtype() == DType::F32) {  // packed as 16-bit values in an I32 buffer
+      const float* src = c.data<float>();
+      Tensor h = Tensor::empty({(c.numel() + 1) / 2}, DType::I32);
+      uint16_t* dst = reinterpret_cast<uint16_t*>(h.raw_data());
+      for (int64_t i = 0; i < c.numel(); ++i) dst[i] = float_dtype == "BF16" ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
+      uint64_t nbytes = uint64_t(c.numel()) * 2;
+      header[name] = {{"dtype", float_dtype}, {"shape", c.shape()}, {"data_offsets", {offset, offset + nbytes}}};
+      offset += nbytes;
+      sizes.push_back(nbytes);
+      packed.push_back(h);
+      continue;
+    }
     uint64_t nbytes = uint64_t(c.numel()) * dtype_size(c.dtype());
+    sizes.push_back(nbytes);
     header[name] = {{"dtype", disk_name(c.dtype())}, {"shape", c.shape()}, {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
     packed.push_back(c);
@@ -225,7 +257,7 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   uint64_t hl = h.size();
   for (int i = 0; i < 8; ++i) bytes += char((hl >> (8 * i)) & 0xff);
   bytes += h;
-  for (auto& c : packed) bytes.append(static_cast<const char*>(c.raw_data()), size_t(c.numel()) * dtype_size(c.dtype()));
+  for (size_t i = 0; i < packed.size(); ++i) bytes.append(static_cast<const char*>(packed[i].raw_data()), sizes[i]);
   write_file_atomic(path, bytes);
 }
 

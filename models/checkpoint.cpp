@@ -230,14 +230,24 @@ Model load_checkpoint(const std::string& path) {
     NMPERM_FAIL("checkpoint '{}': no model.safetensors (or index) in '{}'", path, dir.string());
   }
   SafeTensors all;
+  std::map<std::string, std::string> shards;
   for (auto& f : files) {
     SafeTensors s = load_safetensors(f.string());
     for (auto& t : s.tensors) {
       NMPERM_CHECK(!all.find(t.first), "checkpoint '{}': tensor '{}' appears in two shards", path, t.first);
+      if (files.size() > 1) shards[t.first] = f.filename().string();
       all.tensors.push_back(std::move(t));
     }
+    all.disk_dtypes.merge(s.disk_dtypes);
   }
   Model m = model_from(cfg, all, fmt::format("checkpoint '{}'", path));
+  m.source_dir = dir.string();
+  m.source_shards = std::move(shards);
+  for (auto& [name, dt] : all.disk_dtypes)  // the dtype of its floating weights
+    if (dt == "BF16" || dt == "F16" || dt == "F32") {
+      m.source_dtype = dt;
+      if (!name.ends_with("norm.weight")) break;  // some exporters keep norms in f32
+    }
   if (m.vit && fs::exists(dir / "preprocessor_config.json"))
     m.preprocess = ImagePreprocess::from_json(read_json(dir / "preprocessor_config.json"));
   return m;
@@ -258,6 +268,78 @@ void save_checkpoint(Model& model, const std::string& dir, const std::map<std::s
   write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
   if (model.vit)
     write_file_atomic((fs::path(dir) / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
+}
+
+Layout parse_layout(const std::string& name) {
+  NMPERM_CHECK(name == "original" || name == "permuted", "layout '{}' (original, permuted)", name);
+  return name == "original" ? Layout::Original : Layout::Permuted;
+}
+
+void export_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata,
+                       Layout layout) {
+  NoGradGuard ng;
+  fs::create_directories(dir);
+  // Layers with an input gather: in the original layout their columns go back to the
+  // original channel order, W[:, p[j]] = W'[:, j].
+  std::map<std::string, Tensor> gathers;  // weight name -> inverse permutation
+  std::vector<std::pair<std::string, Tensor>> perm_tensors;
+  model.visit_linears([&](const std::string& prefix, Linear& l) {
+    if (!l.input_perm.defined()) return;
+    if (layout == Layout::Permuted) {
+      perm_tensors.emplace_back(prefix + ".input_permutation", l.input_perm.to(DType::I32));
+      return;
+    }
+    NMPERM_CHECK(!(model.llama && model.llama->cfg.tie_word_embeddings && prefix == "lm_head"),
+                 "export: a gathered lm_head tied to the embeddings has no original-order form");
+    std::vector<int64_t> p = l.input_perm.to(Device::CPU).to_vector<int64_t>(), inv(p.size());
+    for (size_t j = 0; j < p.size(); ++j) inv[size_t(p[j])] = int64_t(j);
+    gathers[prefix + ".weight"] = from_vector(inv, {l.in()});
+  });
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  model.visit([&](const std::string& name, Tensor& t) {
+    auto g = gathers.find(name);
+    tensors.emplace_back(name, g == gathers.end() ? t.detach() : index_select(t.detach().to(Device::CPU), 1, g->second));
+  });
+  tensors.insert(tensors.end(), perm_tensors.begin(), perm_tensors.end());
+  std::map<std::string, std::string> meta = metadata;
+  meta["format"] = "pt";
+  meta["layout"] = layout == Layout::Original ? "original" : "permuted";
+  // Shards as the source had them (tensors it did not have go to the first shard).
+  const fs::path out(dir);
+  if (model.source_shards.empty()) {
+    save_safetensors((out / "model.safetensors").string(), tensors, meta, model.source_dtype);
+  } else {
+    std::map<std::string, std::vector<std::pair<std::string, Tensor>>> by_shard;
+    const std::string first = model.source_shards.begin()->second;
+    json weight_map = json::object();
+    uint64_t total = 0;
+    for (auto& [name, t] : tensors) {
+      auto it = model.source_shards.find(name);
+      std::string shard = it == model.source_shards.end() ? first : it->second;
+      weight_map[name] = shard;
+      total += uint64_t(t.numel()) * (is_floating(t.dtype()) && model.source_dtype != "F32" ? 2 : dtype_size(t.dtype()));
+      by_shard[shard].emplace_back(name, t);
+    }
+    for (auto& [shard, ts] : by_shard) save_safetensors((out / shard).string(), ts, meta, model.source_dtype);
+    json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    write_file_atomic((out / "model.safetensors.index.json").string(), index.dump(2) + "\n");
+  }
+  json config = model.config_json();
+  const char* torch_name = model.source_dtype == "BF16" ? "bfloat16" : model.source_dtype == "F16" ? "float16" : "float32";
+  config[config.contains("torch_dtype") && !config.contains("dtype") ? "torch_dtype" : "dtype"] = torch_name;
+  write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
+  // What tools load beside the weights, copied from the source as it was.
+  bool wrote_preprocessor = false;
+  if (!model.source_dir.empty() && fs::absolute(model.source_dir) != fs::absolute(out))
+    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                          "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json",
+                          "chat_template.jinja", "chat_template.json", "preprocessor_config.json"})
+      if (fs::exists(fs::path(model.source_dir) / f)) {
+        fs::copy_file(fs::path(model.source_dir) / f, out / f, fs::copy_options::overwrite_existing);
+        wrote_preprocessor |= std::string(f) == "preprocessor_config.json";
+      }
+  if (model.vit && !wrote_preprocessor)
+    write_file_atomic((out / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
 }
 
 }  // namespace nmperm

@@ -29,6 +29,10 @@ struct Model {
   std::unique_ptr<ViT> vit;      // exactly one of the two is set
   std::unique_ptr<Llama> llama;
   ImagePreprocess preprocess;    // ViT only
+  // Where a loaded model came from, so that an export keeps the source's form.
+  std::string source_dir;                            // empty for a fresh model
+  std::string source_dtype = "F32";                  // disk dtype of its floating weights
+  std::map<std::string, std::string> source_shards;  // tensor -> shard file, for sharded sources
 
   std::string arch() const { return vit ? "vit" : "llama"; }
   // input: (B, C, H, W) images for a ViT, (B, T) token ids for a Llama.
@@ -53,7 +57,23 @@ struct Model {
 
 // path: a checkpoint folder, or a .safetensors file with config.json beside it.
 Model load_checkpoint(const std::string& path);
+// nmperm's own form (training checkpoints): f32, one file, input gathers as
+// "<linear>.input_permutation" tensors.
 void save_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata = {});
+
+// How a pruned model is exported.
+//   Original: a standard Hugging Face folder that transformers, vLLM and lm-eval load
+//     unchanged: every gathered layer's weight scattered back to the original input-channel
+//     order (so it computes exactly the permuted pruned model with no gather); permutations
+//     folded into the previous layer stay folded (also a standard model).
+//   Permuted: the weights in the permuted order, where every run of M inputs keeps N (what
+//     2:4 kernels want), with their "<linear>.input_permutation" gathers (nmperm loads it).
+// Both keep the source's dtype (bf16 stays bf16) and sharding, and copy its tokenizer,
+// generation and preprocessor files.
+enum class Layout { Original, Permuted };
+Layout parse_layout(const std::string& name);  // "original" or "permuted"
+void export_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata,
+                       Layout layout);
 // Builds the model a config.json describes and fills it from `weights`; `what` names the
 // checkpoint in errors. Used by load_checkpoint and the fuzzers.
 Model model_from(const nlohmann::json& config, const SafeTensors& weights, const std::string& what);

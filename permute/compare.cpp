@@ -165,7 +165,7 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
       }
       if (!o.out_dir.empty()) {
         std::string dir = o.out_dir + "/" + method + (runs > 1 ? fmt::format("-seed{}", po.seed) : "");
-        save_checkpoint(m, dir, {{"pruned", o.pattern}, {"permute", method}});
+        export_checkpoint(m, dir, {{"pruned", o.pattern}, {"permute", method}}, parse_layout(o.layout));
         save_permutations(dir + "/permutations.safetensors", r.perms,
                           {{"pattern", o.pattern}, {"score", o.score}, {"method", method}});
         run["checkpoint"] = dir;

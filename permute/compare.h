@@ -24,6 +24,7 @@ struct CompareOptions {
   nlohmann::json learn = nlohmann::json::object();  // overrides of learn_defaults(method), LearnOptions keys
   std::string warm_start = "auto";    // learned only; auto: default_warm_start(arch)
   std::string out_dir;                // save OUT/METHOD[-seedS]/ (checkpoint + permutations.safetensors)
+  std::string layout = "original";    // of those checkpoints: original or permuted (export_checkpoint)
   bool progress = true;
   Device device = Device::CPU;        // where the models run (the searches are host code)
   nlohmann::json to_json() const;

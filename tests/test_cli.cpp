@@ -11,7 +11,9 @@
 #include <sstream>
 
 #include "helpers.h"
+#include "core/safetensors.h"
 #include "models/checkpoint.h"
+#include "models/tokenizer.h"
 
 namespace nmperm {
 namespace {
@@ -85,6 +87,28 @@ TEST(Cli, PerplexityOfATextFileMatchesTransformersUnderTheFieldsProtocol) {
   }
   // The text was tokenized once and then read from the cache.
   EXPECT_EQ(std::distance(fs::directory_iterator(nmperm.dir / "cache" / "tokens"), fs::directory_iterator()), 1);
+}
+
+// The Hugging Face round trip: transformers loaded this same export unchanged (no missing or
+// unexpected tensors) and computed these logits (tools/make_export_fixture.py).
+TEST(Cli, TransformersComputesWhatNmpermComputesOnTheDefaultExport) {
+  Cli nmperm;
+  SafeTensors ref = load_safetensors(fixture("llama3_tok_ria_transformers.safetensors"));
+  std::string text = fixture("tokenizers/wiki_small.txt"), out = (nmperm.dir / "export").string();
+  CliRun r = nmperm({"prune", "--checkpoint", fixture("llama3_tok"), "--text", text, "--calib", text, "--seqlen", "64",
+                     "--nsamples", "8", "--permute", "ria", "--out", out});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  Model m = load_checkpoint(out + "/ria");
+  auto tok = load_tokenizer(out + "/ria");  // the copied tokenizer gives transformers' ids
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> ids =
+      tok->encode_with_special("In the beginning God created the heaven and the earth.\n\n And the earth was without form");
+  Tensor want_ids = ref.at("input_ids");
+  ASSERT_EQ(std::vector<int64_t>(ids.begin(), ids.end()), want_ids.to_vector<int64_t>());
+  NoGradGuard ng;
+  EXPECT_TRUE(test::all_close(m.forward(want_ids), ref.at("logits"), 1e-5, 1e-4));
+  // And the export is not the dense model (the comparison can fail).
+  EXPECT_FALSE(test::all_close(load_checkpoint(fixture("llama3_tok")).forward(want_ids), ref.at("logits"), 1e-5, 1e-4));
 }
 
 TEST(Cli, EvalScoresExactlyTheFileItIsGiven) {

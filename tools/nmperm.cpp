@@ -309,6 +309,7 @@ struct PruneCli {
 int run_prune(PruneCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   o.cmp.device = parse_device(o.device);
+  NMPERM_CHECK(!o.cmp.out_dir.empty() || !o.data.given.count("--layout"), "--layout applies to the --out checkpoints");
   Model probe = load_checkpoint(o.checkpoint);
   apply_nsamples(o.nsamples, o.cmp.calib);
   TrainData data = load_data(probe.arch(), o.data, true, o.checkpoint);
@@ -480,7 +481,15 @@ int main(int argc, char** argv) {
   pc->add_option("--seed", pr.cmp.seed, "seed of the first run")->capture_default_str();
   pc->add_option("--seeds", pr.cmp.seeds, "runs with seeds seed, seed+1, ... for methods with randomness")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  pc->add_option("--out", pr.cmp.out_dir, "save each pruned checkpoint and its permutations.safetensors in OUT/METHOD[-seedS]");
+  pc->add_option("--out", pr.cmp.out_dir,
+                 "save each pruned checkpoint and its permutations.safetensors in OUT/METHOD[-seedS], in the source's "
+                 "dtype and sharding, with its tokenizer and generation files");
+  pc->add_option("--layout", pr.cmp.layout,
+                 "of the --out checkpoints: 'original' (a standard Hugging Face folder, every weight in its original "
+                 "input-channel order: transformers, vLLM and lm-eval load it unchanged) or 'permuted' (the permuted "
+                 "order where every run of M inputs keeps N, as 2:4 kernels want, with input_permutation tensors that "
+                 "only nmperm reads)")
+      ->capture_default_str()->check(CLI::IsMember({"original", "permuted"}));
   pc->add_option("--report", pr.report, "write the JSON report here (rewritten after every run)");
   pc->add_option("--calib-batches", pr.cmp.calib.batches, "calibration forward passes")->capture_default_str()->check(CLI::PositiveNumber);
   pc->add_option("--calib-batch", pr.cmp.calib.batch, "images or token windows per calibration pass")->capture_default_str()->check(CLI::PositiveNumber);
