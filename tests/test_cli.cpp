@@ -143,6 +143,14 @@ TEST(Cli, OptionsTheDataDoesNotUseAreRefusedByName) {
                     1, "--text needs --calib FILE");
   EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("llama3_tok"), "--calib", "x"}), 2,
                     "--calib");  // eval does not calibrate: not one of its options
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama_tiny"), "--permute", "ria", "--steps", "3"}), 1,
+                    "--steps is not used: it applies to learned / permllm, which --permute does not run");
+  EXPECT_FAILS_WITH(nmperm({"permute-matrix", "--weights", fixture("llama_tiny/model.safetensors"), "--tensor", "w",
+                            "--permute", "ria", "--warm-start", "ria"}),
+                    1, "--warm-start is not used");
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama_tiny"), "--layout", "permuted"}), 1,
+                    "--layout applies to the --out checkpoints");
+  EXPECT_FAILS_WITH(nmperm({"demo", "--models", "llama", "--vit-data", "x"}), 1, "--vit-data is not used");
   // A tokenizer whose ids the embedding cannot hold; a text shorter than one window.
   fs::copy(fixture("llama_tiny"), nmperm.dir / "mismatch");
   fs::copy(fixture("llama3_tok/tokenizer.json"), nmperm.dir / "mismatch");

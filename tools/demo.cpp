@@ -326,6 +326,8 @@ int run_demo(DemoCli& o) {
     models.push_back(m);
     a = b + 1;
   }
+  NMPERM_CHECK(o.vit_data.data.empty() || std::find(models.begin(), models.end(), "vit") != models.end(),
+               "--vit-data is not used: --models has no vit");
   std::string cache = o.llama_data.cache.empty() ? default_cache() : o.llama_data.cache;
   fs::create_directories(o.out);
   json report = {{"nmperm", "nmperm 0.1.0"},

@@ -7,6 +7,8 @@
 //   nmperm demo   the main job: embedded models, every permutation method, a report folder
 // Exit codes: 0 success, 1 runtime error (bad file, bad data, ...), 2 usage error.
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <set>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,6 +54,13 @@ std::string device_description(Device d) {
 
 void add_device_option(CLI::App* c, std::string& device) {
   c->add_option("--device", device, "cpu or cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+}
+
+// A real checkpoint's context (131,072 tokens for Llama-3.2) makes windows nobody evaluates in.
+void warn_long_windows(const Model& m, const TrainData& d) {
+  if (m.llama && d.tokens.seqlen == 0 && context_of(m, d) > 8192)
+    warn(fmt::format("windows of {} tokens (the model's max_position_embeddings); the field evaluates with --seqlen "
+                     "2048 (or 4096)", context_of(m, d)));
 }
 
 struct TrainCli {
@@ -112,6 +121,7 @@ int run_eval(EvalCli& o) {
   NMPERM_CHECK(!model.vit || o.windows == 0, "--windows applies to language models; the model is a ViT");
   model.to(device);
   TrainData data = load_data(model.arch(), o.data, false, o.checkpoint);
+  warn_long_windows(model, data);
   auto t0 = std::chrono::steady_clock::now();
   EvalResult r = evaluate(model, data, o.windows);
   nlohmann::json j = r.to_json(model.arch());
@@ -192,6 +202,26 @@ void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
                 "of the block outputs (default 1)");
 }
 
+// Method options given for methods that do not run are an error, not silently dropped.
+void refuse_unused(const std::set<std::string>& given, const std::vector<std::string>& methods) {
+  auto runs = [&](std::initializer_list<const char*> ms) {
+    for (const char* m : ms)
+      if (std::find(methods.begin(), methods.end(), m) != methods.end()) return true;
+    return false;
+  };
+  auto check = [&](std::initializer_list<const char*> options, std::initializer_list<const char*> users,
+                   const char* who) {
+    if (runs(users)) return;
+    for (const char* opt : options)
+      NMPERM_CHECK(!given.count(opt), "{} is not used: it applies to {}, which --permute does not run", opt, who);
+  };
+  check({"--steps", "--lr", "--sinkhorn-iters", "--eps-start", "--eps-end", "--learn-set", "--learn-batch", "--holdout"},
+        {"learned", "permllm"}, "learned / permllm");
+  check({"--groups", "--objective", "--alpha", "--warm-start"}, {"learned"}, "learned");
+  check({"--sweeps"}, {"channel-swap", "ria"}, "channel-swap / ria");
+  check({"--escapes", "--window"}, {"channel-swap"}, "channel-swap");
+}
+
 struct PermuteMatrixCli {
   std::string weights, tensor, act_norms, act_tensor, pattern = "2:4", score = "wanda", method = "ria";
   std::string warm_start = "none";
@@ -200,12 +230,17 @@ struct PermuteMatrixCli {
   LearnCli learn;
   bool progress = false;
   int threads = 0;
+  std::set<std::string> given;
 };
 
 // One matrix: the kept-score fraction for the identity, for the method and for the
 // unstructured bound, the permutation and the search time, as one JSON object.
 int run_permute_matrix(PermuteMatrixCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
+  refuse_unused(o.given, {o.method});
+  NMPERM_CHECK(!o.given.count("--act-norms-tensor") || !o.act_norms.empty(), "--act-norms-tensor needs --act-norms");
+  NMPERM_CHECK(!o.given.count("--progress") || o.method == "learned" || o.method == "permllm",
+               "--progress applies to learned / permllm");
   SafeTensors st = load_safetensors(o.weights);
   const Tensor* w = st.find(o.tensor);
   NMPERM_CHECK(w, "'{}' has no tensor '{}'", o.weights, o.tensor);
@@ -309,10 +344,12 @@ struct PruneCli {
 int run_prune(PruneCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   o.cmp.device = parse_device(o.device);
+  refuse_unused(o.data.given, o.cmp.methods);
   NMPERM_CHECK(!o.cmp.out_dir.empty() || !o.data.given.count("--layout"), "--layout applies to the --out checkpoints");
   Model probe = load_checkpoint(o.checkpoint);
   apply_nsamples(o.nsamples, o.cmp.calib);
   TrainData data = load_data(probe.arch(), o.data, true, o.checkpoint);
+  warn_long_windows(probe, data);
   o.learn.apply(o.cmp.learn);
   {
     LearnOptions check;  // unknown learning options fail now, not after the dense evaluation
@@ -519,9 +556,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Which data options were given: the data loader refuses those its data does not use.
-  for (auto [sub, data] : {std::pair{t, &tr.data}, {e, &ev.data}, {cc, &cal.data}, {pc, &pr.data}})
+  for (auto [sub, given] : {std::pair{t, &tr.data.given}, {e, &ev.data.given}, {cc, &cal.data.given},
+                            {pc, &pr.data.given}, {pmc, &pm.given}})
     for (const CLI::Option* opt : sub->get_options())
-      if (opt->count() > 0) data->given.insert(opt->get_name());
+      if (opt->count() > 0) given->insert(opt->get_name());
   try {
     if (d->parsed()) return run_demo(demo);
     if (t->parsed()) return run_train(tr);
