@@ -52,6 +52,29 @@ ImagePreprocess ImagePreprocess::from_json(const json& j) {
     };
     if (j.contains("image_mean")) p.image_mean = vec(j["image_mean"]);
     if (j.contains("image_std")) p.image_std = vec(j["image_std"]);
+    auto hw = [](const json& s, const char* what, int64_t& h, int64_t& w) {
+      if (s.is_number_integer()) {
+        h = w = s.get<int64_t>();
+        return;
+      }
+      NMPERM_CHECK(s.is_object() && s.contains("height") && s.contains("width"),
+                   "preprocessor_config.json: {} {} is not supported (height and width)", what, s.dump());
+      h = s["height"].get<int64_t>(), w = s["width"].get<int64_t>();
+      NMPERM_CHECK(h > 0 && w > 0 && h < 65536 && w < 65536, "preprocessor_config.json: {} out of range", what);
+    };
+    json_get(j, "do_resize", p.do_resize);
+    json_get(j, "do_center_crop", p.do_center_crop);
+    json_get(j, "resample", p.resample);
+    if (p.do_resize) {
+      NMPERM_CHECK(j.contains("size"), "preprocessor_config.json: do_resize without size");
+      hw(j["size"], "size", p.size_h, p.size_w);
+      NMPERM_CHECK(p.resample == 2 || p.resample == 3,
+                   "preprocessor_config.json: resample {} is not supported (2 bilinear, 3 bicubic)", p.resample);
+    }
+    if (p.do_center_crop) {
+      NMPERM_CHECK(j.contains("crop_size"), "preprocessor_config.json: do_center_crop without crop_size");
+      hw(j["crop_size"], "crop_size", p.crop_h, p.crop_w);
+    }
   } catch (const json::exception& e) {
     NMPERM_FAIL("preprocessor_config.json: {}", e.what());
   }
@@ -62,10 +85,13 @@ ImagePreprocess ImagePreprocess::from_json(const json& j) {
 }
 
 json ImagePreprocess::to_json() const {
-  return {{"image_processor_type", "ViTImageProcessor"}, {"do_rescale", do_rescale},
-          {"rescale_factor", rescale_factor},          {"do_normalize", do_normalize},
-          {"image_mean", image_mean},                  {"image_std", image_std},
-          {"do_resize", false}};
+  json j = {{"image_processor_type", "ViTImageProcessor"}, {"do_rescale", do_rescale},
+            {"rescale_factor", rescale_factor},          {"do_normalize", do_normalize},
+            {"image_mean", image_mean},                  {"image_std", image_std},
+            {"do_resize", do_resize}};
+  if (do_resize) j["size"] = {{"height", size_h}, {"width", size_w}}, j["resample"] = resample;
+  if (do_center_crop) j["do_center_crop"] = true, j["crop_size"] = {{"height", crop_h}, {"width", crop_w}};
+  return j;
 }
 
 Tensor ImagePreprocess::apply(const Tensor& images01) const {

@@ -17,6 +17,11 @@ namespace nmperm {
 // How raw pixels become model inputs (Hugging Face's ViTImageProcessor fields).
 struct ImagePreprocess {
   bool do_rescale = true, do_normalize = true;
+  // Decoded images (models/images.h) are resized to size_h x size_w with Pillow's filter
+  // `resample` (2 bilinear, 3 bicubic), then center-cropped to crop_h x crop_w.
+  bool do_resize = false, do_center_crop = false;
+  int64_t size_h = 0, size_w = 0, crop_h = 0, crop_w = 0;
+  int resample = 2;
   double rescale_factor = 1.0 / 255.0;
   std::vector<double> image_mean{0.5}, image_std{0.5};
   static ImagePreprocess from_json(const nlohmann::json& j);

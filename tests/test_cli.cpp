@@ -111,6 +111,29 @@ TEST(Cli, TransformersComputesWhatNmpermComputesOnTheDefaultExport) {
   EXPECT_FALSE(test::all_close(load_checkpoint(fixture("llama3_tok")).forward(want_ids), ref.at("logits"), 1e-5, 1e-4));
 }
 
+TEST(Cli, ViTsEvaluateAndPruneOnImageFolders) {
+  Cli nmperm;
+  ViTConfig c;
+  c.image_size = 24, c.num_channels = 3, c.num_labels = 2, c.hidden_size = 16, c.intermediate_size = 32;
+  c.num_hidden_layers = 1, c.num_attention_heads = 2;
+  Generator g(0);
+  Model m;
+  m.vit = std::make_unique<ViT>(c, g);
+  save_checkpoint(m, (nmperm.dir / "vit").string());
+  fs::copy_file(fixture("images/bilinear/preprocessor_config.json"), nmperm.dir / "vit" / "preprocessor_config.json",
+                fs::copy_options::overwrite_existing);
+  std::string ckpt = (nmperm.dir / "vit").string(), folder = fixture("images/folder");
+  CliRun e = nmperm({"eval", "--checkpoint", ckpt, "--images", folder, "--json"});
+  ASSERT_EQ(e.rc, 0) << e.err;
+  EXPECT_EQ(json::parse(e.out)["examples"], 8);
+  CliRun p = nmperm({"prune", "--checkpoint", ckpt, "--images", folder, "--calib-images", folder, "--nsamples", "8",
+                     "--permute", "none,ria"});
+  EXPECT_EQ(p.rc, 0) << p.err;
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", ckpt, "--images", folder}), 1, "--images needs --calib-images");
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("llama_tiny"), "--images", folder}), 1,
+                    "--images applies to ViTs");
+}
+
 TEST(Cli, EvalScoresExactlyTheFileItIsGiven) {
   Cli nmperm;
   std::string tokens;

@@ -4,7 +4,13 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "models/images.h"
 #include "models/text.h"
+
+#include <filesystem>
+#include <fstream>
+
+namespace fs = std::filesystem;
 
 namespace nmperm::cli {
 
@@ -43,6 +49,42 @@ TrainData load_text(const DataOptions& o, bool need_train, const std::string& ch
   return d;
 }
 
+// --images / --calib-images: image folders decoded and resized as the checkpoint says.
+TrainData load_images(const DataOptions& o, bool need_train, const std::string& checkpoint) {
+  refuse(o, {"--data", "--val-images"}, "cannot be combined with --images (give one kind of data)");
+  NMPERM_CHECK(!o.images.empty(), "--calib-images needs --images, the images to evaluate on");
+  NMPERM_CHECK(!need_train || !o.calib_images.empty(),
+               "--images needs --calib-images DIR: calibration images (the evaluation images are never calibrated on)");
+  fs::path dir = fs::is_directory(checkpoint) ? fs::path(checkpoint) : fs::path(checkpoint).parent_path();
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir / "config.json"), nullptr, false);
+  ImagePreprocess p;
+  if (fs::exists(dir / "preprocessor_config.json"))
+    p = ImagePreprocess::from_json(nlohmann::json::parse(std::ifstream(dir / "preprocessor_config.json")));
+  std::vector<std::string> classes;
+  if (!o.classes.empty()) {
+    std::ifstream f(o.classes);
+    NMPERM_CHECK(f, "cannot open --classes '{}'", o.classes);
+    for (std::string line; std::getline(f, line);)
+      if (!line.empty()) classes.push_back(line);
+  } else if (cfg.is_object() && cfg.contains("id2label") && cfg["id2label"].is_object()) {
+    // The checkpoint's label names, unless they are transformers' placeholders LABEL_i.
+    std::vector<std::string> names(cfg["id2label"].size());
+    bool placeholders = true;
+    for (auto& [k, v] : cfg["id2label"].items()) {
+      size_t i = std::stoul(k);
+      NMPERM_CHECK(i < names.size() && v.is_string(), "config.json: id2label is not labels 0..{}", names.size() - 1);
+      names[i] = v.get<std::string>();
+      placeholders = placeholders && names[i] == fmt::format("LABEL_{}", i);
+    }
+    if (!placeholders) classes = names;
+  }
+  int64_t channels = cfg.is_object() ? cfg.value("num_channels", int64_t(3)) : 3;
+  TrainData d;
+  d.test_images = load_image_folder(o.images, p, classes, channels);
+  if (need_train) d.train_images = load_image_folder(o.calib_images, p, classes, channels);
+  return d;
+}
+
 }  // namespace
 
 TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const std::string& checkpoint) {
@@ -50,6 +92,8 @@ TrainData load_data(const std::string& arch, const DataOptions& o, bool need_tra
   if (arch == "vit") {
     refuse(o, {"--val", "--token-format", "--text", "--calib", "--seqlen", "--calib-seed"},
            "applies to language models; the model is a ViT");
+    if (!o.images.empty() || !o.calib_images.empty()) return load_images(o, need_train, checkpoint);
+    refuse(o, {"--classes"}, "applies to --images");
     std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
     if (need_train) {
       d.train_images = load_fashion_mnist(dir, "train");
@@ -59,7 +103,7 @@ TrainData load_data(const std::string& arch, const DataOptions& o, bool need_tra
     d.test_images = load_fashion_mnist(dir, "t10k");
     return d;
   }
-  refuse(o, {"--val-images"}, "applies to ViTs; the model is a language model");
+  refuse(o, {"--val-images", "--images", "--calib-images", "--classes"}, "applies to ViTs; the model is a language model");
   bool kjv = o.data.empty() || o.data == "kjv";
   if (!o.text.empty() || !o.calib.empty()) {
     d = load_text(o, need_train, checkpoint);

@@ -386,6 +386,14 @@ void add_data_options(CLI::App* c, DataOptions& d, bool need_train) {
                 "llama: a text corpus to evaluate (.txt as WikiText-2's wiki.test.raw, .jsonl/.json with a \"text\" "
                 "field as C4, optionally .gz), tokenized with the checkpoint's tokenizer (cached), joined with "
                 "\"\\n\\n\"; perplexity over non-overlapping --seqlen windows, the remainder dropped");
+  c->add_option("--images", d.images,
+                "vit: an image folder to evaluate (DIR/<class>/*.jpg|png, ImageNet-style), decoded and resized as the "
+                "checkpoint's preprocessor_config.json says (Pillow's resampling)");
+  if (need_train)
+    c->add_option("--calib-images", d.calib_images, "vit, with --images: the calibration image folder");
+  c->add_option("--classes", d.classes,
+                "vit, with --images: class names, one per line, line i = label i (default: the checkpoint's id2label, "
+                "else the sorted folder names)");
   if (need_train)
     c->add_option("--calib", d.calib,
                   "llama, with --text: the calibration text (same formats); --nsamples windows of --seqlen tokens at "
