@@ -317,7 +317,8 @@ void apply_nsamples(int64_t nsamples, CalibrationOptions& c) {
 int run_calibrate(CalibrateCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   Model model = load_checkpoint(o.checkpoint);
-  apply_nsamples(o.nsamples, o.opt);
+  bool sized = o.data.given.count("--batches") || o.data.given.count("--batch");
+  apply_nsamples(o.nsamples > 0 || o.data.calib.empty() || sized ? o.nsamples : 128, o.opt);
   TrainData data = load_data(model.arch(), o.data, true, o.checkpoint);
   auto t0 = std::chrono::steady_clock::now();
   auto norms = activation_norms(model, data, o.opt);
@@ -347,7 +348,8 @@ int run_prune(PruneCli& o) {
   refuse_unused(o.data.given, o.cmp.methods);
   NMPERM_CHECK(!o.cmp.out_dir.empty() || !o.data.given.count("--layout"), "--layout applies to the --out checkpoints");
   Model probe = load_checkpoint(o.checkpoint);
-  apply_nsamples(o.nsamples, o.cmp.calib);
+  bool sized = o.data.given.count("--calib-batches") || o.data.given.count("--calib-batch");
+  apply_nsamples(o.nsamples > 0 || o.data.calib.empty() || sized ? o.nsamples : 128, o.cmp.calib);
   TrainData data = load_data(probe.arch(), o.data, true, o.checkpoint);
   warn_long_windows(probe, data);
   o.learn.apply(o.cmp.learn);
@@ -551,8 +553,8 @@ int main(int argc, char** argv) {
   pc->add_option("--threads", pr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(pc, pr.device);
   pc->add_option("--nsamples", pr.nsamples,
-                 "calibration windows (llama) or images (vit), instead of --calib-batches x --calib-batch (the field "
-                 "uses 128 windows of 2048 tokens)")
+                 "calibration windows (llama) or images (vit), instead of --calib-batches x --calib-batch (default "
+                 "128 windows with --calib, as the field uses)")
       ->check(CLI::PositiveNumber)->excludes("--calib-batches");
   add_data_options(pc, pr.data, true);
 
