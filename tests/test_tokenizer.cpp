@@ -58,6 +58,11 @@ TEST(Tokenizer, Llama3StyleByteLevelBpeMatchesTokenizers) {
 TEST(Tokenizer, Qwen2StyleByteLevelBpeWithNfcMatchesTokenizers) {
   check_against_reference("qwen2", "byte-level BPE (tokenizer.json)");
 }
+// Whole words in the vocabulary that the merges do not build: one token each (Llama-3's
+// ignore_merges), 1,679 fewer tokens than merging would give.
+TEST(Tokenizer, IgnoreMergesTakesWholeWordsFromTheVocabulary) {
+  check_against_reference("llama3_ignore_merges", "byte-level BPE (tokenizer.json)");
+}
 TEST(Tokenizer, Gpt2StyleByteLevelBpeMatchesTokenizers) {
   check_against_reference("gpt2", "byte-level BPE (tokenizer.json)");
 }

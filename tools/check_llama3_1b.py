@@ -34,6 +34,9 @@ if __name__ == "__main__":
     ap.add_argument("--seqlen", type=int, default=2048)
     ap.add_argument("--windows", type=int, default=2, help="truncate the text to this many windows")
     ap.add_argument("--nmperm", default=os.path.join(ROOT, "build", "nmperm"))
+    ap.add_argument("--prune", action="store_true",
+                    help="also prune with RIA (calibrating on the same text), export, and check the export in "
+                         "transformers: dtype, shards, perplexity")
     a = ap.parse_args()
     torch.manual_seed(0)
     if not os.path.exists(os.path.join(a.out, "config.json")):
@@ -52,22 +55,37 @@ if __name__ == "__main__":
     open(text, "w", encoding="utf-8").write(tok.decode(ids[1:]))  # without the BOS, which nmperm adds
     enc2 = tok("\n\n".join([r if r.strip() else "" for r in open(text, encoding="utf-8")]), return_tensors="pt").input_ids
     n = enc2.numel() // a.seqlen
-    model = LlamaForCausalLM.from_pretrained(a.out, dtype=torch.float32).eval()
-    t0, nll = time.time(), 0.0
-    with torch.no_grad():
-        for i in range(n):
-            w = enc2[:, i * a.seqlen:(i + 1) * a.seqlen]
-            logits = model(w).logits
-            nll += torch.nn.functional.cross_entropy(logits[0, :-1].double(), w[0, 1:]).item() * a.seqlen
-    ppl = float(torch.exp(torch.tensor(nll / (n * a.seqlen))))
-    print(f"transformers {n} windows: perplexity {ppl:.4f} in {time.time() - t0:.0f}s (torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads)")
-    del model
-    t0 = time.time()
-    r = subprocess.run(["/usr/bin/time", "-v", a.nmperm, "eval", "--checkpoint", a.out, "--text", text, "--seqlen",
-                        str(a.seqlen), "--json"], capture_output=True, text=True)
-    print(r.stderr[-3000:] if r.returncode else "")
-    j = json.loads(r.stdout.strip().splitlines()[-1])
-    rss = [l for l in r.stderr.splitlines() if "Maximum resident" in l]
-    print(f"nmperm {j['windows']} windows: perplexity {j['perplexity']:.4f} in {time.time() - t0:.0f}s; {rss[0].strip()}")
-    print(f"relative difference {abs(j['perplexity'] - ppl) / ppl:.2e}")
+    def compare(folder):
+        model, info = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+        assert not any(info.values()), f"transformers did not load {folder} cleanly: {info}"
+        t0, nll = time.time(), 0.0
+        with torch.no_grad():
+            for i in range(n):
+                w = enc2[:, i * a.seqlen:(i + 1) * a.seqlen]
+                logits = model.eval()(w).logits
+                nll += torch.nn.functional.cross_entropy(logits[0, :-1].double(), w[0, 1:]).item() * a.seqlen
+        ppl = float(torch.exp(torch.tensor(nll / (n * a.seqlen))))
+        print(f"{folder}: transformers {n} windows: perplexity {ppl:.4f} in {time.time() - t0:.0f}s (torch "
+              f"{torch.__version__}, {torch.get_num_threads()} threads)")
+        del model
+        t0 = time.time()
+        r = subprocess.run(["/usr/bin/time", "-v", a.nmperm, "eval", "--checkpoint", folder, "--text", text, "--seqlen",
+                            str(a.seqlen), "--json"], capture_output=True, text=True)
+        print(r.stderr[-3000:] if r.returncode else "")
+        j = json.loads(r.stdout.strip().splitlines()[-1])
+        rss = [l for l in r.stderr.splitlines() if "Maximum resident" in l]
+        print(f"{folder}: nmperm {j['windows']} windows: perplexity {j['perplexity']:.4f} in {time.time() - t0:.0f}s; "
+              f"{rss[0].strip()}; relative difference {abs(j['perplexity'] - ppl) / ppl:.2e}")
+
+    compare(a.out)
+    if a.prune:
+        pruned = a.out + "-pruned"
+        t0 = time.time()
+        subprocess.run(["/usr/bin/time", "-v", a.nmperm, "prune", "--checkpoint", a.out, "--text", text, "--calib", text,
+                        "--seqlen", str(a.seqlen), "--nsamples", "4", "--permute", "ria", "--out", pruned], check=True)
+        print(f"prune + export in {time.time() - t0:.0f}s")
+        export = os.path.join(pruned, "ria")
+        cfg = json.load(open(os.path.join(export, "config.json")))
+        index = json.load(open(os.path.join(export, "model.safetensors.index.json")))
+        print("export dtype", cfg.get("dtype", cfg.get("torch_dtype")), "shards", sorted(set(index["weight_map"].values())))
+        compare(export)

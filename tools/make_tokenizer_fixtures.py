@@ -20,7 +20,6 @@ checked against them without Python:
     /tmp/hfenv/bin/pip install tokenizers sentencepiece transformers
     /tmp/hfenv/bin/python tools/make_tokenizer_fixtures.py
 """
-import glob
 import gzip
 import json
 import os
@@ -33,6 +32,7 @@ import tokenizers
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CODE_COMMIT = "3da9e2c"  # whose sources are the corpus's code documents
 ROOT = os.path.join(HERE, "..", "tests", "fixtures", "tokenizers")
 LLAMA3_PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
               r"\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -53,10 +53,12 @@ def corpus(rng):
     for i in range(160):  # 160 passages of ~2.5 KB spread over the whole Bible
         at = (2 * i + 1) * len(kjv) // 320
         docs.append(kjv[at:at + 2500])
-    code = ""
-    for path in sorted(glob.glob(os.path.join(HERE, "..", "*", "*.cpp")) + glob.glob(os.path.join(HERE, "..", "*", "*.h"))
-                       + glob.glob(os.path.join(HERE, "*.py"))):
-        code += open(path, encoding="utf-8").read()
+    code = ""  # the project's sources at a fixed commit, so that the corpus is reproducible
+    files = subprocess.run(["git", "-C", os.path.join(HERE, ".."), "ls-tree", "-r", "--name-only", CODE_COMMIT], capture_output=True,
+                           text=True, check=True).stdout.split()
+    for path in sorted(f for f in files if f.endswith((".cpp", ".h", ".py")) and not f.startswith("tests/fixtures")):
+        code += subprocess.run(["git", "-C", os.path.join(HERE, ".."), "show", f"{CODE_COMMIT}:{path}"], capture_output=True, text=True,
+                               check=True).stdout
     for at in range(0, min(len(code), 250_000), 3000):
         docs.append(code[at:at + 3000])
     scripts = {  # code point ranges of letters in several scripts
@@ -148,6 +150,51 @@ def byte_level_bpe(name, docs, split_pattern, nfc, ignore_merges, bos, specials,
                     "byte-level BPE " + name)
 
 
+def ignore_merges_variant(docs):
+    """Llama-3's tokenizer has whole words in its vocabulary that its merges do not build;
+    with ignore_merges they come out as one token. The trained llama3 tokenizer plus 64 such
+    words (frequent corpus words it lacks) shows that."""
+    src = os.path.join(ROOT, "llama3", "tokenizer.json")
+    j = json.load(open(src, encoding="utf-8"))
+    vocab = j["model"]["vocab"]
+    byte_map = {b: c for b, c in zip(*_bytes_to_unicode())}
+    counts = {}
+    for t in docs:
+        for w in t.split():
+            if w.isalpha() and len(w) > 5:
+                counts[w] = counts.get(w, 0) + 1
+    added = []
+    for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        mapped = "".join(byte_map[b] for b in (" " + w).encode("utf-8"))
+        if mapped not in vocab:
+            added.append(mapped)
+        if len(added) == 64:
+            break
+    next_id = max(max(vocab.values()), max(t["id"] for t in j["added_tokens"])) + 1
+    for i, m in enumerate(added):
+        vocab[m] = next_id + i
+    d = os.path.join(ROOT, "llama3_ignore_merges")
+    os.makedirs(d)
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False)
+    shutil.copy(os.path.join(ROOT, "llama3", "tokenizer_config.json"), d)
+    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    write_reference(d, docs, lambda t: tok.encode(t, add_special_tokens=False).ids, lambda t: tok.encode(t).ids,
+                    "byte-level BPE llama3 with whole words beyond its merges")
+
+
+def _bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return bs, [chr(c) for c in cs]
+
+
 def sentencepiece_model(docs):
     d = os.path.join(ROOT, "spm")
     os.makedirs(d)
@@ -181,6 +228,7 @@ if __name__ == "__main__":
                    ["<|begin_of_text|>", "<|end_of_text|>"], 3000)
     byte_level_bpe("qwen2", docs, QWEN2_PAT, True, False, None, ["<|im_start|>", "<|im_end|>", "<|endoftext|>"], 3000)
     byte_level_bpe("gpt2", docs, None, False, False, None, ["<|endoftext|>"], 2000)
+    ignore_merges_variant(docs)
     sentencepiece_model(docs)
 
 
