@@ -78,6 +78,8 @@ TEST(Models, Llama3RopeAndExplicitHeadDimMatchTransformers) { check_against_pyto
 TEST(Models, OlderDialectWithLinearRopeScalingMatchesTransformers) { check_against_pytorch("llama_linear_old"); }
 TEST(Models, Qwen2MatchesTransformers) { check_against_pytorch("qwen2_tiny"); }
 TEST(Models, MistralMatchesTransformers) { check_against_pytorch("mistral_tiny"); }
+TEST(Models, Qwen2InTheOlderDialectMatchesTransformers) { check_against_pytorch("qwen2_old"); }
+TEST(Models, MistralInTheOlderDialectMatchesTransformers) { check_against_pytorch("mistral_old"); }
 
 TEST(Models, ArchitectureDetailsAreReadFromEitherDialect) {
   Model l3 = load_checkpoint(fixture("llama3_tiny"));

@@ -90,7 +90,7 @@ TrainData load_images(const DataOptions& o, bool need_train, const std::string& 
 TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const std::string& checkpoint) {
   TrainData d;
   if (arch == "vit") {
-    refuse(o, {"--val", "--token-format", "--text", "--calib", "--seqlen", "--calib-seed"},
+    refuse(o, {"--val", "--token-format", "--text", "--calib", "--seqlen", "--calib-seed", "--cache", "--eval-windows"},
            "applies to language models; the model is a ViT");
     if (!o.images.empty() || !o.calib_images.empty()) return load_images(o, need_train, checkpoint);
     refuse(o, {"--classes"}, "applies to --images");

@@ -9,6 +9,8 @@ make_model_fixtures.py (logits, loss, every gradient, 5 AdamW steps):
                     torch_dtype; the reference comes from transformers reading that file
   qwen2_tiny        Qwen2: q/k/v biases, no o_proj bias, tied embeddings
   mistral_tiny      Mistral: sliding_window (longer than the fixture's tokens)
+  qwen2_old         Qwen2 in the older dialect, linear RoPE scaling
+  mistral_old       Mistral in the older dialect, llama3 RoPE scaling, no sliding window
 
 Sequences are 40 tokens against llama3's original context of 16, so every frequency band
 of the llama3 scaling (kept, interpolated, divided) is exercised.
@@ -75,3 +77,12 @@ if __name__ == "__main__":
           edit_config=old_dialect)
     build("qwen2_tiny", Qwen2ForCausalLM, Qwen2Config(**SIZES, tie_word_embeddings=True), 4)
     build("mistral_tiny", MistralForCausalLM, MistralConfig(**SIZES, head_dim=8, sliding_window=48), 5)
+    # The other architectures in the older dialect too (with a scaled RoPE, so the dialect matters).
+    build("qwen2_old", Qwen2ForCausalLM,
+          Qwen2Config(**SIZES, rope_parameters={"rope_type": "linear", "rope_theta": 1000000.0, "factor": 4.0}), 7,
+          edit_config=old_dialect)
+    build("mistral_old", MistralForCausalLM,
+          MistralConfig(**SIZES, head_dim=8, sliding_window=None,
+                        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                         "original_max_position_embeddings": 16}), 8, edit_config=old_dialect)
