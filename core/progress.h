@@ -1,5 +1,6 @@
 // Progress of long work on stderr: one line rewritten in place on a terminal (at most
-// twice a second), and only the lines marked to keep when stderr is a file or pipe.
+// twice a second); when stderr is a file or pipe, the lines marked to keep and, so that a
+// log of long work is never silent for long, one line a minute at most.
 #pragma once
 #include <chrono>
 #include <cmath>
@@ -30,7 +31,7 @@ class Progress {
   void show(const std::string& line, bool keep = false) {
     if (!enabled_) return;
     auto now = clock::now();
-    if (!keep && (!tty_ || std::chrono::duration<double>(now - last_).count() < 0.5)) return;
+    if (!keep && std::chrono::duration<double>(now - last_).count() < (tty_ ? 0.5 : 60.0)) return;
     last_ = now;
     if (tty_) std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), keep ? "\n" : "");
     else std::fprintf(stderr, "%s\n", line.c_str());
@@ -39,7 +40,7 @@ class Progress {
  private:
   using clock = std::chrono::steady_clock;
   bool enabled_, tty_;
-  clock::time_point t0_ = clock::now(), last_{};
+  clock::time_point t0_ = clock::now(), last_ = t0_;
 };
 
 }  // namespace nmperm

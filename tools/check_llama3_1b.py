@@ -35,8 +35,9 @@ if __name__ == "__main__":
     ap.add_argument("--windows", type=int, default=2, help="truncate the text to this many windows")
     ap.add_argument("--nmperm", default=os.path.join(ROOT, "build", "nmperm"))
     ap.add_argument("--prune", action="store_true",
-                    help="also prune with RIA (calibrating on the same text), export, and check the export in "
-                         "transformers: dtype, shards, perplexity")
+                    help="also prune (calibrating on the same text), export, and check the export in transformers: "
+                         "dtype, shards, perplexity")
+    ap.add_argument("--method", default="none", help="the permutation method of --prune")
     a = ap.parse_args()
     torch.manual_seed(0)
     if not os.path.exists(os.path.join(a.out, "config.json")):
@@ -82,9 +83,9 @@ if __name__ == "__main__":
         pruned = a.out + "-pruned"
         t0 = time.time()
         subprocess.run(["/usr/bin/time", "-v", a.nmperm, "prune", "--checkpoint", a.out, "--text", text, "--calib", text,
-                        "--seqlen", str(a.seqlen), "--nsamples", "4", "--permute", "ria", "--out", pruned], check=True)
+                        "--seqlen", str(a.seqlen), "--nsamples", "4", "--permute", a.method, "--out", pruned], check=True)
         print(f"prune + export in {time.time() - t0:.0f}s")
-        export = os.path.join(pruned, "ria")
+        export = os.path.join(pruned, a.method)
         cfg = json.load(open(os.path.join(export, "config.json")))
         index = json.load(open(os.path.join(export, "model.safetensors.index.json")))
         print("export dtype", cfg.get("dtype", cfg.get("torch_dtype")), "shards", sorted(set(index["weight_map"].values())))

@@ -360,15 +360,18 @@ int run_prune(PruneCli& o) {
   std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; models on %s\n", o.checkpoint.c_str(),
                probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
                device_description(o.cmp.device).c_str());
+  const bool llama = bool(probe.llama);
+  const int64_t window = context_of(probe, data);
+  probe = Model();  // compare_methods loads its own copies: do not hold a third one
   nlohmann::json report = compare_methods(o.checkpoint, data, o.cmp, [&](const nlohmann::json& r) {
     if (!o.report.empty()) write_file_atomic(o.report, r.dump(2) + "\n");
   });
   if (report.contains("dense_val"))
     std::printf("validation split (for choosing settings):\n%s\n", methods_table(report, false, Split::Validation).c_str());
   std::string about;
-  if (probe.llama)
+  if (llama)
     about = fmt::format(" ({}; {} windows of {} tokens)", data.tokens.description,
-                        report["dense"].value("windows", int64_t(0)), context_of(probe, data));
+                        report["dense"].value("windows", int64_t(0)), window);
   std::printf("test split%s:\n%s", about.c_str(), methods_table(report, false, Split::Test).c_str());
   return 0;
 }
