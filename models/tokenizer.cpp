@@ -6,12 +6,11 @@
 #include <utf8proc.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <unordered_map>
 
 #include "core/error.h"
+#include "models/data.h"
 
 namespace nmperm {
 
@@ -30,14 +29,6 @@ std::vector<int32_t> Tokenizer::encode_with_special(std::string_view text) const
 }
 
 namespace {
-
-std::string read_all(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  NMPERM_CHECK(f, "cannot open '{}'", p.string());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 json parse_json(const std::string& bytes, const fs::path& p) {
   json j = json::parse(bytes, nullptr, false);
@@ -393,13 +384,13 @@ class SentencePiece : public Tokenizer {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& checkpoint) {
   fs::path dir = fs::is_directory(checkpoint) ? fs::path(checkpoint) : fs::path(checkpoint).parent_path();
   fs::path tj = dir / "tokenizer.json", tm = dir / "tokenizer.model", tc = dir / "tokenizer_config.json";
-  std::string config_bytes = fs::exists(tc) ? read_all(tc) : "{}";
+  std::string config_bytes = fs::exists(tc) ? read_file_maybe_gz(tc.string()) : "{}";
   json config = parse_json(config_bytes, tc);
   std::unique_ptr<Tokenizer> tok;
   std::string files;
   std::string refusal;
   if (fs::exists(tj)) {
-    files = read_all(tj);
+    files = read_file_maybe_gz(tj.string());
     json j = parse_json(files, tj);
     std::string where = fmt::format("'{}'", tj.string());
     NMPERM_CHECK(j.contains("model") && j["model"].is_object(), "{}: no model", where);
@@ -419,7 +410,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& checkpoint) {
     }
   }
   if (!tok && fs::exists(tm)) {
-    files = read_all(tm);
+    files = read_file_maybe_gz(tm.string());
     tok = std::make_unique<SentencePiece>(tm, config);
   }
   NMPERM_CHECK(tok || refusal.empty(), "{}", refusal);

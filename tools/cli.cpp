@@ -28,15 +28,16 @@ void refuse(const DataOptions& o, std::initializer_list<const char*> options, co
 }
 
 // --text / --calib: raw text tokenized with the checkpoint's tokenizer, the field's protocol.
-TrainData load_text(const DataOptions& o, bool need_train, const std::string& checkpoint) {
+TrainData load_text(const DataOptions& o, bool need_train, const Model* model) {
   refuse(o, {"--data", "--val", "--token-format"}, "cannot be combined with --text / --calib (give one kind of data)");
   NMPERM_CHECK(!o.text.empty(), "--calib needs --text, the text to evaluate on");
   NMPERM_CHECK(!need_train || !o.calib.empty(),
                "--text needs --calib FILE: the calibration text (the evaluation text is never calibrated on)");
   NMPERM_CHECK(need_train || o.calib.empty(), "--calib is not used when only evaluating");
-  auto tok = load_tokenizer(checkpoint);
+  NMPERM_CHECK(model && !model->source_dir.empty(), "--text / --calib need a checkpoint with its tokenizer");
+  auto tok = load_tokenizer(model->source_dir);
   NMPERM_CHECK(tok, "checkpoint '{}' has no tokenizer.json or tokenizer.model: --text needs the checkpoint's tokenizer",
-               checkpoint);
+               model->source_dir);
   std::string cache = o.cache.empty() ? default_cache() : o.cache;
   TrainData d;
   d.tokens.test = tokenize_file(o.text, *tok, cache);
@@ -50,16 +51,14 @@ TrainData load_text(const DataOptions& o, bool need_train, const std::string& ch
 }
 
 // --images / --calib-images: image folders decoded and resized as the checkpoint says.
-TrainData load_images(const DataOptions& o, bool need_train, const std::string& checkpoint) {
+TrainData load_images(const DataOptions& o, bool need_train, const Model* model) {
   refuse(o, {"--data", "--val-images"}, "cannot be combined with --images (give one kind of data)");
   NMPERM_CHECK(!o.images.empty(), "--calib-images needs --images, the images to evaluate on");
   NMPERM_CHECK(!need_train || !o.calib_images.empty(),
                "--images needs --calib-images DIR: calibration images (the evaluation images are never calibrated on)");
-  fs::path dir = fs::is_directory(checkpoint) ? fs::path(checkpoint) : fs::path(checkpoint).parent_path();
-  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir / "config.json"), nullptr, false);
-  ImagePreprocess p;
-  if (fs::exists(dir / "preprocessor_config.json"))
-    p = ImagePreprocess::from_json(nlohmann::json::parse(std::ifstream(dir / "preprocessor_config.json")));
+  NMPERM_CHECK(model && model->vit, "--images needs a ViT checkpoint");
+  // id2label is not part of the model: read it from the checkpoint's config.json.
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(fs::path(model->source_dir) / "config.json"), nullptr, false);
   std::vector<std::string> classes;
   if (!o.classes.empty()) {
     std::ifstream f(o.classes);
@@ -78,21 +77,21 @@ TrainData load_images(const DataOptions& o, bool need_train, const std::string& 
     }
     if (!placeholders) classes = names;
   }
-  int64_t channels = cfg.is_object() ? cfg.value("num_channels", int64_t(3)) : 3;
+  const int64_t channels = model->vit->cfg.num_channels;
   TrainData d;
-  d.test_images = load_image_folder(o.images, p, classes, channels);
-  if (need_train) d.train_images = load_image_folder(o.calib_images, p, classes, channels);
+  d.test_images = load_image_folder(o.images, model->preprocess, classes, channels);
+  if (need_train) d.train_images = load_image_folder(o.calib_images, model->preprocess, classes, channels);
   return d;
 }
 
 }  // namespace
 
-TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const std::string& checkpoint) {
+TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const Model* model) {
   TrainData d;
   if (arch == "vit") {
     refuse(o, {"--val", "--token-format", "--text", "--calib", "--seqlen", "--calib-seed", "--cache", "--eval-windows"},
            "applies to language models; the model is a ViT");
-    if (!o.images.empty() || !o.calib_images.empty()) return load_images(o, need_train, checkpoint);
+    if (!o.images.empty() || !o.calib_images.empty()) return load_images(o, need_train, model);
     refuse(o, {"--classes"}, "applies to --images");
     std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
     if (need_train) {
@@ -106,7 +105,7 @@ TrainData load_data(const std::string& arch, const DataOptions& o, bool need_tra
   refuse(o, {"--val-images", "--images", "--calib-images", "--classes"}, "applies to ViTs; the model is a language model");
   bool kjv = o.data.empty() || o.data == "kjv";
   if (!o.text.empty() || !o.calib.empty()) {
-    d = load_text(o, need_train, checkpoint);
+    d = load_text(o, need_train, model);
   } else if (!need_train) {  // evaluate exactly the one file given, whole
     NMPERM_CHECK(o.data.empty() || o.val.empty(), "give one file to evaluate: --data or --val, not both");
     if (kjv && o.val.empty()) {

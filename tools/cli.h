@@ -26,9 +26,10 @@ struct DataOptions {
 std::string default_cache();
 // The data of a subcommand. need_train: training / calibration data is needed (train,
 // calibrate, prune), else only what is evaluated (eval: exactly the file given, whole).
-// checkpoint: the model folder whose tokenizer reads --text / --calib. An option given
-// that this data does not use is an error naming it.
-TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const std::string& checkpoint = "");
+// model: the loaded checkpoint, whose tokenizer reads --text / --calib and whose
+// preprocessing and classes read --images (nullptr when training a fresh model). An
+// option given that this data does not use is an error naming it.
+TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const Model* model = nullptr);
 // A freshly initialised model: the embedded default architecture, or a Hugging Face
 // config.json (model_config, may be empty). A ViT's preprocessing normalises with the
 // training images' mean and standard deviation.

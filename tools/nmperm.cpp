@@ -120,7 +120,7 @@ int run_eval(EvalCli& o) {
   Model model = load_checkpoint(o.checkpoint);
   NMPERM_CHECK(!model.vit || o.windows == 0, "--windows applies to language models; the model is a ViT");
   model.to(device);
-  TrainData data = load_data(model.arch(), o.data, false, o.checkpoint);
+  TrainData data = load_data(model.arch(), o.data, false, &model);
   warn_long_windows(model, data);
   auto t0 = std::chrono::steady_clock::now();
   EvalResult r = evaluate(model, data, o.windows);
@@ -305,8 +305,12 @@ struct CalibrateCli {
 };
 
 // --nsamples N: N calibration windows (or images), in passes of at most the --calib-batch
-// size that divide N.
-void apply_nsamples(int64_t nsamples, CalibrationOptions& c) {
+// size that divide N. Without it, a --calib text gets the field's 128 windows unless the
+// passes were sized (batches_option, batch_option: the subcommand's names for them).
+void apply_nsamples(int64_t nsamples, const DataOptions& d, const char* batches_option, const char* batch_option,
+                    CalibrationOptions& c) {
+  if (nsamples <= 0 && !d.calib.empty() && !d.given.count(batches_option) && !d.given.count(batch_option))
+    nsamples = 128;
   if (nsamples <= 0) return;
   int64_t b = std::min(c.batch, nsamples);
   while (nsamples % b) --b;
@@ -317,9 +321,8 @@ void apply_nsamples(int64_t nsamples, CalibrationOptions& c) {
 int run_calibrate(CalibrateCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   Model model = load_checkpoint(o.checkpoint);
-  bool sized = o.data.given.count("--batches") || o.data.given.count("--batch");
-  apply_nsamples(o.nsamples > 0 || o.data.calib.empty() || sized ? o.nsamples : 128, o.opt);
-  TrainData data = load_data(model.arch(), o.data, true, o.checkpoint);
+  apply_nsamples(o.nsamples, o.data, "--batches", "--batch", o.opt);
+  TrainData data = load_data(model.arch(), o.data, true, &model);
   auto t0 = std::chrono::steady_clock::now();
   auto norms = activation_norms(model, data, o.opt);
   std::vector<std::pair<std::string, Tensor>> tensors(norms.begin(), norms.end());
@@ -348,9 +351,8 @@ int run_prune(PruneCli& o) {
   refuse_unused(o.data.given, o.cmp.methods);
   NMPERM_CHECK(!o.cmp.out_dir.empty() || !o.data.given.count("--layout"), "--layout applies to the --out checkpoints");
   Model probe = load_checkpoint(o.checkpoint);
-  bool sized = o.data.given.count("--calib-batches") || o.data.given.count("--calib-batch");
-  apply_nsamples(o.nsamples > 0 || o.data.calib.empty() || sized ? o.nsamples : 128, o.cmp.calib);
-  TrainData data = load_data(probe.arch(), o.data, true, o.checkpoint);
+  apply_nsamples(o.nsamples, o.data, "--calib-batches", "--calib-batch", o.cmp.calib);
+  TrainData data = load_data(probe.arch(), o.data, true, &probe);
   warn_long_windows(probe, data);
   o.learn.apply(o.cmp.learn);
   {
