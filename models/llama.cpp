@@ -123,7 +123,7 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j) {
   } catch (const nlohmann::json::exception& e) {
     NMPERM_FAIL("Llama config.json: {}", e.what());
   } catch (const Error& e) {
-    NMPERM_FAIL("Llama config.json: {}", e.what());
+    throw Error(std::string("Llama config.json: ") + e.what());  // its place is already in the message
   }
   c.source = j;
   c.validate();
