@@ -4,6 +4,8 @@
 #pragma once
 #include <map>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "models/checkpoint.h"
 #include "models/train.h"
@@ -19,5 +21,24 @@ struct CalibrationOptions {
 // batches * batch training images, or token windows of the model's context, spread evenly
 // over the whole training split (spread_indices).
 std::map<std::string, Tensor> activation_norms(Model& model, const TrainData& data, const CalibrationOptions& opt);
+
+// The pieces, for work that runs one block at a time (permute/blockwise.h):
+// the Llama's calibration windows, `batches` (batch, T) token-id tensors, as
+// activation_norms runs them;
+std::vector<Tensor> calibration_windows(const Model& model, const TrainData& data, const CalibrationOptions& opt);
+// the sums of squares of every linear layer's inputs while installed (keyed by weight
+// storage), and their square roots for one weight (undefined when it saw no input);
+struct InputSumSquares : LinearObserver {
+  std::unordered_map<const void*, std::vector<double>> sums;
+  void observe(const Tensor& weight, const Tensor& input) override;
+  Tensor norms(const Tensor& weight) const;
+};
+// installs an observer for its scope.
+struct ObserverGuard {
+  explicit ObserverGuard(LinearObserver* o);
+  ~ObserverGuard();
+  ObserverGuard(const ObserverGuard&) = delete;
+  ObserverGuard& operator=(const ObserverGuard&) = delete;
+};
 
 }  // namespace nmperm

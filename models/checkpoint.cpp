@@ -3,6 +3,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -125,6 +127,7 @@ void Model::to(Device d) {
   NMPERM_CHECK(d != Device::CUDA || cuda_available(),
                "the model cannot move to the GPU: no CUDA device is available (or this build has no CUDA)");
   visit([&](const std::string&, Tensor& t) {
+    if (!t.defined()) return;  // a block not in memory (model_shell)
     bool grad = t.requires_grad();
     t = t.detach().to(d);
     if (grad) t.set_requires_grad();
@@ -150,34 +153,82 @@ int64_t Model::num_parameters() {
 
 json Model::config_json() const { return vit ? vit->cfg.to_json() : llama->cfg.to_json(); }
 
-void assign_parameters(Model& model, const SafeTensors& st, const std::string& what) {
+namespace {
+
+// A tensor source by name: what assign_from needs of a parsed file or of mapped shards.
+struct WeightSource {
+  std::function<std::optional<std::pair<Shape, bool>>(const std::string&)> find;  // shape, floating
+  std::function<Tensor(const std::string&)> read;
+  std::vector<std::string> names;
+};
+
+WeightSource source_of(const SafeTensors& st) {
+  WeightSource w;
+  w.find = [&st](const std::string& n) -> std::optional<std::pair<Shape, bool>> {
+    const Tensor* t = st.find(n);
+    if (!t) return std::nullopt;
+    return std::make_pair(t->shape(), is_floating(t->dtype()));
+  };
+  w.read = [&st](const std::string& n) { return st.at(n); };
+  for (auto& [n, t] : st.tensors) w.names.push_back(n);
+  return w;
+}
+
+bool floating_disk(const std::string& dt) { return dt == "F32" || dt == "F64" || dt == "BF16" || dt == "F16"; }
+
+WeightSource source_of(const CheckpointFiles& files) {
+  WeightSource w;
+  w.find = [&files](const std::string& n) -> std::optional<std::pair<Shape, bool>> {
+    const TensorEntry* e = files.find(n);
+    if (!e) return std::nullopt;
+    return std::make_pair(e->shape, floating_disk(e->dtype));
+  };
+  w.read = [&files](const std::string& n) { return files.read(n); };
+  for (auto& [n, at] : files.tensors) w.names.push_back(n);
+  return w;
+}
+
+void check_parameter(const WeightSource& src, const std::string& name, const Tensor& p, const std::string& what,
+                     const std::string& arch) {
+  auto t = src.find(name);
+  NMPERM_CHECK(t, "{}: tensor '{}' is missing (the {} architecture needs it)", what, name, arch);
+  NMPERM_CHECK(t->first == p.shape(), "{}: tensor '{}' has shape {}, the model needs {}", what, name, t->first,
+               p.shape());
+  NMPERM_CHECK(t->second, "{}: tensor '{}' is not floating point", what, name);
+}
+
+void load_parameter(const WeightSource& src, const std::string& name, Tensor& p, const std::string& what) {
+  p.copy_from(src.read(name));  // in place: tied weights stay tied
+  int64_t bad = count_nonfinite(p);
+  NMPERM_CHECK(bad == 0, "{}: tensor '{}' holds {} NaN or infinite values (of {}); the checkpoint is corrupt", what,
+               name, bad, p.numel());
+}
+
+void load_input_permutation(const WeightSource& src, const std::string& prefix, Linear& l, const std::string& what) {
+  std::string name = prefix + ".input_permutation";
+  auto t = src.find(name);
+  if (!t) return;
+  NMPERM_CHECK(t->first == Shape{l.in()} && !t->second,
+               "{}: tensor '{}' must be an integer vector of {} channel indices, got shape {}", what, name, l.in(),
+               t->first);
+  Tensor p = src.read(name).to(DType::I64);
+  check_permutation(p.to_vector<int64_t>(), l.in(), fmt::format("{}: tensor '{}'", what, name));
+  l.input_perm = p;
+}
+
+// Fills every parameter of `model` from `src`; every tensor of src must be used.
+void assign_from(Model& model, const WeightSource& src, const std::string& what) {
   std::set<std::string> used;
   model.visit([&](const std::string& name, Tensor& p) {
-    const Tensor* t = st.find(name);
-    NMPERM_CHECK(t, "{}: tensor '{}' is missing (the {} architecture needs it)", what, name, model.arch());
-    NMPERM_CHECK(t->shape() == p.shape(), "{}: tensor '{}' has shape {}, the model needs {}", what, name, t->shape(),
-                 p.shape());
-    NMPERM_CHECK(is_floating(t->dtype()), "{}: tensor '{}' has dtype {}, expected floating point", what, name,
-                 t->dtype());
-    p.copy_from(*t);  // in place: tied weights stay tied
-    int64_t bad = count_nonfinite(p);
-    NMPERM_CHECK(bad == 0, "{}: tensor '{}' holds {} NaN or infinite values (of {}); the checkpoint is corrupt", what,
-                 name, bad, p.numel());
+    check_parameter(src, name, p, what, model.arch());
+    load_parameter(src, name, p, what);
     used.insert(name);
   });
   model.visit_linears([&](const std::string& prefix, Linear& l) {
-    std::string name = prefix + ".input_permutation";
-    const Tensor* t = st.find(name);
-    if (!t) return;
-    NMPERM_CHECK(t->ndim() == 1 && t->shape(0) == l.in() && !is_floating(t->dtype()),
-                 "{}: tensor '{}' must be an integer vector of {} channel indices, got {}", what, name, l.in(),
-                 describe(*t));
-    Tensor p = t->to(DType::I64);
-    check_permutation(p.to_vector<int64_t>(), l.in(), fmt::format("{}: tensor '{}'", what, name));
-    l.input_perm = p;
-    used.insert(name);
+    load_input_permutation(src, prefix, l, what);
+    used.insert(prefix + ".input_permutation");
   });
-  for (auto& [name, t] : st.tensors) {
+  for (const std::string& name : src.names) {
     bool tied_head = name == "lm_head.weight" && model.llama && model.llama->cfg.tie_word_embeddings;
     NMPERM_CHECK(used.count(name) || ignorable(name) || tied_head,
                  "{}: unexpected tensor '{}' for a {} model (is this checkpoint for another architecture?)", what, name,
@@ -185,97 +236,219 @@ void assign_parameters(Model& model, const SafeTensors& st, const std::string& w
   }
 }
 
-Model model_from(const json& cfg, const SafeTensors& weights, const std::string& what) {
-  NMPERM_CHECK(cfg.is_object(), "{}: config.json must be a JSON object", what);
+struct ParsedConfig {
   std::string type;
+  ViTConfig vit;
+  LlamaConfig llama;
+  double parameters = 0;
+};
+
+ParsedConfig parse_config(const json& cfg, const std::string& what) {
+  NMPERM_CHECK(cfg.is_object(), "{}: config.json must be a JSON object", what);
+  ParsedConfig pc;
   if (cfg.contains("model_type") && cfg["model_type"].is_string()) {
-    type = cfg["model_type"].get<std::string>();
+    pc.type = cfg["model_type"].get<std::string>();
   } else if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty() &&
              cfg["architectures"][0].is_string()) {
     std::string a = cfg["architectures"][0].get<std::string>();
-    type = a.starts_with("ViT")       ? "vit"
-           : a.starts_with("Llama")   ? "llama"
-           : a.starts_with("Mistral") ? "mistral"
-           : a.starts_with("Qwen2")   ? "qwen2"
-                                      : a;
+    pc.type = a.starts_with("ViT")       ? "vit"
+              : a.starts_with("Llama")   ? "llama"
+              : a.starts_with("Mistral") ? "mistral"
+              : a.starts_with("Qwen2")   ? "qwen2"
+                                         : a;
   }
-  NMPERM_CHECK(type == "vit" || type == "llama" || type == "mistral" || type == "qwen2",
-               "{}: model_type '{}' is not supported (vit, llama, mistral, qwen2)", what, type);
-  bool decoder = type != "vit";
-  ViTConfig vit_cfg;
-  LlamaConfig llama_cfg;
-  if (!decoder) {
-    vit_cfg = ViTConfig::from_json(cfg);
+  NMPERM_CHECK(pc.type == "vit" || pc.type == "llama" || pc.type == "mistral" || pc.type == "qwen2",
+               "{}: model_type '{}' is not supported (vit, llama, mistral, qwen2)", what, pc.type);
+  if (pc.type == "vit") {
+    pc.vit = ViTConfig::from_json(cfg);
+    pc.parameters = pc.vit.parameter_count();
   } else {
     json c = cfg;
-    c["model_type"] = type;  // from architectures when config.json has no model_type
-    llama_cfg = LlamaConfig::from_json(c);
-    llama_cfg.source = cfg;
+    c["model_type"] = pc.type;  // from architectures when config.json has no model_type
+    pc.llama = LlamaConfig::from_json(c);
+    pc.llama.source = cfg;
+    pc.parameters = pc.llama.parameter_count();
   }
+  return pc;
+}
+
+Model model_from_source(const json& cfg, const WeightSource& src, const std::string& what) {
+  ParsedConfig pc = parse_config(cfg, what);
   // Every parameter must come from the weights, so a config that needs far more values
   // than the files hold is refused before anything that size is allocated. Small
-  // differences pass on to assign_parameters, which names the missing or mis-shaped tensor.
-  double needed = !decoder ? vit_cfg.parameter_count() : llama_cfg.parameter_count(), held = 0;
-  for (auto& [name, t] : weights.tensors) held += double(t.numel());
-  NMPERM_CHECK(needed <= 4 * held + (1 << 20), "{}: config.json describes a {} of {:.0f} parameters, the weights hold only {:.0f} values",
-               what, type, needed, held);
+  // differences pass on to assign_from, which names the missing or mis-shaped tensor.
+  double held = 0;
+  for (const std::string& n : src.names) held += double(numel(src.find(n)->first));
+  NMPERM_CHECK(pc.parameters <= 4 * held + (1 << 20),
+               "{}: config.json describes a {} of {:.0f} parameters, the weights hold only {:.0f} values", what,
+               pc.type, pc.parameters, held);
   Model m;
   Generator gen(0);
-  if (!decoder) m.vit = std::make_unique<ViT>(vit_cfg, gen);
-  else m.llama = std::make_unique<Llama>(llama_cfg, gen);
-  assign_parameters(m, weights, what);
+  if (pc.type == "vit") m.vit = std::make_unique<ViT>(pc.vit, gen);
+  else m.llama = std::make_unique<Llama>(pc.llama, nullptr);  // filled from the weights next
+  assign_from(m, src, what);
   return m;
 }
 
-Model load_checkpoint(const std::string& path) {
+}  // namespace
+
+void assign_parameters(Model& model, const SafeTensors& st, const std::string& what) {
+  assign_from(model, source_of(st), what);
+}
+
+Model model_from(const json& cfg, const SafeTensors& weights, const std::string& what) {
+  return model_from_source(cfg, source_of(weights), what);
+}
+
+CheckpointFiles CheckpointFiles::open(const std::string& path) {
+  CheckpointFiles c;
+  c.path = path;
   fs::path p(path);
   NMPERM_CHECK(fs::exists(p), "checkpoint '{}' does not exist", path);
-  fs::path dir = fs::is_directory(p) ? p : p.parent_path();
-  if (dir.empty()) dir = ".";
-  fs::path cfg_path = dir / "config.json";
-  NMPERM_CHECK(fs::exists(cfg_path), "checkpoint '{}': no config.json in '{}'", path, dir.string());
-  json cfg = read_json(cfg_path);
+  c.dir = fs::is_directory(p) ? p : p.parent_path();
+  if (c.dir.empty()) c.dir = ".";
+  fs::path cfg_path = c.dir / "config.json";
+  NMPERM_CHECK(fs::exists(cfg_path), "checkpoint '{}': no config.json in '{}'", path, c.dir.string());
+  c.config = read_json(cfg_path);
 
   // Weights: the given file, model.safetensors, or the shards of an index.
   std::vector<fs::path> files;
+  json weight_map;
   if (!fs::is_directory(p)) files.push_back(p);
-  else if (fs::exists(dir / "model.safetensors")) files.push_back(dir / "model.safetensors");
-  else if (fs::exists(dir / "model.safetensors.index.json")) {
-    json idx = read_json(dir / "model.safetensors.index.json");
+  else if (fs::exists(c.dir / "model.safetensors")) files.push_back(c.dir / "model.safetensors");
+  else if (fs::exists(c.dir / "model.safetensors.index.json")) {
+    json idx = read_json(c.dir / "model.safetensors.index.json");
     NMPERM_CHECK(idx.is_object() && idx.contains("weight_map") && idx["weight_map"].is_object(),
                  "'{}': model.safetensors.index.json has no weight_map", path);
+    weight_map = idx["weight_map"];
     std::set<std::string> shards;
-    for (auto& [k, v] : idx["weight_map"].items()) {
+    for (auto& [k, v] : weight_map.items()) {
       NMPERM_CHECK(v.is_string() && !v.get<std::string>().empty() && v.get<std::string>().find('/') == std::string::npos,
                    "'{}': model.safetensors.index.json maps '{}' to {}, not a file name in the checkpoint folder", path,
                    k, v.dump());
       shards.insert(v.get<std::string>());
     }
-    for (auto& s : shards) files.push_back(dir / s);
-  } else {
-    NMPERM_FAIL("checkpoint '{}': no model.safetensors (or index) in '{}'", path, dir.string());
-  }
-  SafeTensors all;
-  std::map<std::string, std::string> shards;
-  for (auto& f : files) {
-    SafeTensors s = load_safetensors(f.string());
-    for (auto& t : s.tensors) {
-      NMPERM_CHECK(!all.find(t.first), "checkpoint '{}': tensor '{}' appears in two shards", path, t.first);
-      if (files.size() > 1) shards[t.first] = f.filename().string();
-      all.tensors.push_back(std::move(t));
+    for (auto& s : shards) {
+      NMPERM_CHECK(fs::exists(c.dir / s), "checkpoint '{}': shard '{}' (listed in model.safetensors.index.json) is missing",
+                   path, s);
+      files.push_back(c.dir / s);
     }
-    all.disk_dtypes.merge(s.disk_dtypes);
+  } else {
+    NMPERM_FAIL("checkpoint '{}': no model.safetensors (or index) in '{}'", path, c.dir.string());
   }
-  Model m = model_from(cfg, all, fmt::format("checkpoint '{}'", path));
-  m.source_dir = dir.string();
-  m.source_shards = std::move(shards);
-  for (auto& [name, dt] : all.disk_dtypes)  // the dtype of its floating weights
-    if (dt == "BF16" || dt == "F16" || dt == "F32") {
-      m.source_dtype = dt;
+  std::map<std::string, std::string> shard_of;
+  for (auto& f : files) {
+    c.files.push_back(std::make_unique<MappedSafeTensors>(f.string()));
+    const MappedSafeTensors* m = c.files.back().get();
+    for (auto& e : m->header().entries) {
+      NMPERM_CHECK(!c.tensors.count(e.name), "checkpoint '{}': tensor '{}' appears in two shards", path, e.name);
+      c.tensors[e.name] = {m, &e};
+      shard_of[e.name] = f.filename().string();
+    }
+  }
+  if (files.size() > 1) c.shards = shard_of;
+  for (auto& [name, shard] : weight_map.items()) {
+    auto it = shard_of.find(name);
+    NMPERM_CHECK(it != shard_of.end() && it->second == shard.get<std::string>(),
+                 "checkpoint '{}': model.safetensors.index.json puts '{}' in '{}', which does not hold it", path, name,
+                 shard.get<std::string>());
+  }
+  for (auto& [name, at] : c.tensors)  // the dtype of its floating weights
+    if (at.second->dtype == "BF16" || at.second->dtype == "F16" || at.second->dtype == "F32") {
+      c.float_dtype = at.second->dtype;
       if (!name.ends_with("norm.weight")) break;  // some exporters keep norms in f32
     }
-  if (m.vit && fs::exists(dir / "preprocessor_config.json"))
-    m.preprocess = ImagePreprocess::from_json(read_json(dir / "preprocessor_config.json"));
+  return c;
+}
+
+const TensorEntry* CheckpointFiles::find(const std::string& name) const {
+  auto it = tensors.find(name);
+  return it == tensors.end() ? nullptr : it->second.second;
+}
+
+Tensor CheckpointFiles::read(const std::string& name) const {
+  auto it = tensors.find(name);
+  NMPERM_CHECK(it != tensors.end(), "checkpoint '{}': tensor '{}' not found", path, name);
+  return it->second.first->read(*it->second.second);
+}
+
+Model model_shell(const CheckpointFiles& files) {
+  std::string what = fmt::format("checkpoint '{}'", files.path);
+  ParsedConfig pc = parse_config(files.config, what);
+  NMPERM_CHECK(pc.type != "vit", "{}: block-by-block work is for decoder models (llama, mistral, qwen2), not {}", what,
+               pc.type);
+  Model m;
+  m.llama = std::make_unique<Llama>(Llama::shell(pc.llama));
+  m.source_dir = files.dir.string();
+  m.source_dtype = files.float_dtype;
+  m.source_shards = files.shards;
+  // Every tensor's name and shape, checked now without reading any (one block's shapes
+  // stand for all: they differ only in the index).
+  Llama& L = *m.llama;
+  auto expect = [&](const std::string& name, const Shape& shape) {
+    const TensorEntry* e = files.find(name);
+    NMPERM_CHECK(e, "{}: tensor '{}' is missing (the {} architecture needs it)", what, name, pc.type);
+    NMPERM_CHECK(e->shape == shape, "{}: tensor '{}' has shape {}, the model needs {}", what, name, e->shape, shape);
+    NMPERM_CHECK(floating_disk(e->dtype), "{}: tensor '{}' is not floating point", what, name);
+  };
+  const Shape emb{L.cfg.vocab_size, L.cfg.hidden_size};
+  std::set<std::string> known{"model.embed_tokens.weight", "model.norm.weight"};
+  expect("model.embed_tokens.weight", emb);
+  expect("model.norm.weight", {L.cfg.hidden_size});
+  if (!L.cfg.tie_word_embeddings) expect("lm_head.weight", emb);
+  known.insert("lm_head.weight");  // a tied head may come with its own copy, which is ignored
+  for (size_t i = 0; i < L.layers.size(); ++i) {
+    Llama one = Llama::shell(L.cfg);
+    one.layers[i] = L.make_layer(nullptr);  // allocated, never touched: no memory in use
+    one.visit_block(i, [&](const std::string& name, Tensor& t) {
+      expect(name, t.shape());
+      known.insert(name);
+    });
+    one.visit_block_linears(i, [&](const std::string& prefix, Linear&) { known.insert(prefix + ".input_permutation"); });
+  }
+  for (auto& [name, at] : files.tensors)
+    NMPERM_CHECK(known.count(name) || ignorable(name),
+                 "{}: unexpected tensor '{}' for a {} model (is this checkpoint for another architecture?)", what, name,
+                 pc.type);
+  return m;
+}
+
+void load_block(Model& model, const CheckpointFiles& files, size_t i) {
+  Llama& L = *model.llama;
+  std::string what = fmt::format("checkpoint '{}'", files.path);
+  L.layers.at(i) = L.make_layer(nullptr);
+  WeightSource src = source_of(files);
+  L.visit_block(i, [&](const std::string& name, Tensor& p) { load_parameter(src, name, p, what); });
+  L.visit_block_linears(i, [&](const std::string& prefix, Linear& l) { load_input_permutation(src, prefix, l, what); });
+  if (model.device() != Device::CPU) {
+    Device d = model.device();
+    L.visit_block(i, [&](const std::string&, Tensor& t) { t = t.detach().to(d).set_requires_grad(); });
+    L.visit_block_linears(i, [&](const std::string&, Linear& l) {
+      if (l.input_perm.defined()) l.input_perm = l.input_perm.to(d);
+    });
+  }
+}
+
+void free_block(Model& model, size_t i) { model.llama->layers.at(i) = Llama::shell(model.llama->cfg).layers.at(i); }
+
+Tensor load_tensor(Model& model, const CheckpointFiles& files, const std::string& name) {
+  std::string what = fmt::format("checkpoint '{}'", files.path);
+  WeightSource src = source_of(files);
+  Tensor t = src.read(name);
+  int64_t bad = count_nonfinite(t);
+  NMPERM_CHECK(bad == 0, "{}: tensor '{}' holds {} NaN or infinite values (of {}); the checkpoint is corrupt", what,
+               name, bad, t.numel());
+  return t.to(model.device());
+}
+
+Model load_checkpoint(const std::string& path) {
+  CheckpointFiles files = CheckpointFiles::open(path);
+  Model m = model_from_source(files.config, source_of(files), fmt::format("checkpoint '{}'", path));
+  m.source_dir = files.dir.string();
+  m.source_shards = files.shards;
+  m.source_dtype = files.float_dtype;
+  if (m.vit && fs::exists(files.dir / "preprocessor_config.json"))
+    m.preprocess = ImagePreprocess::from_json(read_json(files.dir / "preprocessor_config.json"));
   return m;
 }
 
@@ -301,13 +474,40 @@ Layout parse_layout(const std::string& name) {
   return name == "original" ? Layout::Original : Layout::Permuted;
 }
 
+Tensor weight_in_original_order(const Linear& l) {
+  NoGradGuard ng;
+  std::vector<int64_t> p = l.input_perm.to(Device::CPU).to_vector<int64_t>(), inv(p.size());
+  for (size_t j = 0; j < p.size(); ++j) inv[size_t(p[j])] = int64_t(j);
+  return index_select(l.weight.detach().to(Device::CPU), 1, from_vector(inv, {l.in()}));
+}
+
+void write_export_files(const Model& model, const std::string& dir) {
+  const fs::path out(dir);
+  json config = model.config_json();
+  const char* torch_name = model.source_dtype == "BF16" ? "bfloat16" : model.source_dtype == "F16" ? "float16" : "float32";
+  config[config.contains("torch_dtype") && !config.contains("dtype") ? "torch_dtype" : "dtype"] = torch_name;
+  write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
+  // What tools load beside the weights, copied from the source as it was.
+  bool wrote_preprocessor = false;
+  if (!model.source_dir.empty() && fs::absolute(model.source_dir) != fs::absolute(out))
+    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                          "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json",
+                          "chat_template.jinja", "chat_template.json", "preprocessor_config.json"})
+      if (fs::exists(fs::path(model.source_dir) / f)) {
+        fs::copy_file(fs::path(model.source_dir) / f, out / f, fs::copy_options::overwrite_existing);
+        wrote_preprocessor |= std::string(f) == "preprocessor_config.json";
+      }
+  if (model.vit && !wrote_preprocessor)
+    write_file_atomic((out / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
+}
+
 void export_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata,
                        Layout layout) {
   NoGradGuard ng;
   fs::create_directories(dir);
   // Layers with an input gather: in the original layout their columns go back to the
   // original channel order, W[:, p[j]] = W'[:, j].
-  std::map<std::string, Tensor> gathers;  // weight name -> inverse permutation
+  std::map<std::string, const Linear*> gathers;  // by weight name
   std::vector<std::pair<std::string, Tensor>> perm_tensors;
   model.visit_linears([&](const std::string& prefix, Linear& l) {
     if (!l.input_perm.defined()) return;
@@ -317,14 +517,12 @@ void export_checkpoint(Model& model, const std::string& dir, const std::map<std:
     }
     NMPERM_CHECK(!(model.llama && model.llama->cfg.tie_word_embeddings && prefix == "lm_head"),
                  "export: a gathered lm_head tied to the embeddings has no original-order form");
-    std::vector<int64_t> p = l.input_perm.to(Device::CPU).to_vector<int64_t>(), inv(p.size());
-    for (size_t j = 0; j < p.size(); ++j) inv[size_t(p[j])] = int64_t(j);
-    gathers[prefix + ".weight"] = from_vector(inv, {l.in()});
+    gathers[prefix + ".weight"] = &l;
   });
   std::vector<std::pair<std::string, Tensor>> tensors;
   model.visit([&](const std::string& name, Tensor& t) {
     auto g = gathers.find(name);
-    tensors.emplace_back(name, g == gathers.end() ? t.detach() : index_select(t.detach().to(Device::CPU), 1, g->second));
+    tensors.emplace_back(name, g == gathers.end() ? t.detach() : weight_in_original_order(*g->second));
   });
   tensors.insert(tensors.end(), perm_tensors.begin(), perm_tensors.end());
   std::map<std::string, std::string> meta = metadata;
@@ -350,22 +548,7 @@ void export_checkpoint(Model& model, const std::string& dir, const std::map<std:
     json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
     write_file_atomic((out / "model.safetensors.index.json").string(), index.dump(2) + "\n");
   }
-  json config = model.config_json();
-  const char* torch_name = model.source_dtype == "BF16" ? "bfloat16" : model.source_dtype == "F16" ? "float16" : "float32";
-  config[config.contains("torch_dtype") && !config.contains("dtype") ? "torch_dtype" : "dtype"] = torch_name;
-  write_file_atomic((out / "config.json").string(), config.dump(2) + "\n");
-  // What tools load beside the weights, copied from the source as it was.
-  bool wrote_preprocessor = false;
-  if (!model.source_dir.empty() && fs::absolute(model.source_dir) != fs::absolute(out))
-    for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                          "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json",
-                          "chat_template.jinja", "chat_template.json", "preprocessor_config.json"})
-      if (fs::exists(fs::path(model.source_dir) / f)) {
-        fs::copy_file(fs::path(model.source_dir) / f, out / f, fs::copy_options::overwrite_existing);
-        wrote_preprocessor |= std::string(f) == "preprocessor_config.json";
-      }
-  if (model.vit && !wrote_preprocessor)
-    write_file_atomic((out / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
+  write_export_files(model, dir);
 }
 
 }  // namespace nmperm

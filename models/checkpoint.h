@@ -3,6 +3,7 @@
 // Loading checks every tensor against the architecture: a missing, unexpected or
 // mis-shaped tensor is an error naming it. Saving writes each file atomically.
 #pragma once
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -60,8 +61,34 @@ struct Model {
   Device device_ = Device::CPU;
 };
 
-// path: a checkpoint folder, or a .safetensors file with config.json beside it.
-Model load_checkpoint(const std::string& path);
+// The files of a checkpoint, opened and checked without reading any weight: config.json
+// and every tensor's place in the mapped shards (model.safetensors, or the shards its
+// index lists: a missing shard, a tensor the index puts in a shard that lacks it, or a
+// shard cut short is an error here, before any work).
+struct CheckpointFiles {
+  std::string path;  // as given
+  std::filesystem::path dir;
+  nlohmann::json config;
+  std::vector<std::unique_ptr<MappedSafeTensors>> files;
+  std::map<std::string, std::pair<const MappedSafeTensors*, const TensorEntry*>> tensors;  // by name
+  std::map<std::string, std::string> shards;  // tensor -> shard file, for sharded checkpoints
+  std::string float_dtype = "F32";            // disk dtype of its floating weights
+  // path: a checkpoint folder, or a .safetensors file with config.json beside it.
+  static CheckpointFiles open(const std::string& path);
+  const TensorEntry* find(const std::string& name) const;
+  Tensor read(const std::string& name) const;  // decoded (BF16/F16 to F32); its pages then released
+};
+
+Model load_checkpoint(const std::string& path);  // the whole model in memory (f32)
+
+// Block by block (decoder models): a model with no parameters in memory whose every
+// tensor name and shape has been checked against the files; load_block materialises
+// block i (f32, on the model's device), free_block drops it; load_tensor reads one
+// tensor (embeddings, final norm, lm_head) checked for NaNs, on the model's device.
+Model model_shell(const CheckpointFiles& files);
+void load_block(Model& model, const CheckpointFiles& files, size_t i);
+void free_block(Model& model, size_t i);
+Tensor load_tensor(Model& model, const CheckpointFiles& files, const std::string& name);
 // nmperm's own form (training checkpoints): f32, one file, input gathers as
 // "<linear>.input_permutation" tensors.
 void save_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata = {});
@@ -79,6 +106,12 @@ enum class Layout { Original, Permuted };
 Layout parse_layout(const std::string& name);  // "original" or "permuted"
 void export_checkpoint(Model& model, const std::string& dir, const std::map<std::string, std::string>& metadata,
                        Layout layout);
+// A gathered layer's weight with its columns back in the original input-channel order,
+// W[:, p[j]] = W'[:, j]: it computes x W^T what the layer computes as x[..., p] W'^T.
+Tensor weight_in_original_order(const Linear& l);
+// The files of an export beside the weights: config.json (with the source's dtype), the
+// source's tokenizer, generation and preprocessor files.
+void write_export_files(const Model& model, const std::string& dir);
 // Builds the model a config.json describes and fills it from `weights`; `what` names the
 // checkpoint in errors. Used by load_checkpoint and the fuzzers.
 Model model_from(const nlohmann::json& config, const SafeTensors& weights, const std::string& what);

@@ -206,31 +206,43 @@ double LlamaConfig::parameter_count() const {
   return V * C + double(num_hidden_layers) * per_layer + C + (tie_word_embeddings ? 0 : V * C);
 }
 
-Llama::Llama(const LlamaConfig& c, Generator& gen) : cfg(c) {
+Llama::Llama(const LlamaConfig& c, Generator& gen) : Llama(c, &gen) {}
+
+Llama::Llama(const LlamaConfig& c, Generator* gen) : cfg(c) {
   cfg.validate();
+  embed_tokens = normal_tensor({c.vocab_size, c.hidden_size}, c.initializer_range, gen);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers.push_back(make_layer(gen));
+  final_norm = make_norm(c.hidden_size, c.rms_norm_eps, true);
+  lm_head.weight = c.tie_word_embeddings ? embed_tokens : normal_tensor({c.vocab_size, c.hidden_size}, c.initializer_range, gen);
+}
+
+Llama Llama::shell(const LlamaConfig& c) {
+  Llama m;
+  m.cfg = c;
+  m.cfg.validate();
+  m.layers.resize(size_t(c.num_hidden_layers));
+  return m;
+}
+
+LlamaLayer Llama::make_layer(Generator* gen) const {
+  const LlamaConfig& c = cfg;
   int64_t C = c.hidden_size, D = c.dim();
   double sd = c.initializer_range;
-  const std::vector<double> inv_freq = c.rope_inv_freq();
-  embed_tokens = normal_tensor({c.vocab_size, C}, sd, gen);
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    LlamaLayer l;
-    l.input_norm = make_norm(C, c.rms_norm_eps, true);
-    l.post_attn_norm = make_norm(C, c.rms_norm_eps, true);
-    l.attn.q = make_linear(C, c.num_attention_heads * D, c.qkv_bias, sd, gen);
-    l.attn.k = make_linear(C, c.num_key_value_heads * D, c.qkv_bias, sd, gen);
-    l.attn.v = make_linear(C, c.num_key_value_heads * D, c.qkv_bias, sd, gen);
-    l.attn.o = make_linear(c.num_attention_heads * D, C, c.o_bias, sd, gen);
-    l.attn.heads = c.num_attention_heads;
-    l.attn.kv_heads = c.num_key_value_heads;
-    l.attn.causal = true;
-    l.attn.rope_inv_freq = inv_freq;
-    l.gate = make_linear(C, c.intermediate_size, c.mlp_bias, sd, gen);
-    l.up = make_linear(C, c.intermediate_size, c.mlp_bias, sd, gen);
-    l.down = make_linear(c.intermediate_size, C, c.mlp_bias, sd, gen);
-    layers.push_back(std::move(l));
-  }
-  final_norm = make_norm(C, c.rms_norm_eps, true);
-  lm_head.weight = c.tie_word_embeddings ? embed_tokens : normal_tensor({c.vocab_size, C}, sd, gen);
+  LlamaLayer l;
+  l.input_norm = make_norm(C, c.rms_norm_eps, true);
+  l.post_attn_norm = make_norm(C, c.rms_norm_eps, true);
+  l.attn.q = make_linear(C, c.num_attention_heads * D, c.qkv_bias, sd, gen);
+  l.attn.k = make_linear(C, c.num_key_value_heads * D, c.qkv_bias, sd, gen);
+  l.attn.v = make_linear(C, c.num_key_value_heads * D, c.qkv_bias, sd, gen);
+  l.attn.o = make_linear(c.num_attention_heads * D, C, c.o_bias, sd, gen);
+  l.attn.heads = c.num_attention_heads;
+  l.attn.kv_heads = c.num_key_value_heads;
+  l.attn.causal = true;
+  l.attn.rope_inv_freq = c.rope_inv_freq();
+  l.gate = make_linear(C, c.intermediate_size, c.mlp_bias, sd, gen);
+  l.up = make_linear(C, c.intermediate_size, c.mlp_bias, sd, gen);
+  l.down = make_linear(c.intermediate_size, C, c.mlp_bias, sd, gen);
+  return l;
 }
 
 Tensor Llama::embed(const Tensor& ids) const {
@@ -260,21 +272,31 @@ Tensor Llama::forward(const Tensor& ids) const {
   return head(x);
 }
 
+void Llama::visit_block_linears(size_t i, const LinearVisitor& f) {
+  std::string p = fmt::format("model.layers.{}.", i);
+  LlamaLayer& l = layers.at(i);
+  f(p + "self_attn.q_proj", l.attn.q);
+  f(p + "self_attn.k_proj", l.attn.k);
+  f(p + "self_attn.v_proj", l.attn.v);
+  f(p + "self_attn.o_proj", l.attn.o);
+  f(p + "mlp.gate_proj", l.gate);
+  f(p + "mlp.up_proj", l.up);
+  f(p + "mlp.down_proj", l.down);
+}
+
+void Llama::visit_block(size_t i, const ParamVisitor& f) {
+  std::string p = fmt::format("model.layers.{}.", i);
+  layers.at(i).input_norm.visit(p + "input_layernorm", f);
+  layers.at(i).post_attn_norm.visit(p + "post_attention_layernorm", f);
+  visit_block_linears(i, [&](const std::string& prefix, Linear& l) { l.visit(prefix, f); });
+}
+
 void Llama::visit_linears(const LinearVisitor& f) {
-  for (size_t i = 0; i < layers.size(); ++i) {
-    std::string p = fmt::format("model.layers.{}.", i);
-    LlamaLayer& l = layers[i];
-    f(p + "self_attn.q_proj", l.attn.q);
-    f(p + "self_attn.k_proj", l.attn.k);
-    f(p + "self_attn.v_proj", l.attn.v);
-    f(p + "self_attn.o_proj", l.attn.o);
-    f(p + "mlp.gate_proj", l.gate);
-    f(p + "mlp.up_proj", l.up);
-    f(p + "mlp.down_proj", l.down);
-  }
+  for (size_t i = 0; i < layers.size(); ++i) visit_block_linears(i, f);
   if (!cfg.tie_word_embeddings) f("lm_head", lm_head);
 }
 
+// The order (all norms, then all linears) is the optimizer's and the files' order.
 void Llama::visit(const ParamVisitor& f) {
   f("model.embed_tokens.weight", embed_tokens);
   for (size_t i = 0; i < layers.size(); ++i) {

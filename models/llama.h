@@ -64,13 +64,21 @@ struct Llama {
 
   Llama() = default;
   Llama(const LlamaConfig& cfg, Generator& gen);
+  Llama(const LlamaConfig& cfg, Generator* gen);  // null: parameters allocated, not initialised (to be loaded)
+  // The model without any parameter tensors (config and layer settings only), for work that
+  // holds one block at a time: make_layer(nullptr) gives a block to load into layers[i].
+  static Llama shell(const LlamaConfig& cfg);
+  LlamaLayer make_layer(Generator* gen) const;
   Tensor forward(const Tensor& ids) const;  // (B, T) int -> logits (B, T, V)
   // forward() in stages: embed, then every decoder block, then head.
   Tensor embed(const Tensor& ids) const;           // -> (B, T, C)
   Tensor block(size_t i, const Tensor& x) const;   // (B, T, C) -> (B, T, C)
   Tensor head(const Tensor& x) const;              // -> logits (B, T, V)
+  // Parameters with their Hugging Face names; visit_block walks one block's.
   void visit(const ParamVisitor& f);
   void visit_linears(const LinearVisitor& f);  // the lm_head only when untied
+  void visit_block(size_t i, const ParamVisitor& f);
+  void visit_block_linears(size_t i, const LinearVisitor& f);
 };
 
 }  // namespace nmperm

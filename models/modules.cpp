@@ -42,14 +42,21 @@ Tensor Attention::operator()(const Tensor& x) const {
   return o(reshape(transpose(y, 1, 2), {B, T, heads * D}));
 }
 
-Tensor normal_tensor(const Shape& shape, double std, Generator& gen) {
-  Tensor t = randn(shape, gen);
+Tensor normal_tensor(const Shape& shape, double std, Generator* gen) {
+  if (!gen) return Tensor::empty(shape).set_requires_grad();
+  Tensor t = randn(shape, *gen);
   float* p = t.data<float>();
   for (int64_t i = 0; i < t.numel(); ++i) p[i] *= float(std);
   return t.set_requires_grad();
 }
 
+Tensor normal_tensor(const Shape& shape, double std, Generator& gen) { return normal_tensor(shape, std, &gen); }
+
 Linear make_linear(int64_t in, int64_t out, bool bias, double std, Generator& gen) {
+  return make_linear(in, out, bias, std, &gen);
+}
+
+Linear make_linear(int64_t in, int64_t out, bool bias, double std, Generator* gen) {
   Linear l;
   l.weight = normal_tensor({out, in}, std, gen);
   if (bias) l.bias = zeros({out}).set_requires_grad();

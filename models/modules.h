@@ -87,8 +87,11 @@ struct Attention {
 // Initialisers (Hugging Face's defaults: normal(0, std) weights, zero biases, unit norms).
 // Parameters are created requiring grad (like PyTorch's nn.Parameter), so every copy of
 // the Tensor handle shares the gradient slot; evaluate under NoGradGuard.
+// A null generator allocates the weights without initialising them (to be loaded).
 Linear make_linear(int64_t in, int64_t out, bool bias, double std, Generator& gen);
+Linear make_linear(int64_t in, int64_t out, bool bias, double std, Generator* gen);
 Norm make_norm(int64_t dim, double eps, bool rms);
 Tensor normal_tensor(const Shape& shape, double std, Generator& gen);
+Tensor normal_tensor(const Shape& shape, double std, Generator* gen);
 
 }  // namespace nmperm

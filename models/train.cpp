@@ -240,34 +240,49 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
     r.accuracy = double(correct) / double(r.count);
     return r;
   }
-  // Llama: consecutive non-overlapping windows of the stream, every W tokens scoring W - 1
+  for (const Batch& b : lm_eval_batches(model, data, max_windows, batch, split))
+    score_lm_batch(r, model.llama->forward(b.input.to(model.device())), b.target.to(model.device()));
+  finish_lm_eval(r);
+  return r;
+}
+
+std::vector<Batch> lm_eval_batches(const Model& model, const TrainData& data, int64_t max_windows, int64_t batch,
+                                   Split split) {
+  check_data(model, data, false, split);
+  // Consecutive non-overlapping windows of the stream, every W tokens scoring W - 1
   // (W = T + 1 with stride T, or under the field's protocol W = T with stride T).
   const auto& val = split == Split::Test ? data.tokens.test : data.tokens.val;
   const bool field = data.tokens.field_protocol;
-  const int64_t T = context_of(model, data), W = field ? T : T + 1, P = W - 1;
+  const int64_t T = context_of(model, data), W = field ? T : T + 1;
   int64_t windows = (int64_t(val.size()) - (W - T)) / T;  // >= 1: see check_data
   if (max_windows > 0) windows = std::min(windows, max_windows);
   batch = batch > 0 ? batch : std::max<int64_t>(1, 2048 / T);
-  double loss_sum = 0;
+  std::vector<Batch> out;
   for (int64_t w0 = 0; w0 < windows; w0 += batch) {
     int64_t n = std::min(batch, windows - w0);
     Tensor w = Tensor::empty({n, W}, DType::I64);
     int64_t* p = w.data<int64_t>();
     for (int64_t b = 0; b < n; ++b)
       for (int64_t t = 0; t < W; ++t) p[b * W + t] = val[size_t((w0 + b) * T + t)];
-    Batch b = lm_batch(w.to(model.device()));
-    Tensor logits = model.llama->forward(b.input);
-    Tensor nll = cross_entropy(reshape(logits, {-1, logits.shape(-1)}), reshape(b.target, {-1}), -100, 0.0,
-                               Reduction::None);
-    for (double l : mean(reshape(nll, {n, P}), {1}).to(Device::CPU).to(DType::F64).to_vector<double>()) {
-      r.items.push_back(l);
-      loss_sum += l * double(P);
-    }
+    out.push_back(lm_batch(w));
   }
-  r.count = windows * P;
-  r.windows = windows;
+  return out;
+}
+
+void score_lm_batch(EvalResult& r, const Tensor& logits, const Tensor& target) {
+  int64_t n = target.shape(0), P = target.shape(1);
+  Tensor nll = cross_entropy(reshape(logits, {-1, logits.shape(-1)}), reshape(target, {-1}), -100, 0.0, Reduction::None);
+  for (double l : mean(reshape(nll, {n, P}), {1}).to(Device::CPU).to(DType::F64).to_vector<double>())
+    r.items.push_back(l);
+  r.windows += n;
+  r.count += n * P;
+}
+
+void finish_lm_eval(EvalResult& r) {
+  double loss_sum = 0;
+  const double P = double(r.count) / double(r.windows);
+  for (double l : r.items) loss_sum += l * P;
   r.loss = loss_sum / double(r.count);
-  return r;
 }
 
 EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bool resume, bool progress) {

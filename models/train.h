@@ -73,6 +73,12 @@ Tensor batch_loss(Model& model, const TrainConfig& cfg, const TrainData& data, i
 struct Batch {
   Tensor input, target;
 };
+// evaluate() of a Llama in pieces, for work that runs one block at a time: the batches of
+// token windows it scores (on the CPU), each batch's logits scored into r, and the mean.
+std::vector<Batch> lm_eval_batches(const Model& model, const TrainData& data, int64_t max_windows, int64_t batch,
+                                   Split split);
+void score_lm_batch(EvalResult& r, const Tensor& logits, const Tensor& target);
+void finish_lm_eval(EvalResult& r);
 // The batch of step `step` (a pure function of seed and step), as batch_loss uses it.
 Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step);
 // Mean cross-entropy of logits against the batch's targets (optionally label-smoothed).

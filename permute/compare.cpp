@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "kernels/dispatch.h"
+#include "permute/blockwise.h"
 
 namespace nmperm {
 
@@ -23,7 +24,9 @@ json CompareOptions::to_json() const {
           {"escapes", search.escapes},
           {"window", search.window},
           {"learn", learn},
-          {"warm_start", warm_start}};
+          {"warm_start", warm_start},
+          {"pipeline", pipeline},
+          {"calibration", calibration}};
 }
 
 CompareOptions CompareOptions::from_json(const json& j) {
@@ -42,6 +45,8 @@ CompareOptions CompareOptions::from_json(const json& j) {
     json_get(j, "window", o.search.window);
     json_get(j, "learn", o.learn);
     json_get(j, "warm_start", o.warm_start);
+    json_get(j, "pipeline", o.pipeline);
+    json_get(j, "calibration", o.calibration);
   } catch (const json::exception& e) {
     NMPERM_FAIL("comparison options: {}", e.what());
   }
@@ -89,22 +94,79 @@ double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-bool seeded(const std::string& m) { return m != "none" && m != "ria"; }
-
 }  // namespace
+
+bool seeded_method(const std::string& m) { return m != "none" && m != "ria"; }
+
+PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed,
+                               const std::string& arch) {
+  PruneOptions po;
+  po.pattern = NMPattern::parse(o.pattern);
+  po.score = parse_score(o.score);
+  po.method = method;
+  po.seed = seed;
+  po.search = o.search;
+  po.search.seed = po.seed;
+  po.learn = learn_defaults(method);
+  merge_learn_options(po.learn, o.learn);
+  po.warm_start = method != "learned" ? "none" : o.warm_start == "auto" ? default_warm_start(arch) : o.warm_start;
+  po.progress = o.progress;
+  return po;
+}
+
+json run_record(const std::string& method, const PruneOptions& po, const PruneResult& r, double seconds) {
+  json run = {{"method", method},
+              {"seed", po.seed},
+              {"mean_kept", r.mean_kept},
+              {"mean_kept_identity", r.mean_kept_identity},
+              {"mean_kept_unstructured", r.mean_kept_bound},
+              {"sparsity", r.sparsity},
+              {"nm_violations", r.nm_violations},
+              {"seconds", seconds},
+              {"layers", r.layers},
+              {"sites", r.sites}};
+  if (is_learned(method)) {
+    std::vector<float> soft = r.learn.soft_block.to_vector<float>();
+    run["learn"] = {{"options", po.learn.to_json()},
+                    {"warm_start", po.warm_start},
+                    {"best_step", r.learn.best_step},
+                    {"start_holdout", r.learn.start_holdout},
+                    {"best_holdout", r.learn.best_holdout},
+                    {"curve", r.learn.curve},
+                    {"soft_block", soft},
+                    {"soft_block_size", r.learn.soft_block.shape(0)}};
+  }
+  return run;
+}
+
+void print_run(const json& run, const PruneResult& r, const NMPattern& pattern) {
+  json shown = run["eval"];
+  shown.erase("items");
+  std::fprintf(stderr, "  -> test %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", shown.dump().c_str(),
+               r.mean_kept, r.mean_kept_identity, r.mean_kept_bound, run["seconds"].get<double>());
+  std::fprintf(stderr, "     sparsity: %.2f%% of the %zu pruned layers' weights are zero; runs of %lld inputs "
+               "keeping more than %lld: %lld\n", 100 * r.sparsity, r.layers.size(), (long long)pattern.m,
+               (long long)pattern.n, (long long)r.nm_violations);
+}
 
 json compare_methods(const std::string& checkpoint, const TrainData& data, const CompareOptions& o,
                      const ReportCallback& on_update) {
+  NMPERM_CHECK(o.pipeline == "whole" || o.pipeline == "block", "pipeline '{}' (whole, block)", o.pipeline);
+  NMPERM_CHECK(o.calibration == "dense" || o.calibration == "sequential", "calibration '{}' (dense, sequential)",
+               o.calibration);
+  if (o.pipeline == "block") return compare_blockwise(checkpoint, data, o, on_update);
+  NMPERM_CHECK(o.calibration == "dense",
+               "sequential calibration (each block calibrated on the pruned blocks' outputs) runs block by block: "
+               "use the block pipeline");
+  NMPERM_CHECK(!o.resume, "resuming is for the block pipeline (the whole-model pipeline keeps no state)");
   NMPattern pattern = NMPattern::parse(o.pattern);
-  Score score = parse_score(o.score);
+  parse_score(o.score);
   NMPERM_CHECK(o.seeds > 0, "seeds must be positive");
   Model dense = load_checkpoint(checkpoint);
   dense.to(o.device);
   for (const Site& s : permutation_sites(dense)) pattern.check_fits(s.channels, "site '" + s.name + "'");
   auto t0 = std::chrono::steady_clock::now();
-  json report = {{"checkpoint", checkpoint}, {"arch", dense.arch()}, {"options", o.to_json()},
-                 {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()},
-                 {"device", o.device == Device::CUDA ? "cuda" : "cpu"}};
+  json report = report_header(checkpoint, dense.arch(), o);
   // Every model is evaluated on the test split (reported) and, when the data has one, on
   // the validation split (where settings are chosen), with per-item losses for paired
   // comparisons.
@@ -121,70 +183,40 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
   if (on_update) on_update(report);
   auto norms = activation_norms(dense, data, o.calib);
   for (const std::string& method : o.methods) {
-    int64_t runs = seeded(method) ? o.seeds : 1;
+    int64_t runs = seeded_method(method) ? o.seeds : 1;
     for (int64_t k = 0; k < runs; ++k) {
-      PruneOptions po;
-      po.pattern = pattern;
-      po.score = score;
-      po.method = method;
-      po.seed = o.seed + uint64_t(k);
-      po.search = o.search;
-      po.search.seed = po.seed;
-      po.learn = learn_defaults(method);
-      merge_learn_options(po.learn, o.learn);
-      po.warm_start = method != "learned" ? "none" : o.warm_start == "auto" ? default_warm_start(dense.arch())
-                                                                             : o.warm_start;
-      po.progress = o.progress;
+      PruneOptions po = run_prune_options(o, method, o.seed + uint64_t(k), dense.arch());
       if (o.progress) std::fprintf(stderr, "%s: %s (seed %llu)\n", dense.arch().c_str(), method.c_str(), (unsigned long long)po.seed);
       Model m = load_checkpoint(checkpoint);
       m.to(o.device);
       auto t1 = std::chrono::steady_clock::now();
       PruneResult r = prune_model(m, data, norms, po);
-      double secs = since(t1);
-      json run = {{"method", method},
-                  {"seed", po.seed},
-                  {"mean_kept", r.mean_kept},
-                  {"mean_kept_identity", r.mean_kept_identity},
-                  {"mean_kept_unstructured", r.mean_kept_bound},
-                  {"sparsity", r.sparsity},
-                  {"nm_violations", r.nm_violations},
-                  {"seconds", secs},
-                  {"layers", r.layers},
-                  {"sites", r.sites}};
+      json run = run_record(method, po, r, since(t1));
       evaluate_both(m, run);
-      if (method == "permllm" || method == "learned") {
-        std::vector<float> soft = r.learn.soft_block.to_vector<float>();
-        run["learn"] = {{"options", po.learn.to_json()},
-                        {"warm_start", po.warm_start},
-                        {"best_step", r.learn.best_step},
-                        {"start_holdout", r.learn.start_holdout},
-                        {"best_holdout", r.learn.best_holdout},
-                        {"curve", r.learn.curve},
-                        {"soft_block", soft},
-                        {"soft_block_size", r.learn.soft_block.shape(0)}};
-      }
       if (!o.out_dir.empty()) {
-        std::string dir = o.out_dir + "/" + method + (runs > 1 ? fmt::format("-seed{}", po.seed) : "");
+        std::string dir = run_dir(o, method, runs, po.seed);
         export_checkpoint(m, dir, {{"pruned", o.pattern}, {"permute", method}}, parse_layout(o.layout));
         save_permutations(dir + "/permutations.safetensors", r.perms,
                           {{"pattern", o.pattern}, {"score", o.score}, {"method", method}});
         run["checkpoint"] = dir;
       }
-      if (o.progress) {
-        json shown = run["eval"];
-        shown.erase("items");
-        std::fprintf(stderr, "  -> test %s, mean kept %.4f (identity %.4f, bound %.4f), %.1fs\n", shown.dump().c_str(),
-                     r.mean_kept, r.mean_kept_identity, r.mean_kept_bound, secs);
-        std::fprintf(stderr, "     sparsity: %.2f%% of the %zu pruned layers' weights are zero; runs of %lld inputs "
-                     "keeping more than %lld: %lld\n", 100 * r.sparsity, r.layers.size(), (long long)pattern.m,
-                     (long long)pattern.n, (long long)r.nm_violations);
-      }
+      if (o.progress) print_run(run, r, pattern);
       report["runs"].push_back(run);
       report["seconds"] = since(t0);
       if (on_update) on_update(report);
     }
   }
   return report;
+}
+
+json report_header(const std::string& checkpoint, const std::string& arch, const CompareOptions& o) {
+  return {{"checkpoint", checkpoint}, {"arch", arch}, {"options", o.to_json()},
+          {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()},
+          {"device", o.device == Device::CUDA ? "cuda" : "cpu"}};
+}
+
+std::string run_dir(const CompareOptions& o, const std::string& method, int64_t runs, uint64_t seed) {
+  return o.out_dir + "/" + method + (runs > 1 ? fmt::format("-seed{}", seed) : "");
 }
 
 json paired_difference(const json& report, const std::string& method, const std::string& reference, Split split) {

@@ -27,6 +27,15 @@ struct CompareOptions {
   std::string layout = "original";    // of those checkpoints: original or permuted (export_checkpoint)
   bool progress = true;
   Device device = Device::CPU;        // where the models run (the searches are host code)
+  // How: "whole" (the whole model in memory, calibrated once on the dense model; every
+  // method) or "block" (block by block, permute/blockwise.h: decoder models and search
+  // methods). Calibration inputs of every block: "dense" (the dense model's activations,
+  // one-shot) or "sequential" (the outputs of the pruned blocks before it, as Wanda and
+  // SparseGPT run; block pipeline only).
+  std::string pipeline = "whole", calibration = "dense";
+  bool resume = false;             // block pipeline with out_dir: continue an interrupted run
+  int64_t stop_after_blocks = 0;   // tests of resuming: fail after this many blocks of a run
+
   nlohmann::json to_json() const;
   static CompareOptions from_json(const nlohmann::json& j);
 };
@@ -52,6 +61,20 @@ std::string methods_table(const nlohmann::json& report, bool markdown, Split spl
 // spread, else "level". Null when either has no per-item losses.
 nlohmann::json paired_difference(const nlohmann::json& report, const std::string& method,
                                  const std::string& reference, Split split);
+
+// The prune options of one run of a comparison (seed: the run's, o.seed + k).
+PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed,
+                               const std::string& arch);
+// Methods with a seed (everything but none and ria).
+bool seeded_method(const std::string& method);
+// The run's record as compare_methods reports it (without eval, which the caller adds).
+nlohmann::json run_record(const std::string& method, const PruneOptions& po, const PruneResult& r, double seconds);
+// The report's opening fields: checkpoint, arch, options, threads, blas, device.
+nlohmann::json report_header(const std::string& checkpoint, const std::string& arch, const CompareOptions& o);
+// Where a run's checkpoint goes: OUT/METHOD, or OUT/METHOD-seedS when the method has runs > 1.
+std::string run_dir(const CompareOptions& o, const std::string& method, int64_t runs, uint64_t seed);
+// Prints a finished run's summary line on stderr.
+void print_run(const nlohmann::json& run, const PruneResult& r, const NMPattern& pattern);
 
 // Applies the keys of j to o (unknown keys are an error naming them).
 void merge_learn_options(LearnOptions& o, const nlohmann::json& j);

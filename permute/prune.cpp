@@ -65,39 +65,95 @@ namespace {
 
 Tensor stacked(const std::vector<Tensor>& scores) { return scores.size() == 1 ? scores[0] : cat(scores, 0); }
 
-bool is_learned(const std::string& m) { return m == "permllm" || m == "learned"; }
-
 }  // namespace
+
+std::map<std::string, Perm> search_sites(const std::string& method, const std::vector<Site>& sites,
+                                         const SiteScores& scores, const PruneOptions& opt, size_t first_site,
+                                         size_t total_sites) {
+  std::map<std::string, Perm> perms;
+  Progress bar(opt.progress);
+  for (size_t i = 0; i < sites.size(); ++i) {
+    SearchOptions so = opt.search;
+    so.seed = opt.seed * 1000 + first_site + i;
+    perms[sites[i].name] = search_permutation(method, stacked(scores.at(sites[i].name)), opt.pattern, so);
+    size_t done = first_site + i + 1, total = total_sites ? total_sites : sites.size();
+    bar.show(fmt::format("  {}: site {}/{} ({})  ETA {}", method, done, total, sites[i].name,
+                         bar.eta(double(i + 1), double(sites.size()))),
+             i + 1 == sites.size() && !total_sites);
+  }
+  return perms;
+}
+
+void prune_sites(std::vector<Site>& sites, const SiteScores& scores, const std::map<std::string, Perm>& perms,
+                 const PruneOptions& opt, PruneResult& r) {
+  // Prune in the original channel order with the back-mapped masks, then permute.
+  NoGradGuard ng;
+  const size_t first_layer = r.layers.size();
+  for (Site& s : sites) {
+    const Perm& p = perms.at(s.name);
+    Device d = s.consumers[0]->weight.device();
+    Tensor pt = from_vector(p, {int64_t(p.size())}).to(d);
+    Tensor inv = from_vector(inverse_permutation(p), {int64_t(p.size())}).to(d);
+    for (size_t c = 0; c < s.consumers.size(); ++c) {
+      const Tensor& sc = scores.at(s.name)[c];
+      Tensor mask = index_select(nm_mask(index_select(sc, 1, pt), opt.pattern), 1, inv);
+      Linear* l = s.consumers[c];
+      l->weight.copy_from(mul(l->weight, mask));
+      r.layers.push_back({{"layer", s.consumer_names[c]},
+                          {"site", s.name},
+                          {"kept", kept_fraction(sc, mask)},
+                          {"kept_identity", kept_fraction(sc, identity_perm(s.channels), opt.pattern)},
+                          {"kept_unstructured", kept_fraction(sc, unstructured_mask(sc, opt.pattern))}});
+    }
+    bool folded = apply_permutation(s, p);
+    r.sites.push_back({{"site", s.name}, {"channels", s.channels}, {"deployment", folded ? "folded" : "gathered"}});
+  }
+  // The sparsity sanity check, on the weights as they are stored now.
+  size_t li = first_layer;
+  for (Site& s : sites)
+    for (Linear* l : s.consumers) {
+      Sparsity sp = measure_sparsity(l->weight, opt.pattern);
+      r.layers[li]["zeros"] = double(sp.zeros) / double(sp.total);
+      r.layers[li++]["nm_violations"] = sp.violations;
+      r.zero_weights += sp.zeros, r.pruned_weights += sp.total, r.nm_violations += sp.violations;
+    }
+}
+
+void finish_result(PruneResult& r) {
+  r.mean_kept = r.mean_kept_identity = r.mean_kept_bound = 0;
+  for (auto& layer : r.layers) {
+    r.mean_kept += layer["kept"].get<double>();
+    r.mean_kept_identity += layer["kept_identity"].get<double>();
+    r.mean_kept_bound += layer["kept_unstructured"].get<double>();
+  }
+  double n = double(r.layers.size());
+  r.mean_kept /= n;
+  r.mean_kept_identity /= n;
+  r.mean_kept_bound /= n;
+  r.sparsity = double(r.zero_weights) / double(r.pruned_weights);
+}
+
+void check_method(const std::string& method) {
+  bool known = false;
+  for (const char* const* m = kPermuteMethods; *m; ++m) known |= method == *m;
+  NMPERM_CHECK(known, "unknown permutation method '{}' (none, random, channel-swap, ria, permllm, learned)", method);
+}
+
+bool is_learned(const std::string& m) { return m == "permllm" || m == "learned"; }
 
 PruneResult prune_model(Model& model, const TrainData& data, const std::map<std::string, Tensor>& act_norms,
                         const PruneOptions& opt) {
-  bool known = false;
-  for (const char* const* m = kPermuteMethods; *m; ++m) known |= opt.method == *m;
-  NMPERM_CHECK(known, "unknown permutation method '{}' (none, random, channel-swap, ria, permllm, learned)", opt.method);
+  check_method(opt.method);
   std::vector<Site> sites = permutation_sites(model);
   for (const Site& s : sites) opt.pattern.check_fits(s.channels, "site '" + s.name + "'");
   SiteScores scores = site_scores(sites, act_norms, opt.score);
   PruneResult r;
   auto t0 = std::chrono::steady_clock::now();
-  // A search method on every site, each with its own seed.
-  auto search_all = [&](const std::string& method) {
-    std::map<std::string, Perm> perms;
-    Progress bar(opt.progress);
-    for (size_t i = 0; i < sites.size(); ++i) {
-      SearchOptions so = opt.search;
-      so.seed = opt.seed * 1000 + i;
-      perms[sites[i].name] = search_permutation(method, stacked(scores[sites[i].name]), opt.pattern, so);
-      bar.show(fmt::format("  {}: site {}/{}  ETA {}", method, i + 1, sites.size(),
-                           bar.eta(double(i + 1), double(sites.size()))),
-               i + 1 == sites.size());
-    }
-    return perms;
-  };
   if (is_learned(opt.method)) {
     std::map<std::string, Perm> warm;
     if (opt.warm_start != "none") {
       NMPERM_CHECK(!is_learned(opt.warm_start), "--warm-start must be a search method, got '{}'", opt.warm_start);
-      warm = search_all(opt.warm_start);
+      warm = search_sites(opt.warm_start, sites, scores, opt);
     }
     LearnOptions lo = opt.learn;
     lo.seed = opt.seed;
@@ -105,51 +161,11 @@ PruneResult prune_model(Model& model, const TrainData& data, const std::map<std:
     r.learn = learn_permutations(model, sites, scores, opt.pattern, data, lo, warm);
     r.perms = r.learn.perms;
   } else {
-    r.perms = search_all(opt.method);
+    r.perms = search_sites(opt.method, sites, scores, opt);
   }
   r.search_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  // Prune in the original channel order with the back-mapped masks, then permute.
-  NoGradGuard ng;
-  int64_t layers = 0;
-  for (Site& s : sites) {
-    const Perm& p = r.perms.at(s.name);
-    Device d = model.device();
-    Tensor pt = from_vector(p, {int64_t(p.size())}).to(d);
-    Tensor inv = from_vector(inverse_permutation(p), {int64_t(p.size())}).to(d);
-    for (size_t c = 0; c < s.consumers.size(); ++c) {
-      const Tensor& sc = scores[s.name][c];
-      Tensor mask = index_select(nm_mask(index_select(sc, 1, pt), opt.pattern), 1, inv);
-      Linear* l = s.consumers[c];
-      l->weight.copy_from(mul(l->weight, mask));
-      json layer = {{"layer", s.consumer_names[c]},
-                    {"site", s.name},
-                    {"kept", kept_fraction(sc, mask)},
-                    {"kept_identity", kept_fraction(sc, identity_perm(s.channels), opt.pattern)},
-                    {"kept_unstructured", kept_fraction(sc, unstructured_mask(sc, opt.pattern))}};
-      r.mean_kept += layer["kept"].get<double>();
-      r.mean_kept_identity += layer["kept_identity"].get<double>();
-      r.mean_kept_bound += layer["kept_unstructured"].get<double>();
-      r.layers.push_back(layer);
-      ++layers;
-    }
-    bool folded = apply_permutation(s, p);
-    r.sites.push_back({{"site", s.name}, {"channels", s.channels}, {"deployment", folded ? "folded" : "gathered"}});
-  }
-  // The sparsity sanity check, on the weights as they are stored now.
-  size_t li = 0;
-  int64_t zeros_all = 0, total = 0;
-  for (Site& s : sites)
-    for (Linear* l : s.consumers) {
-      Sparsity sp = measure_sparsity(l->weight, opt.pattern);
-      r.layers[li]["zeros"] = double(sp.zeros) / double(sp.total);
-      r.layers[li++]["nm_violations"] = sp.violations;
-      zeros_all += sp.zeros, total += sp.total, r.nm_violations += sp.violations;
-    }
-  r.sparsity = double(zeros_all) / double(total);
-  r.mean_kept /= double(layers);
-  r.mean_kept_identity /= double(layers);
-  r.mean_kept_bound /= double(layers);
+  prune_sites(sites, scores, r.perms, opt, r);
+  finish_result(r);
   return r;
 }
 

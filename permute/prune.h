@@ -47,12 +47,28 @@ struct PruneResult {
   // pruned layers, and runs of M inputs keeping more than N (must be 0).
   double sparsity = 0;
   int64_t nm_violations = 0;
+  int64_t zero_weights = 0, pruned_weights = 0;  // the counts behind sparsity
   double search_seconds = 0;
   LearnResult learn;  // learned methods only
 };
 
 // Scores of every site's consumers; act_norms by weight name ("<layer>.weight").
 SiteScores site_scores(const std::vector<Site>& sites, const std::map<std::string, Tensor>& act_norms, Score score);
+
+// The pieces of prune_model, which block-by-block pruning (permute/blockwise.h) runs one
+// block's sites at a time.
+void check_method(const std::string& method);  // one of kPermuteMethods, else an error
+bool is_learned(const std::string& method);    // permllm, learned
+// A search method's permutation of every site; sites[0] is site number first_site of the
+// model's total_sites (0: just these), which fixes each site's seed and the progress line.
+std::map<std::string, Perm> search_sites(const std::string& method, const std::vector<Site>& sites,
+                                         const SiteScores& scores, const PruneOptions& opt, size_t first_site = 0,
+                                         size_t total_sites = 0);
+// Masks every consumer of `sites` to N:M under its site's permutation, applies the
+// permutations, and adds the layers' and sites' records and sparsity counts to r.
+void prune_sites(std::vector<Site>& sites, const SiteScores& scores, const std::map<std::string, Perm>& perms,
+                 const PruneOptions& opt, PruneResult& r);
+void finish_result(PruneResult& r);  // the means and the sparsity from the records
 
 // Finds the permutations (data: training data for the learned methods), prunes and
 // permutes `model` in place.

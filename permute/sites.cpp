@@ -19,6 +19,13 @@ void permute_in_place(Tensor& t, int64_t dim, const Perm& p) {
 
 std::vector<Site> permutation_sites(Model& model) {
   std::vector<Site> sites;
+  for (size_t i = 0; i < model.num_blocks(); ++i)
+    for (Site& s : permutation_sites(model, i)) sites.push_back(std::move(s));
+  return sites;
+}
+
+std::vector<Site> permutation_sites(Model& model, size_t i) {
+  std::vector<Site> sites;
   auto site = [&](size_t block, const std::string& name, std::vector<std::pair<std::string, Linear*>> consumers,
                   std::vector<Linear*> producers) {
     Site s;
@@ -35,8 +42,8 @@ std::vector<Site> permutation_sites(Model& model) {
   };
   if (model.vit) {
     ViT& v = *model.vit;
-    for (size_t i = 0; i < v.layers.size(); ++i) {
-      ViTLayer& l = v.layers[i];
+    {
+      ViTLayer& l = v.layers.at(i);
       std::string p = fmt::format("vit.encoder.layer.{}.", i);
       site(i, p + "attention.attention.qkv",
            {{p + "attention.attention.query", &l.attn.q},
@@ -50,8 +57,8 @@ std::vector<Site> permutation_sites(Model& model) {
     }
   } else {
     Llama& m = *model.llama;
-    for (size_t i = 0; i < m.layers.size(); ++i) {
-      LlamaLayer& l = m.layers[i];
+    {
+      LlamaLayer& l = m.layers.at(i);
       std::string p = fmt::format("model.layers.{}.", i);
       site(i, p + "self_attn.qkv_proj",
            {{p + "self_attn.q_proj", &l.attn.q}, {p + "self_attn.k_proj", &l.attn.k}, {p + "self_attn.v_proj", &l.attn.v}},

@@ -40,6 +40,7 @@ struct Site {
 
 // Every site of every block, in block order. The pointers refer into `model`.
 std::vector<Site> permutation_sites(Model& model);
+std::vector<Site> permutation_sites(Model& model, size_t block);  // the sites of one block
 
 // True when p can be folded into the site's producers (see above).
 bool foldable(const Site& site, const Perm& p);

@@ -174,6 +174,14 @@ TEST(Cli, OptionsTheDataDoesNotUseAreRefusedByName) {
   EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama_tiny"), "--layout", "permuted"}), 1,
                     "--layout applies to the --out checkpoints");
   EXPECT_FAILS_WITH(nmperm({"demo", "--models", "llama", "--vit-data", "x"}), 1, "--vit-data is not used");
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama_tiny"), "--permute", "learned", "--calibration",
+                            "sequential"}),
+                    1, "--calibration sequential runs block by block");
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama_tiny"), "--permute", "ria", "--resume"}), 1,
+                    "--resume needs --out");
+  EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama_tiny"), "--permute", "learned", "--pipeline",
+                            "block"}),
+                    1, "do not run block by block");
   // A tokenizer whose ids the embedding cannot hold; a text shorter than one window.
   fs::copy(fixture("llama_tiny"), nmperm.dir / "mismatch");
   fs::copy(fixture("llama3_tok/tokenizer.json"), nmperm.dir / "mismatch");

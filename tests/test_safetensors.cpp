@@ -129,7 +129,7 @@ TEST(SafetensorsMalformed, OffsetsRunBackwards) {
 }
 TEST(SafetensorsMalformed, OffsetsPastTheData) {
   json h = {{"w", good_entry(0, 8)}};
-  EXPECT_THROW_MSG(parse(file_bytes(h.dump(), std::string(4, 0))), "run past the data section (4 bytes)");
+  EXPECT_THROW_MSG(parse(file_bytes(h.dump(), std::string(4, 0))), "run past the data section (4 bytes; is the file truncated?)");
 }
 TEST(SafetensorsMalformed, ByteSizeDoesNotMatchShape) {
   json h = {{"w", good_entry(0, 12)}};

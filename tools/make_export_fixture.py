@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The Hugging Face round trip of an export: `nmperm prune --out` on tests/fixtures/llama3_tok
-(RIA, 2:4, the field's protocol on wiki_small.txt), then transformers loads the default
+(RIA, 2:4, the field's protocol on wiki_small.txt; the default pipeline: block by block with
+sequential calibration), then transformers loads the default
 (original-layout) export unchanged, with its copied tokenizer, and records its logits on
 fixed ids. tests/test_cli.cpp reruns the same prune and compares nmperm's logits on its
 export with these.

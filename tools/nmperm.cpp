@@ -27,6 +27,7 @@
 #include "models/optim.h"
 #include "models/train.h"
 #include "permute/baselines.h"
+#include "permute/blockwise.h"
 #include "permute/compare.h"
 #include "tools/cli.h"
 
@@ -106,8 +107,23 @@ int run_train(TrainCli& o) {
   return 0;
 }
 
+// A decoder checkpoint is opened without reading its weights (its files are checked
+// now); a ViT is small and loaded whole.
+Model probe_checkpoint(const std::string& checkpoint, std::optional<CheckpointFiles>& files) {
+  CheckpointFiles f = CheckpointFiles::open(checkpoint);
+  std::string type = f.config.is_object() ? f.config.value("model_type", std::string()) : "";
+  bool vit = type == "vit" || (type.empty() && f.config.is_object() && f.config.contains("architectures") &&
+                               f.config["architectures"].dump().find("ViT") != std::string::npos);
+  if (vit) return load_checkpoint(checkpoint);
+  Model m = model_shell(f);
+  files.emplace(std::move(f));
+  return m;
+}
+
+double parameters_of(Model& m) { return m.llama ? m.llama->cfg.parameter_count() : double(m.num_parameters()); }
+
 struct EvalCli {
-  std::string checkpoint, device = "cpu";
+  std::string checkpoint, device = "cpu", pipeline = "auto";
   DataOptions data;
   int64_t windows = 0;
   int threads = 0;
@@ -117,13 +133,27 @@ struct EvalCli {
 int run_eval(EvalCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   Device device = parse_device(o.device);
-  Model model = load_checkpoint(o.checkpoint);
+  std::optional<CheckpointFiles> files;
+  Model model = probe_checkpoint(o.checkpoint, files);
   NMPERM_CHECK(!model.vit || o.windows == 0, "--windows applies to language models; the model is a ViT");
-  model.to(device);
   TrainData data = load_data(model.arch(), o.data, false, &model);
   warn_long_windows(model, data);
+  // A decoder model is read whole when it fits in memory, else one block at a time.
+  if (o.pipeline == "auto") {
+    CompareOptions sizing;
+    sizing.eval_windows = o.windows;
+    sizing.calib.batches = sizing.calib.batch = 0;
+    o.pipeline = model.llama && whole_model_memory(model.llama->cfg, data, sizing) / 2 > available_memory() ? "block" : "whole";
+  }
+  NMPERM_CHECK(o.pipeline == "whole" || model.llama, "--pipeline block is for decoder models (llama, mistral, qwen2)");
+  if (o.pipeline == "whole" && files) {
+    files.reset();
+    model = load_checkpoint(o.checkpoint);
+  }
+  model.to(device);
   auto t0 = std::chrono::steady_clock::now();
-  EvalResult r = evaluate(model, data, o.windows);
+  EvalResult r = o.pipeline == "block" ? evaluate_blockwise(o.checkpoint, data, o.windows, Split::Test, device)
+                                       : evaluate(model, data, o.windows);
   nlohmann::json j = r.to_json(model.arch());
   j["checkpoint"] = o.checkpoint;
   j["arch"] = model.arch();
@@ -338,7 +368,7 @@ int run_calibrate(CalibrateCli& o) {
 
 struct PruneCli {
   int64_t nsamples = 0;
-  std::string checkpoint, report, device = "cpu";
+  std::string checkpoint, report, device = "cpu", pipeline = "auto", calibration = "auto";
   CompareOptions cmp;
   DataOptions data;
   int threads = 0;
@@ -350,7 +380,8 @@ int run_prune(PruneCli& o) {
   o.cmp.device = parse_device(o.device);
   refuse_unused(o.data.given, o.cmp.methods);
   NMPERM_CHECK(!o.cmp.out_dir.empty() || !o.data.given.count("--layout"), "--layout applies to the --out checkpoints");
-  Model probe = load_checkpoint(o.checkpoint);
+  std::optional<CheckpointFiles> files;
+  Model probe = probe_checkpoint(o.checkpoint, files);
   apply_nsamples(o.nsamples, o.data, "--calib-batches", "--calib-batch", o.cmp.calib);
   TrainData data = load_data(probe.arch(), o.data, true, &probe);
   warn_long_windows(probe, data);
@@ -359,12 +390,38 @@ int run_prune(PruneCli& o) {
     LearnOptions check;  // unknown learning options fail now, not after the dense evaluation
     merge_learn_options(check, o.cmp.learn);
   }
-  std::fprintf(stderr, "nmperm prune: %s (%s, %lld parameters), %s, %s scores; models on %s\n", o.checkpoint.c_str(),
-               probe.arch().c_str(), (long long)probe.num_parameters(), o.cmp.pattern.c_str(), o.cmp.score.c_str(),
-               device_description(o.cmp.device).c_str());
+  // The pipeline: block by block for decoder models pruned by search methods; the whole
+  // model where a learned method trains against it (or for a ViT).
+  bool learned = false;
+  for (const std::string& m : o.cmp.methods) learned |= is_learned(m);
   const bool llama = bool(probe.llama);
+  if (o.pipeline == "auto") o.pipeline = llama && !learned ? "block" : "whole";
+  NMPERM_CHECK(o.pipeline == "whole" || llama, "--pipeline block is for decoder models (llama, mistral, qwen2)");
+  if (o.calibration == "auto") o.calibration = o.pipeline == "block" ? "sequential" : "dense";
+  NMPERM_CHECK(o.calibration == "dense" || o.pipeline == "block",
+               "--calibration sequential runs block by block (--pipeline block): {}",
+               learned ? "the learned methods train on the whole model's dense activations" : "use --pipeline block");
+  NMPERM_CHECK(!o.cmp.resume || o.pipeline == "block", "--resume applies to the block pipeline");
+  o.cmp.pipeline = o.pipeline;
+  o.cmp.calibration = o.calibration;
+  if (llama && o.pipeline == "whole" && o.cmp.device == Device::CPU) {
+    double need = whole_model_memory(probe.llama->cfg, data, o.cmp), avail = available_memory();
+    NMPERM_CHECK(need <= avail,
+                 "the whole-model pipeline holds this model twice in f32 (the dense model and each run's copy): about "
+                 "{:.1f} GiB, and {:.1f} GiB is available{}",
+                 need / (1 << 30), avail / (1 << 30),
+                 learned ? "; the learned methods need the whole model (they do not run block by block yet): run the "
+                           "search methods alone, which prune block by block"
+                         : "; use --pipeline block");
+  }
+  std::fprintf(stderr, "nmperm prune: %s (%s, %.0f parameters), %s, %s scores; models on %s; %s\n",
+               o.checkpoint.c_str(), probe.arch().c_str(), parameters_of(probe), o.cmp.pattern.c_str(),
+               o.cmp.score.c_str(), device_description(o.cmp.device).c_str(),
+               o.pipeline == "block" ? fmt::format("block by block, {} calibration", o.calibration).c_str()
+                                     : "whole model, dense calibration");
   const int64_t window = context_of(probe, data);
   probe = Model();  // compare_methods loads its own copies: do not hold a third one
+  files.reset();
   nlohmann::json report = compare_methods(o.checkpoint, data, o.cmp, [&](const nlohmann::json& r) {
     if (!o.report.empty()) write_file_atomic(o.report, r.dump(2) + "\n");
   });
@@ -482,6 +539,10 @@ int main(int argc, char** argv) {
   e->add_option("--threads", ev.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(e, ev.device);
   e->add_flag("--json", ev.json, "print one JSON object");
+  e->add_option("--pipeline", ev.pipeline,
+                "llama: 'whole' (the model in memory, f32) or 'block' (one block in memory at a time, read from the "
+                "mapped shards: any size); auto: whole when it fits in the available memory")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "whole", "block"}));
   add_data_options(e, ev.data, false);
 
   CalibrateCli cal;
@@ -561,6 +622,19 @@ int main(int argc, char** argv) {
                  "calibration windows (llama) or images (vit), instead of --calib-batches x --calib-batch (default "
                  "128 windows with --calib, as the field uses)")
       ->check(CLI::PositiveNumber)->excludes("--calib-batches");
+  pc->add_option("--pipeline", pr.pipeline,
+                 "'block': one transformer block in memory at a time, read from the mapped shards and written out as "
+                 "it is pruned (decoder models, search methods; any size); 'whole': the whole model in memory twice "
+                 "(f32; every method, ViTs). auto: block for decoder models unless a learned method runs")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "whole", "block"}));
+  pc->add_option("--calibration", pr.calibration,
+                 "inputs each block is calibrated on: 'sequential' (the outputs of the pruned blocks before it, as "
+                 "Wanda and SparseGPT run; block pipeline) or 'dense' (the dense model's, one-shot; what the learned "
+                 "methods need). auto: sequential block by block, else dense")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "dense", "sequential"}));
+  pc->add_flag("--resume", pr.cmp.resume,
+               "block pipeline with --out: continue an interrupted run after the last block it saved (the result "
+               "is bitwise the uninterrupted run's)");
   add_data_options(pc, pr.data, true);
 
   try {
