@@ -4,6 +4,7 @@
 // broadcast inputs. Built whenever nvcc is present (label `cuda`: `ctest -L cuda`); each
 // test skips at run time, reported as skipped, when no GPU is present.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -26,6 +27,7 @@
 #include "models/optim.h"
 #include "permute/learned.h"
 #include "permute/nm.h"
+#include "permute/blockwise.h"
 #include "permute/prune.h"
 #include "permute/sinkhorn.h"
 #include "tests/helpers.h"
@@ -538,6 +540,42 @@ TEST(CudaPermute, PruningOnTheGpuFollowsTheCpu) {
             << arch << " " << method;
       }
     }
+}
+
+// Block by block on the GPU (each block moved there as it is loaded from the mapped
+// files): the search methods find the CPU's permutations and the pruned model evaluates
+// where the CPU's does, under both calibration conventions; the export is written.
+TEST(CudaPermute, BlockByBlockPruningOnTheGpuFollowsTheCpu) {
+  REQUIRE_GPU();
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_cuda_blockwise_{}", getpid());
+  Model m = test::tiny_llama(5);
+  save_checkpoint(m, (dir / "dense").string());
+  TrainData data = test::tiny_data(m, 6);
+  for (const char* calibration : {"sequential", "dense"}) {
+    CompareOptions o;
+    o.methods = {"none", "channel-swap", "ria"};
+    o.calib = {.batches = 2, .batch = 8};
+    o.pipeline = "block";
+    o.calibration = calibration;
+    o.progress = false;
+    o.search.escapes = 3;
+    nlohmann::json c = compare_methods((dir / "dense").string(), data, o);
+    o.device = Device::CUDA;
+    o.out_dir = (dir / calibration).string();
+    nlohmann::json g = compare_methods((dir / "dense").string(), data, o);
+    EXPECT_NEAR(g["dense"]["loss"].get<double>(), c["dense"]["loss"].get<double>(), 1e-4) << calibration;
+    for (size_t i = 0; i < c["runs"].size(); ++i) {
+      const nlohmann::json &rc = c["runs"][i], &rg = g["runs"][i];
+      EXPECT_EQ(load_permutations(rg["checkpoint"].get<std::string>() + "/permutations.safetensors").size(), 8u);
+      for (size_t l = 0; l < rc["layers"].size(); ++l)
+        EXPECT_NEAR(rg["layers"][l]["kept"].get<double>(), rc["layers"][l]["kept"].get<double>(), 1e-6)
+            << calibration << " " << rc["method"] << " " << rc["layers"][l]["layer"];
+      EXPECT_NEAR(rg["eval"]["loss"].get<double>(), rc["eval"]["loss"].get<double>(), 1e-3) << calibration;
+      EXPECT_EQ(rg["nm_violations"], 0);
+    }
+  }
+  fs::remove_all(dir);
 }
 
 // The op table of the CPU gradient checks, run on both devices in f64: outputs and the
