@@ -2,6 +2,9 @@
 
 #include <bit>
 #include <cstdlib>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -103,6 +106,12 @@ void release_host_cache() {
   for (auto& [cls, p] : c.free_blocks) std::free(p);
   c.free_blocks.clear();
   c.stats.cached_bytes = 0;
+#ifdef __GLIBC__
+  // Freed blocks below glibc's (adaptive) mmap threshold stay in its per-thread arenas;
+  // without a trim, block-by-block work kept about 50 MB more resident after every block
+  // of a 1B-shaped model.
+  malloc_trim(0);
+#endif
 }
 
 std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {

@@ -5,18 +5,22 @@
 
 namespace nmperm {
 
-void InputSumSquares::observe(const Tensor& weight, const Tensor& input) {
-  int64_t in = weight.shape(1);
+void InputSumSquares::observe(const Tensor& weight, const Tensor& input) { add(weight.storage().get(), input); }
+
+void InputSumSquares::add(const void* key, const Tensor& input) {
+  int64_t in = input.shape(-1);
   Tensor x = input.to(Device::CPU).to(DType::F32).contiguous();
   const float* p = x.data<float>();
-  auto& s = sums[weight.storage().get()];
+  auto& s = sums[key];
   s.resize(size_t(in), 0.0);
   for (int64_t r = 0; r < x.numel() / in; ++r)
     for (int64_t j = 0; j < in; ++j) s[size_t(j)] += double(p[r * in + j]) * double(p[r * in + j]);
 }
 
-Tensor InputSumSquares::norms(const Tensor& weight) const {
-  auto it = sums.find(weight.storage().get());
+Tensor InputSumSquares::norms(const Tensor& weight) const { return norms(weight.storage().get()); }
+
+Tensor InputSumSquares::norms(const void* key) const {
+  auto it = sums.find(key);
   if (it == sums.end()) return Tensor();
   std::vector<float> v(it->second.size());
   for (size_t j = 0; j < v.size(); ++j) v[j] = float(std::sqrt(it->second[j]));

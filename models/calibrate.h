@@ -30,8 +30,10 @@ std::vector<Tensor> calibration_windows(const Model& model, const TrainData& dat
 // storage), and their square roots for one weight (undefined when it saw no input);
 struct InputSumSquares : LinearObserver {
   std::unordered_map<const void*, std::vector<double>> sums;
-  void observe(const Tensor& weight, const Tensor& input) override;
+  void observe(const Tensor& weight, const Tensor& input) override;  // add(weight's storage, input)
+  void add(const void* key, const Tensor& input);  // rows of input's last dimension
   Tensor norms(const Tensor& weight) const;
+  Tensor norms(const void* key) const;
 };
 // installs an observer for its scope.
 struct ObserverGuard {

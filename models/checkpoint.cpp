@@ -33,12 +33,13 @@ bool ignorable(const std::string& name) {
   return name.starts_with("vit.pooler.") || name.ends_with(".rotary_emb.inv_freq");
 }
 
-int64_t count_nonfinite(const Tensor& t) {
-  Tensor c = t.detach().contiguous().to(DType::F32);
+void check_finite(const Tensor& t, const std::string& name, const std::string& what) {
+  Tensor c = t.detach().to(Device::CPU).contiguous().to(DType::F32);
   const float* p = c.data<float>();
   int64_t bad = 0;
   for (int64_t i = 0; i < c.numel(); ++i) bad += !std::isfinite(p[i]);
-  return bad;
+  NMPERM_CHECK(bad == 0, "{}: tensor '{}' holds {} NaN or infinite values (of {}); the checkpoint is corrupt", what,
+               name, bad, t.numel());
 }
 
 }  // namespace
@@ -199,9 +200,7 @@ void check_parameter(const WeightSource& src, const std::string& name, const Ten
 
 void load_parameter(const WeightSource& src, const std::string& name, Tensor& p, const std::string& what) {
   p.copy_from(src.read(name));  // in place: tied weights stay tied
-  int64_t bad = count_nonfinite(p);
-  NMPERM_CHECK(bad == 0, "{}: tensor '{}' holds {} NaN or infinite values (of {}); the checkpoint is corrupt", what,
-               name, bad, p.numel());
+  check_finite(p, name, what);
 }
 
 void load_input_permutation(const WeightSource& src, const std::string& prefix, Linear& l, const std::string& what) {
@@ -244,21 +243,8 @@ struct ParsedConfig {
 };
 
 ParsedConfig parse_config(const json& cfg, const std::string& what) {
-  NMPERM_CHECK(cfg.is_object(), "{}: config.json must be a JSON object", what);
   ParsedConfig pc;
-  if (cfg.contains("model_type") && cfg["model_type"].is_string()) {
-    pc.type = cfg["model_type"].get<std::string>();
-  } else if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty() &&
-             cfg["architectures"][0].is_string()) {
-    std::string a = cfg["architectures"][0].get<std::string>();
-    pc.type = a.starts_with("ViT")       ? "vit"
-              : a.starts_with("Llama")   ? "llama"
-              : a.starts_with("Mistral") ? "mistral"
-              : a.starts_with("Qwen2")   ? "qwen2"
-                                         : a;
-  }
-  NMPERM_CHECK(pc.type == "vit" || pc.type == "llama" || pc.type == "mistral" || pc.type == "qwen2",
-               "{}: model_type '{}' is not supported (vit, llama, mistral, qwen2)", what, pc.type);
+  pc.type = model_type_of(cfg, what);
   if (pc.type == "vit") {
     pc.vit = ViTConfig::from_json(cfg);
     pc.parameters = pc.vit.parameter_count();
@@ -291,6 +277,25 @@ Model model_from_source(const json& cfg, const WeightSource& src, const std::str
 }
 
 }  // namespace
+
+std::string model_type_of(const json& cfg, const std::string& what) {
+  NMPERM_CHECK(cfg.is_object(), "{}: config.json must be a JSON object", what);
+  std::string type;
+  if (cfg.contains("model_type") && cfg["model_type"].is_string()) {
+    type = cfg["model_type"].get<std::string>();
+  } else if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty() &&
+             cfg["architectures"][0].is_string()) {
+    std::string a = cfg["architectures"][0].get<std::string>();
+    type = a.starts_with("ViT")       ? "vit"
+           : a.starts_with("Llama")   ? "llama"
+           : a.starts_with("Mistral") ? "mistral"
+           : a.starts_with("Qwen2")   ? "qwen2"
+                                      : a;
+  }
+  NMPERM_CHECK(type == "vit" || type == "llama" || type == "mistral" || type == "qwen2",
+               "{}: model_type '{}' is not supported (vit, llama, mistral, qwen2)", what, type);
+  return type;
+}
 
 void assign_parameters(Model& model, const SafeTensors& st, const std::string& what) {
   assign_from(model, source_of(st), what);
@@ -433,11 +438,8 @@ void free_block(Model& model, size_t i) { model.llama->layers.at(i) = Llama::she
 
 Tensor load_tensor(Model& model, const CheckpointFiles& files, const std::string& name) {
   std::string what = fmt::format("checkpoint '{}'", files.path);
-  WeightSource src = source_of(files);
-  Tensor t = src.read(name);
-  int64_t bad = count_nonfinite(t);
-  NMPERM_CHECK(bad == 0, "{}: tensor '{}' holds {} NaN or infinite values (of {}); the checkpoint is corrupt", what,
-               name, bad, t.numel());
+  Tensor t = files.read(name);
+  check_finite(t, name, what);
   return t.to(model.device());
 }
 

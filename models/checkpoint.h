@@ -80,6 +80,8 @@ struct CheckpointFiles {
 };
 
 Model load_checkpoint(const std::string& path);  // the whole model in memory (f32)
+// "vit", "llama", "mistral" or "qwen2" from model_type or architectures, else an error.
+std::string model_type_of(const nlohmann::json& config, const std::string& what);
 
 // Block by block (decoder models): a model with no parameters in memory whose every
 // tensor name and shape has been checked against the files; load_block materialises

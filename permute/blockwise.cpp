@@ -78,6 +78,26 @@ struct Pass {
     release_host_cache();
     return r;
   }
+  // Runs the states through block i with an observer: its layers' input norms by weight name.
+  std::map<std::string, Tensor> calibrate(size_t i, std::vector<Tensor>& states) {
+    InputSumSquares obs;
+    {
+      ObserverGuard guard(&obs);
+      through(i, states);
+    }
+    std::map<std::string, Tensor> out;
+    L.visit_block_linears(i, [&](const std::string& prefix, Linear& l) { out[prefix + ".weight"] = obs.norms(l.weight); });
+    return out;
+  }
+  // The lm_head's input norms: those of the final norm's outputs.
+  Tensor head_norms(const std::vector<Tensor>& states) {
+    NoGradGuard ng;
+    Norm n = make_norm(L.cfg.hidden_size, L.cfg.rms_norm_eps, true);
+    n.weight = load_tensor(model, files, "model.norm.weight");
+    InputSumSquares obs;
+    for (const Tensor& h : states) obs.add(&obs, n(h));
+    return obs.norms(static_cast<const void*>(&obs));
+  }
   void load(size_t i) { load_block(model, files, i); }
   void free(size_t i) {
     free_block(model, i);
@@ -208,7 +228,36 @@ json fingerprint_of(const std::string& checkpoint, const TrainData& data, const 
           {"device", o.device == Device::CUDA ? "cuda" : "cpu"}};
 }
 
+// The dense model block by block: the states of s to its last block's outputs and, when s
+// has calibration states, every block's activation norms on them (and the lm_head's).
+std::map<std::string, Tensor> dense_pass(Pass& pass, Streams& s, bool progress) {
+  std::map<std::string, Tensor> norms;
+  Progress bar(progress);
+  const size_t blocks = pass.L.layers.size();
+  for (size_t i = 0; i < blocks; ++i) {
+    pass.load(i);
+    if (!s.calib.empty()) norms.merge(pass.calibrate(i, s.calib));
+    pass.through(i, s.test);
+    pass.through(i, s.val);
+    pass.free(i);
+    bar.show(fmt::format("  dense: block {}/{}, {} elapsed, ETA {}", i + 1, blocks, fmt_time(bar.elapsed()),
+                         bar.eta(double(i + 1), double(blocks))),
+             true);
+  }
+  if (!s.calib.empty()) norms["lm_head.weight"] = pass.head_norms(s.calib);
+  return norms;
+}
+
 }  // namespace
+
+std::map<std::string, Tensor> activation_norms_blockwise(const std::string& checkpoint, const TrainData& data,
+                                                         const CalibrationOptions& opt, Device device, bool progress) {
+  CheckpointFiles files = CheckpointFiles::open(checkpoint);
+  Pass pass(files, device);
+  Streams s;
+  s.calib = pass.embed(calibration_windows(pass.model, data, opt));
+  return dense_pass(pass, s, progress);
+}
 
 std::string MemoryEstimate::str() const {
   return fmt::format("about {:.1f} GiB (one block {:.1f}, embeddings {:.1f}, hidden states {:.1f}, one batch {:.1f})",
@@ -333,24 +382,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
       s.test = pass.embed(inputs_of(test));
       s.val = pass.embed(inputs_of(val));
       if (!sequential) s.calib = pass.embed(calib_ids);
-      Progress bar(o.progress);
-      for (size_t i = 0; i < blocks; ++i) {
-        pass.load(i);
-        if (!sequential) {
-          InputSumSquares obs;
-          {
-            ObserverGuard guard(&obs);
-            pass.through(i, s.calib);
-          }
-          L.visit_block_linears(i, [&](const std::string& prefix, Linear& l) { norms[prefix + ".weight"] = obs.norms(l.weight); });
-        }
-        pass.through(i, s.test);
-        pass.through(i, s.val);
-        pass.free(i);
-        bar.show(fmt::format("  dense: block {}/{}, {} elapsed, ETA {}", i + 1, blocks, fmt_time(bar.elapsed()),
-                             bar.eta(double(i + 1), double(blocks))),
-                 true);
-      }
+      norms = dense_pass(pass, s, o.progress);
       state = {{"fingerprint", fingerprint}, {"dense", pass.score(s.test, test).to_json("llama", true)}};
       if (with_val) state["dense_val"] = pass.score(s.val, val).to_json("llama", true);
       if (keep_state) save_state(state_dir / "dense.safetensors", state, Streams{}, norms);
@@ -414,13 +446,8 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
         std::vector<Site> sites = permutation_sites(pass.model, i);
         std::map<std::string, Tensor> block_norms;
         if (sequential) {  // this block's norms on the pruned blocks' outputs
-          InputSumSquares obs;
           std::vector<Tensor> dense_out = s.calib;
-          {
-            ObserverGuard guard(&obs);
-            pass.through(i, dense_out);
-          }
-          L.visit_block_linears(i, [&](const std::string& prefix, Linear& l) { block_norms[prefix + ".weight"] = obs.norms(l.weight); });
+          block_norms = pass.calibrate(i, dense_out);
         }
         SiteScores scores = site_scores(sites, sequential ? block_norms : norms, score);
         std::map<std::string, Perm> perms = search_sites(method, sites, scores, po, 4 * i, 4 * blocks);
@@ -449,7 +476,6 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
                      i + 1, blocks);
       }
       finish_result(r);
-      r.search_seconds = 0;
       json run = run_record(method, po, r, seconds_before + since(t1));
       run["eval"] = pass.score(s.test, test).to_json("llama", true);
       if (with_val) run["eval_val"] = pass.score(s.val, val).to_json("llama", true);

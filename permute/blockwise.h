@@ -46,6 +46,10 @@ double available_memory();
 nlohmann::json compare_blockwise(const std::string& checkpoint, const TrainData& data, const CompareOptions& o,
                                  const ReportCallback& on_update = {});
 
+// activation_norms() of a decoder checkpoint, one block in memory at a time (equal to it).
+std::map<std::string, Tensor> activation_norms_blockwise(const std::string& checkpoint, const TrainData& data,
+                                                         const CalibrationOptions& opt, Device device = Device::CPU,
+                                                         bool progress = true);
 // evaluate() of a decoder checkpoint, one block in memory at a time.
 EvalResult evaluate_blockwise(const std::string& checkpoint, const TrainData& data, int64_t max_windows, Split split,
                               Device device = Device::CPU, bool progress = true);

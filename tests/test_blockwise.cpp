@@ -117,6 +117,19 @@ TEST(Blockwise, EvaluationEqualsTheWholeModelsExactly) {
   }
 }
 
+TEST(Blockwise, ActivationNormsEqualTheWholeModelsExactly) {
+  Fixture f;
+  Model m = load_checkpoint(f.ckpt);
+  CalibrationOptions c{.batches = 3, .batch = 2};
+  auto whole = activation_norms(m, f.data, c), block = activation_norms_blockwise(f.ckpt, f.data, c, Device::CPU, false);
+  ASSERT_EQ(whole.size(), block.size());
+  ASSERT_EQ(whole.size(), 4u * 7 + 1);  // every linear of every block, and the lm_head
+  for (auto& [name, t] : whole) {
+    ASSERT_TRUE(block.count(name)) << name;
+    EXPECT_EQ(t.to_vector<float>(), block.at(name).to_vector<float>()) << name;
+  }
+}
+
 TEST(Blockwise, SequentialCalibrationDiffersOnlyAfterTheFirstBlock) {
   Fixture f;
   CompareOptions d = f.options("block", "dense"), s = f.options("block", "sequential");

@@ -7,7 +7,8 @@
 # with CUDA is importable, the same ops in PyTorch with the ratios, and training steps of
 # the embedded models. Everything lands in OUT_DIR: nvidia-smi.txt, build.log,
 # ctest-cuda.log, ctest-cpu.log, permute_step.txt, bench_cuda.jsonl, bench_cuda.md,
-# train_step.txt, summary.txt. Sized to finish in a few minutes on one H200.
+# train_step.txt, scale_1b.txt (a timed block-by-block prune of a Llama-3.2-1B-shaped
+# checkpoint on the GPU), summary.txt. Sized to finish in a few minutes on one H200.
 set -uo pipefail
 out=${1:?usage: tools/gpu-check.sh OUT_DIR}
 mkdir -p "$out"
@@ -54,5 +55,20 @@ else
   timeout 120 build-gpu/bench_train --device cuda >"$out/train_step.txt" 2>&1 || { note "bench_train failed"; status=1; }
 fi
 cat "$out/train_step.txt"
+# One timed run of the block pipeline at Llama-3.2-1B's shapes: every block moved to the GPU
+# as it is loaded from the mapped bf16 shards, calibrated, pruned (Wanda 2:4; the
+# permutation searches are host code) and evaluated.
+ckpt=build-gpu/llama-1b
+if build-gpu/make_llama "$ckpt" >"$out/scale_1b.txt" 2>&1; then
+  cp tests/fixtures/tokenizers/llama3/tokenizer.json tests/fixtures/tokenizers/llama3/tokenizer_config.json "$ckpt"/
+  text=tests/fixtures/tokenizers/corpus.jsonl.gz
+  /usr/bin/time -v timeout 300 build-gpu/nmperm prune --checkpoint "$ckpt" --text "$text" --calib "$text" \
+    --seqlen 512 --nsamples 16 --eval-windows 16 --permute none --device cuda >>"$out/scale_1b.txt" 2>&1 ||
+    { note "1B-shape prune on the GPU failed"; status=1; }
+  note "1B-shape prune on the GPU: $(grep -E 'Elapsed|Maximum resident' "$out/scale_1b.txt" | tr -s ' ' | tr '\n' ';')"
+else
+  note "make_llama failed"; status=1
+fi
+tail -5 "$out/scale_1b.txt"
 note "total: $(( $(date +%s) - start )) s, status $status"
 exit $status

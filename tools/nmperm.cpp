@@ -111,10 +111,7 @@ int run_train(TrainCli& o) {
 // now); a ViT is small and loaded whole.
 Model probe_checkpoint(const std::string& checkpoint, std::optional<CheckpointFiles>& files) {
   CheckpointFiles f = CheckpointFiles::open(checkpoint);
-  std::string type = f.config.is_object() ? f.config.value("model_type", std::string()) : "";
-  bool vit = type == "vit" || (type.empty() && f.config.is_object() && f.config.contains("architectures") &&
-                               f.config["architectures"].dump().find("ViT") != std::string::npos);
-  if (vit) return load_checkpoint(checkpoint);
+  if (model_type_of(f.config, fmt::format("checkpoint '{}'", checkpoint)) == "vit") return load_checkpoint(checkpoint);
   Model m = model_shell(f);
   files.emplace(std::move(f));
   return m;
@@ -350,11 +347,13 @@ void apply_nsamples(int64_t nsamples, const DataOptions& d, const char* batches_
 
 int run_calibrate(CalibrateCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
-  Model model = load_checkpoint(o.checkpoint);
+  std::optional<CheckpointFiles> files;
+  Model model = probe_checkpoint(o.checkpoint, files);
   apply_nsamples(o.nsamples, o.data, "--batches", "--batch", o.opt);
   TrainData data = load_data(model.arch(), o.data, true, &model);
   auto t0 = std::chrono::steady_clock::now();
-  auto norms = activation_norms(model, data, o.opt);
+  // Decoder models one block at a time (the same sums in the same order: the same norms).
+  auto norms = files ? activation_norms_blockwise(o.checkpoint, data, o.opt) : activation_norms(model, data, o.opt);
   std::vector<std::pair<std::string, Tensor>> tensors(norms.begin(), norms.end());
   save_safetensors(o.out, tensors,
                    {{"checkpoint", o.checkpoint},

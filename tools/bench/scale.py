@@ -9,14 +9,14 @@ memory. The tokenizer is the fixture byte-level BPE with Llama-3's pre-tokenizer
 fit the 128,256 embeddings). Then runs, each as its own process with its peak RSS taken
 from wait4():
 
-    nmperm prune --permute ria | channel-swap --nsamples 16 --seqlen 512 --eval-windows 16
-    nmperm eval --seqlen 512 --windows 16
+    nmperm prune --permute none | ria | channel-swap --nsamples 16 --seqlen 512 --eval-windows 16
+    nmperm eval --seqlen 512 --windows 16 --pipeline block
 
 and prints one line per run (and appends it as JSON to --results), with the machine, the
 thread count and the nmperm build.
 
     /tmp/hfenv/bin/python tools/bench/scale.py --root /tmp/nmperm-scale --text kjv.txt \\
-        [--models 1b,1b-l1,1b-l2,1b-l4,1b-l8,8b] [--runs eval,ria,channel-swap] [--threads 2]
+        [--models 1b,1b-l1,1b-l2,1b-l4,1b-l8,8b] [--runs eval,none,ria,channel-swap] [--threads 2]
 """
 import argparse
 import json
@@ -116,7 +116,7 @@ if __name__ == "__main__":
         make(folder, MODELS[name])
         for what in filter(None, a.runs.split(",")):
             if what == "eval":
-                cmd = [a.nmperm, "eval", "--checkpoint", folder, *data, "--windows", "16", "--json"]
+                cmd = [a.nmperm, "eval", "--checkpoint", folder, *data, "--windows", "16", "--pipeline", "block", "--json"]
             else:
                 cmd = [a.nmperm, "prune", "--checkpoint", folder, *data, "--calib", a.text, "--nsamples", "16",
                        "--eval-windows", "16", "--permute", what]
