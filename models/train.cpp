@@ -246,6 +246,13 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
   return r;
 }
 
+int64_t lm_eval_windows(const Model& model, const TrainData& data, int64_t max_windows, Split split) {
+  const auto& s = split == Split::Test ? data.tokens.test : data.tokens.val;
+  const int64_t T = context_of(model, data), W = data.tokens.field_protocol ? T : T + 1;
+  int64_t n = std::max<int64_t>(0, (int64_t(s.size()) - (W - T)) / T);
+  return max_windows > 0 ? std::min(n, max_windows) : n;
+}
+
 std::vector<Batch> lm_eval_batches(const Model& model, const TrainData& data, int64_t max_windows, int64_t batch,
                                    Split split) {
   check_data(model, data, false, split);
@@ -254,8 +261,7 @@ std::vector<Batch> lm_eval_batches(const Model& model, const TrainData& data, in
   const auto& val = split == Split::Test ? data.tokens.test : data.tokens.val;
   const bool field = data.tokens.field_protocol;
   const int64_t T = context_of(model, data), W = field ? T : T + 1;
-  int64_t windows = (int64_t(val.size()) - (W - T)) / T;  // >= 1: see check_data
-  if (max_windows > 0) windows = std::min(windows, max_windows);
+  const int64_t windows = lm_eval_windows(model, data, max_windows, split);  // >= 1: see check_data
   batch = batch > 0 ? batch : std::max<int64_t>(1, 2048 / T);
   std::vector<Batch> out;
   for (int64_t w0 = 0; w0 < windows; w0 += batch) {

@@ -75,6 +75,7 @@ struct Batch {
 };
 // evaluate() of a Llama in pieces, for work that runs one block at a time: the batches of
 // token windows it scores (on the CPU), each batch's logits scored into r, and the mean.
+int64_t lm_eval_windows(const Model& model, const TrainData& data, int64_t max_windows, Split split);
 std::vector<Batch> lm_eval_batches(const Model& model, const TrainData& data, int64_t max_windows, int64_t batch,
                                    Split split);
 void score_lm_batch(EvalResult& r, const Tensor& logits, const Tensor& target);

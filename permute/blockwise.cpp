@@ -21,18 +21,6 @@ double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Token windows scored per split and their count, as lm_eval_batches cuts them.
-int64_t eval_windows(const TrainData& data, int64_t T, int64_t max_windows, Split split) {
-  const auto& s = split == Split::Test ? data.tokens.test : data.tokens.val;
-  const int64_t W = data.tokens.field_protocol ? T : T + 1;
-  int64_t n = std::max<int64_t>(0, (int64_t(s.size()) - (W - T)) / T);
-  return max_windows > 0 ? std::min(n, max_windows) : n;
-}
-
-int64_t context(const LlamaConfig& cfg, const TrainData& data) {
-  return data.tokens.seqlen > 0 ? std::min(data.tokens.seqlen, cfg.max_position_embeddings) : cfg.max_position_embeddings;
-}
-
 double layer_parameters(const LlamaConfig& c) {
   double V = double(c.vocab_size), C = double(c.hidden_size);
   return (c.parameter_count() - V * C * (c.tie_word_embeddings ? 1 : 2) - C) / double(c.num_hidden_layers);
@@ -275,12 +263,14 @@ double available_memory() {
   return INFINITY;
 }
 
-MemoryEstimate blockwise_memory(const LlamaConfig& c, const TrainData& data, const CompareOptions& o) {
+MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const CompareOptions& o) {
+  const LlamaConfig& c = model.llama->cfg;
   const double C = double(c.hidden_size), V = double(c.vocab_size), I = double(c.intermediate_size);
-  const int64_t T = context(c, data);
+  const int64_t T = context_of(model, data);
   const double calib_tokens = double(o.calib.batches * o.calib.batch * T);
   const double eval_tokens =
-      double(T) * double(eval_windows(data, T, o.eval_windows, Split::Test) + eval_windows(data, T, o.eval_windows, Split::Validation));
+      double(T) * double(lm_eval_windows(model, data, o.eval_windows, Split::Test) +
+                        lm_eval_windows(model, data, o.eval_windows, Split::Validation));
   // The largest batch in flight: its MLP and attention intermediates (a few copies each).
   const double batch_tokens = double(std::max<int64_t>(o.calib.batch, std::max<int64_t>(1, 2048 / T)) * T);
   const double working = batch_tokens * 4 * (4 * I + 4 * C) + double(o.calib.batch) * double(c.num_attention_heads) * double(T) * double(T) * 4 * 2;
@@ -293,9 +283,9 @@ MemoryEstimate blockwise_memory(const LlamaConfig& c, const TrainData& data, con
   return e;
 }
 
-double whole_model_memory(const LlamaConfig& c, const TrainData& data, const CompareOptions& o) {
+double whole_model_memory(const Model& model, const TrainData& data, const CompareOptions& o) {
   // The dense model and each run's copy, both whole, plus one batch in flight.
-  return 2 * c.parameter_count() * 4 + blockwise_memory(c, data, o).working + 0.25 * kGiB;
+  return 2 * model.llama->cfg.parameter_count() * 4 + blockwise_memory(model, data, o).working + 0.25 * kGiB;
 }
 
 EvalResult evaluate_blockwise(const std::string& checkpoint, const TrainData& data, int64_t max_windows, Split split,
@@ -346,7 +336,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
                                   {"mlp.down_proj", cfg.intermediate_size}})
       pattern.check_fits(channels, fmt::format("site 'model.layers.0.{}'", what));
   }
-  MemoryEstimate need = blockwise_memory(cfg, data, o);
+  MemoryEstimate need = blockwise_memory(pass.model, data, o);
   double avail = available_memory();
   NMPERM_CHECK(o.device != Device::CPU || need.total <= avail,
                "block-by-block pruning of this model needs {} of memory, and {:.1f} GiB is available: use fewer "

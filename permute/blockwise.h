@@ -29,7 +29,7 @@
 
 namespace nmperm {
 
-// Estimated peak host memory in bytes of the two pipelines for a Llama config and data
+// Estimated peak host memory in bytes of the two pipelines for a decoder model and data
 // under these options, and what is available (MemAvailable of /proc/meminfo).
 struct MemoryEstimate {
   double block = 0, embeddings = 0;  // one block in f32 (with its pruning temporaries); the embeddings
@@ -38,8 +38,8 @@ struct MemoryEstimate {
   double total = 0;
   std::string str() const;  // "about 3.1 GiB (one block 0.9, embeddings 1.0, ...)"
 };
-MemoryEstimate blockwise_memory(const LlamaConfig& cfg, const TrainData& data, const CompareOptions& o);
-double whole_model_memory(const LlamaConfig& cfg, const TrainData& data, const CompareOptions& o);
+MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const CompareOptions& o);
+double whole_model_memory(const Model& model, const TrainData& data, const CompareOptions& o);
 double available_memory();
 
 // compare_methods with pipeline "block" (see compare.h for the report).

@@ -140,7 +140,7 @@ int run_eval(EvalCli& o) {
     CompareOptions sizing;
     sizing.eval_windows = o.windows;
     sizing.calib.batches = sizing.calib.batch = 0;
-    o.pipeline = model.llama && whole_model_memory(model.llama->cfg, data, sizing) / 2 > available_memory() ? "block" : "whole";
+    o.pipeline = model.llama && whole_model_memory(model, data, sizing) / 2 > available_memory() ? "block" : "whole";
   }
   NMPERM_CHECK(o.pipeline == "whole" || model.llama, "--pipeline block is for decoder models (llama, mistral, qwen2)");
   if (o.pipeline == "whole" && files) {
@@ -404,7 +404,7 @@ int run_prune(PruneCli& o) {
   o.cmp.pipeline = o.pipeline;
   o.cmp.calibration = o.calibration;
   if (llama && o.pipeline == "whole" && o.cmp.device == Device::CPU) {
-    double need = whole_model_memory(probe.llama->cfg, data, o.cmp), avail = available_memory();
+    double need = whole_model_memory(probe, data, o.cmp), avail = available_memory();
     NMPERM_CHECK(need <= avail,
                  "the whole-model pipeline holds this model twice in f32 (the dense model and each run's copy): about "
                  "{:.1f} GiB, and {:.1f} GiB is available{}",
