@@ -26,7 +26,7 @@ cd "$(dirname "$0")"
 # libopenblas-openmp-dev: the OpenMP build of OpenBLAS shares nmperm's thread pool.
 BUILD_PKGS=(build-essential cmake pkg-config git libfmt-dev libgtest-dev libbenchmark-dev libopenblas-dev
             libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libpcre2-dev libutf8proc-dev
-            libsentencepiece-dev libjpeg-dev libstb-dev)
+            libsentencepiece-dev libjpeg-dev libstb-dev libdnnl-dev)
 DATA_PKGS=(dataset-fashion-mnist bible-kjv)
 BENCH_PKGS=(python3-torch python3-numpy)
 DEMO_PKGS=(gnuplot-nox)  # the demo report's plots (the tables do not need it)

@@ -63,8 +63,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
 namespace {
 
+thread_local DType current_precision = DType::F32;
+
 // Linear as one node: the bias is written into the output before a beta = 1 gemm, and
 // the backward is two gemms and a column sum, with no broadcast tensors in between.
+// x2 and w are saved in the dtype they were multiplied in (16-bit under mixed precision),
+// and the incoming gradient is rounded to it too, as autocast's backward does.
 struct LinearNode : Node {
   Tensor x2, w;  // x as (R, in)
   LinearNode(Tensor xx, Tensor ww) : x2(std::move(xx)), w(std::move(ww)) {}
@@ -72,15 +76,16 @@ struct LinearNode : Node {
   std::vector<Tensor> backward(const Tensor& g) override {
     int64_t R = x2.shape(0), I = x2.shape(1), O = w.shape(0);
     Tensor g2 = view::reshape(g.contiguous(), {1, R, O}), gx, gw, gb;
+    Tensor gm = g2.dtype() == w.dtype() ? g2 : g2.to(w.dtype());  // the gradient as multiplied
     if (needs(0)) {
       gx = Tensor::empty(inputs[0].shape, g.dtype(), g.device());
       Tensor c = view::reshape(gx, {1, R, I});
-      kernels::matmul(g2, view::reshape(w, {1, O, I}), c);  // dx = g W
+      kernels::matmul(gm, view::reshape(w, {1, O, I}), c);  // dx = g W
     }
     if (needs(1)) {
       gw = Tensor::empty({O, I}, g.dtype(), g.device());
       Tensor c = view::reshape(gw, {1, O, I});
-      kernels::matmul(view::transpose(g2, 1, 2), view::reshape(x2, {1, R, I}), c);  // dW = g^T x
+      kernels::matmul(view::transpose(gm, 1, 2), view::reshape(x2, {1, R, I}), c);  // dW = g^T x
     }
     if (needs(2)) {
       gb = Tensor::empty({O}, g.dtype(), g.device());
@@ -93,19 +98,30 @@ struct LinearNode : Node {
 
 }  // namespace
 
+LinearPrecision::LinearPrecision(DType dtype) : saved_(current_precision) {
+  NMPERM_CHECK(dtype == DType::F32 || is_half(dtype), "linear precision must be f32, bf16 or f16, not {}", dtype);
+  current_precision = dtype;
+}
+LinearPrecision::~LinearPrecision() { current_precision = saved_; }
+DType linear_precision() { return current_precision; }
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   NMPERM_CHECK(w.ndim() == 2 && x.ndim() >= 1 && x.shape(-1) == w.shape(1),
                "linear: input {} does not fit weight {} (out, in)", describe(x), describe(w));
-  NMPERM_CHECK(x.dtype() == w.dtype() && x.device() == w.device(), "linear: input {} and weight {} differ",
-               describe(x), describe(w));
+  const DType mul = is_half(w.dtype()) ? w.dtype() : x.dtype() == DType::F32 ? current_precision : x.dtype();
+  const DType out_dtype = is_half(mul) ? DType::F32 : x.dtype();
+  NMPERM_CHECK(x.device() == w.device() && (x.dtype() == w.dtype() || (is_half(mul) && !is_half(x.dtype()))),
+               "linear: input {} and weight {} differ", describe(x), describe(w));
   if (b.defined())
-    NMPERM_CHECK(b.ndim() == 1 && b.shape(0) == w.shape(0) && b.dtype() == w.dtype(),
+    NMPERM_CHECK(b.ndim() == 1 && b.shape(0) == w.shape(0) && b.dtype() == out_dtype,
                  "linear: bias {} for weight {}", describe(b), describe(w));
   int64_t I = w.shape(1), O = w.shape(0), R = x.numel() / std::max<int64_t>(I, 1);
   Tensor x2 = view::reshape(x.contiguous(), {R, I}), wc = w.contiguous();
+  if (x2.dtype() != mul) x2 = x2.to(mul);
+  if (wc.dtype() != mul) wc = wc.to(mul);
   Shape out_shape = x.shape();
   out_shape.back() = O;
-  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  Tensor out = Tensor::empty(out_shape, out_dtype, x.device());
   Tensor c = view::reshape(out, {1, R, O});
   if (b.defined()) view::reshape(out, {R, O}).copy_from(view::expand(b, {R, O}));
   kernels::matmul(view::reshape(x2, {1, R, I}), view::transpose(view::reshape(wc, {1, O, I}), 1, 2), c, 1.0,

@@ -89,7 +89,24 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim);
 // of either side cost no copy. 1-d operands are not promoted: reshape them.
 Tensor matmul(const Tensor& a, const Tensor& b);
 // y = x W^T + b, W (out, in) as in PyTorch/Hugging Face; b may be undefined.
+// Mixed precision, as torch.autocast does for nn.Linear: when W is stored in bf16/f16, or
+// inside a LinearPrecision scope, x and W are rounded to that dtype and multiplied with
+// f32 accumulation into an f32 output (b stays f32). Gradients reach an f32 x and W (the
+// master copies) in f32, computed from the same 16-bit operands; a 16-bit W cannot train.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
+// Sets the dtype linear() multiplies in on this thread (F32, BF16 or F16) until destroyed.
+class LinearPrecision {
+ public:
+  explicit LinearPrecision(DType dtype);
+  ~LinearPrecision();
+  LinearPrecision(const LinearPrecision&) = delete;
+  LinearPrecision& operator=(const LinearPrecision&) = delete;
+
+ private:
+  DType saved_;
+};
+DType linear_precision();  // F32 outside every scope
 
 // --- neural-network ops (nn.cpp)
 Tensor softmax(const Tensor& x, int64_t dim = -1);

@@ -27,55 +27,15 @@ const Tensor& SafeTensors::at(const std::string& name) const {
   return *t;
 }
 
-float bf16_to_f32(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-uint16_t f32_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
-  return uint16_t((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-
-uint16_t f32_to_f16(float f) {
-  _Float16 h = static_cast<_Float16>(f);  // the compiler's IEEE conversion, round to nearest even
-  uint16_t u;
-  std::memcpy(&u, &h, 2);
-  return u;
-}
-
-float f16_to_f32(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-  if (exp == 0) {
-    if (man == 0) u = sign;
-    else {  // subnormal: normalise
-      int e = -1;
-      do { ++e; man <<= 1; } while (!(man & 0x400));
-      u = sign | uint32_t(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-    }
-  } else if (exp == 31) {
-    u = sign | 0x7f800000u | man << 13;
-  } else {
-    u = sign | (exp + 127 - 15) << 23 | man << 13;
-  }
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 namespace {
 
 struct DiskType {
   const char* name;
   size_t size;
-  DType dtype;  // in memory
+  DType dtype;
 };
-const DiskType kDiskTypes[] = {{"F32", 4, DType::F32}, {"F64", 8, DType::F64}, {"BF16", 2, DType::F32},
-                               {"F16", 2, DType::F32}, {"I32", 4, DType::I32}, {"I64", 8, DType::I64}};
+const DiskType kDiskTypes[] = {{"F32", 4, DType::F32}, {"F64", 8, DType::F64}, {"BF16", 2, DType::BF16},
+                               {"F16", 2, DType::F16}, {"I32", 4, DType::I32}, {"I64", 8, DType::I64}};
 
 const DiskType& disk_type(const std::string& name) {
   for (auto& d : kDiskTypes)
@@ -89,6 +49,8 @@ const char* disk_name(DType t) {
     case DType::F64: return "F64";
     case DType::I32: return "I32";
     case DType::I64: return "I64";
+    case DType::BF16: return "BF16";
+    case DType::F16: return "F16";
   }
   return "?";
 }
@@ -163,16 +125,17 @@ SafeTensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
   return out;
 }
 
-Tensor decode_tensor(const TensorEntry& en, const uint8_t* src) {
+Tensor decode_tensor(const TensorEntry& en, const uint8_t* src, bool keep_half) {
   const DiskType& type = disk_type(en.dtype);
-  Tensor t = Tensor::empty(en.shape, type.dtype);
+  const bool widen = is_half(type.dtype) && !keep_half;
+  Tensor t = Tensor::empty(en.shape, widen ? DType::F32 : type.dtype);
   size_t n = size_t(t.numel());
-  if (en.dtype == "BF16" || en.dtype == "F16") {
+  if (widen) {
     float* dst = t.data<float>();
-    const bool bf = en.dtype == "BF16";
+    const bool bf = type.dtype == DType::BF16;
     for (size_t i = 0; i < n; ++i) {
       uint16_t h = uint16_t(src[2 * i] | src[2 * i + 1] << 8);
-      dst[i] = bf ? bf16_to_f32(h) : f16_to_f32(h);
+      dst[i] = bf ? half_bits::bf16_to_float(h) : half_bits::f16_to_float(h);
     }
   } else if (n > 0) {
     std::memcpy(t.raw_data(), src, en.end - en.begin);
@@ -230,8 +193,8 @@ const TensorEntry* MappedSafeTensors::find(const std::string& name) const {
 
 const uint8_t* MappedSafeTensors::bytes(const TensorEntry& en) const { return data_ + header_.data_start + en.begin; }
 
-Tensor MappedSafeTensors::read(const TensorEntry& en) const {
-  Tensor t = decode_tensor(en, bytes(en));
+Tensor MappedSafeTensors::read(const TensorEntry& en, bool keep_half) const {
+  Tensor t = decode_tensor(en, bytes(en), keep_half);
   release(en);
   return t;
 }
@@ -296,13 +259,14 @@ namespace {
 // even); other dtypes as they are.
 std::string encode_tensor(const Tensor& t, const std::string& dtype) {
   Tensor c = t.to(Device::CPU).contiguous();
+  if (is_half(c.dtype()) && dtype != disk_name(c.dtype())) c = c.to(DType::F32);  // bf16 written as F16, say
   std::string out;
   if (c.dtype() == DType::F32 && (dtype == "BF16" || dtype == "F16")) {
     const float* src = c.data<float>();
     out.resize(size_t(c.numel()) * 2);
     const bool bf = dtype == "BF16";
     for (int64_t i = 0; i < c.numel(); ++i) {
-      uint16_t h = bf ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
+      uint16_t h = bf ? half_bits::bf16_from_float(src[i]) : half_bits::f16_from_float(src[i]);
       out[size_t(2 * i)] = char(h & 0xff), out[size_t(2 * i + 1)] = char(h >> 8);
     }
     return out;

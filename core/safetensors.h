@@ -39,7 +39,8 @@ struct SafeTensorsHeader {
 // Checks the header against a file of `size` bytes (every tensor inside it, sizes matching
 // dtype x shape, no overlaps); `what` names the file in errors.
 SafeTensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, const std::string& what);
-Tensor decode_tensor(const TensorEntry& entry, const uint8_t* bytes);  // BF16 / F16 widened to F32
+// BF16 / F16 are widened to F32 unless keep_half (then the tensor keeps the file's dtype).
+Tensor decode_tensor(const TensorEntry& entry, const uint8_t* bytes, bool keep_half = false);
 
 class MappedSafeTensors {
  public:
@@ -50,7 +51,7 @@ class MappedSafeTensors {
   const std::string& path() const { return path_; }
   const SafeTensorsHeader& header() const { return header_; }
   const TensorEntry* find(const std::string& name) const;
-  Tensor read(const TensorEntry& entry) const;  // decoded, then its pages released
+  Tensor read(const TensorEntry& entry, bool keep_half = false) const;  // decoded, then its pages released
   const uint8_t* bytes(const TensorEntry& entry) const;
   void release(const TensorEntry& entry) const;  // drops the entry's pages from this process's memory
 
@@ -99,9 +100,5 @@ class SafeTensorsWriter {
 // file is untouched and the temp file removed.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
-float bf16_to_f32(uint16_t h);
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_bf16(float f);  // round to nearest even; NaN stays NaN
-uint16_t f32_to_f16(float f);
 
 }  // namespace nmperm

@@ -188,6 +188,9 @@ std::string Tensor::str(int64_t max_per_dim) const {
 bool Tensor::requires_grad() const { return meta_ && meta_->requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool on) {
+  NMPERM_CHECK(!on || !is_half(dtype_),
+               "a {} tensor ({}) cannot train: 16-bit dtypes are for storage; train an f32 master copy under "
+               "mixed precision (--precision {})", dtype_, describe(*this), dtype_);
   NMPERM_CHECK(!on || is_floating(dtype_), "only floating tensors can require grad, got {}", describe(*this));
   if (!meta_) meta_ = std::make_shared<AutogradMeta>();
   meta_->requires_grad = on;

@@ -13,7 +13,10 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <vector>
 
+#include "core/half.h"
 #include "cuda_emulator/emulator.h"
 
 struct cublasContext {
@@ -55,10 +58,21 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double al
   cblas_dgemm(CblasColMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-template <class T>
+// A column-major rows x cols operand widened to a packed float copy (ld = rows).
+template <class T> std::vector<float> widen(const T* p, int rows, int cols, int ld) {
+  std::vector<float> out(size_t(rows) * size_t(cols));
+  for (int j = 0; j < cols; ++j)
+    for (int r = 0; r < rows; ++r) out[size_t(j) * rows + r] = float(p[size_t(j) * ld + r]);
+  return out;
+}
+
+// T: the operands' type; C: the output's (and alpha's, beta's). bf16/f16 operands are
+// widened exactly to f32 and multiplied in f32, which is what cuBLAS's COMPUTE_32F does
+// up to the order of its sums.
+template <class T, class C_>
 cublasStatus_t gemm_batched(const char* fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                            int k, const T* alpha, const T* A, int lda, long long sa, const T* B, int ldb,
-                            long long sb, const T* beta, T* C, int ldc, long long sc, int batch) {
+                            int k, const C_* alpha, const T* A, int lda, long long sa, const T* B, int ldb,
+                            long long sb, const C_* beta, C_* C, int ldc, long long sc, int batch) {
   if (!live(h)) return CUBLAS_STATUS_NOT_INITIALIZED;
   int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
   int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
@@ -75,13 +89,19 @@ cublasStatus_t gemm_batched(const char* fn, cublasHandle_t h, cublasOperation_t 
   if (k > 0 && !in_device(B, b_rows, b_cols, ldb, sb, batch)) return stray("B");
   if (!in_device(C, m, n, ldc, sc, batch)) return stray("C");
   for (int i = 0; i < batch; ++i) {
-    T* c = C + i * sc;
+    C_* c = C + i * sc;
     if (k == 0) {  // C = beta C; with beta = 0, C is not read (it may hold NaN)
       for (int j = 0; j < n; ++j)
-        for (int r = 0; r < m; ++r) c[j * ldc + r] = *beta == T(0) ? T(0) : *beta * c[j * ldc + r];
+        for (int r = 0; r < m; ++r) c[j * ldc + r] = *beta == C_(0) ? C_(0) : *beta * c[j * ldc + r];
       continue;
     }
-    gemm(trans(ta), trans(tb), m, n, k, *alpha, A + i * sa, lda, B + i * sb, ldb, *beta, c, ldc);
+    if constexpr (std::is_same_v<T, C_>) {
+      gemm(trans(ta), trans(tb), m, n, k, *alpha, A + i * sa, lda, B + i * sb, ldb, *beta, c, ldc);
+    } else {
+      std::vector<float> a = widen(A + i * sa, a_rows, a_cols, lda), b = widen(B + i * sb, b_rows, b_cols, ldb);
+      gemm(trans(ta), trans(tb), m, n, k, *alpha, a.data(), std::max(1, a_rows), b.data(), std::max(1, b_rows), *beta,
+           c, ldc);
+    }
   }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -154,4 +174,22 @@ cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          int ldc, long long sc, int batch) {
   return gemm_batched("cublasDgemmStridedBatched", h, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc,
                       batch);
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void* alpha, const void* A, cudaDataType Atype, int lda,
+                                          long long sa, const void* B, cudaDataType Btype, int ldb, long long sb,
+                                          const void* beta, void* C, cudaDataType Ctype, int ldc, long long sc,
+                                          int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
+  // The combinations nmperm uses: 16-bit operands, f32 output and accumulation.
+  if (Atype != Btype || Ctype != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F ||
+      (Atype != CUDA_R_16BF && Atype != CUDA_R_16F))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    return gemm_batched("cublasGemmStridedBatchedEx", h, ta, tb, m, n, k, static_cast<const float*>(alpha),
+                        static_cast<const T*>(A), lda, sa, static_cast<const T*>(B), ldb, sb,
+                        static_cast<const float*>(beta), static_cast<float*>(C), ldc, sc, batch);
+  };
+  return Atype == CUDA_R_16BF ? run(nmperm::bf16{}) : run(nmperm::f16{});
 }

@@ -25,6 +25,11 @@ enum cublasMath_t {
   CUBLAS_TF32_TENSOR_OP_MATH = 3,
 };
 
+// library_types.h / cublas_api.h values, for the mixed-precision GEMM.
+enum cudaDataType { CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16F = 2, CUDA_R_16BF = 14 };
+enum cublasComputeType_t { CUBLAS_COMPUTE_32F = 68 };
+enum cublasGemmAlgo_t { CUBLAS_GEMM_DEFAULT = -1 };
+
 using cublasHandle_t = struct cublasContext*;
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle);
@@ -48,3 +53,10 @@ cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t handle, cublasOperation_
                                          int n, int k, const double* alpha, const double* A, int lda, long long strideA,
                                          const double* B, int ldb, long long strideB, const double* beta, double* C,
                                          int ldc, long long strideC, int batchCount);
+// 16-bit operands (CUDA_R_16BF or CUDA_R_16F) with an f32 output and COMPUTE_32F only.
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                                          int m, int n, int k, const void* alpha, const void* A, cudaDataType Atype,
+                                          int lda, long long strideA, const void* B, cudaDataType Btype, int ldb,
+                                          long long strideB, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                                          long long strideC, int batchCount, cublasComputeType_t computeType,
+                                          cublasGemmAlgo_t algo);

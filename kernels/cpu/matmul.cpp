@@ -4,6 +4,10 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <dnnl.hpp>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cuda/launchers.h"
@@ -17,8 +21,10 @@ void check_matmul(const Tensor& a, const Tensor& b, const Tensor& c) {
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
   NMPERM_CHECK(a.shape(0) == batch && b.shape(0) == batch && a.shape(1) == M && b.shape(1) == K && b.shape(2) == N,
                "matmul: shapes {} @ {} -> {} do not match", a.shape(), b.shape(), c.shape());
-  NMPERM_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "matmul: dtypes differ: {} {} {}", describe(a),
-               describe(b), describe(c));
+  // bf16/f16 operands accumulate into an f32 output; otherwise all three share a dtype.
+  bool half_in = is_half(a.dtype()) && c.dtype() == DType::F32;
+  NMPERM_CHECK(a.dtype() == b.dtype() && (a.dtype() == c.dtype() || half_in), "matmul: dtypes differ: {} {} {}",
+               describe(a), describe(b), describe(c));
   NMPERM_CHECK(c.stride(2) == 1 && c.stride(1) >= N, "matmul: output must be row-major");
 }
 
@@ -29,6 +35,80 @@ MatView matmul_operand(const Tensor& t, const char* which) {
   NMPERM_FAIL("matmul: operand {} with strides {} is neither row- nor column-major", which, t.strides());
 }
 
+namespace {
+
+// bf16 products through oneDNN's matmul primitive, which runs on AMX tile units (or
+// AVX512-BF16) and accumulates in f32: 3-7x OpenBLAS's f32 sgemm at model shapes on an
+// AMX CPU. (Debian's OpenBLAS declares cblas_sbgemm but is built without it.) A primitive
+// is made once per shape and layout and kept; executing one is thread-safe. oneDNN 2.6
+// has no f16 matmul on CPUs, so f16 operands are widened (exactly) to f32 for sgemm.
+struct DnnlKey {
+  DType dtype;
+  int64_t M, N, K, lda, ldb, ldc;
+  bool ta, tb;
+  float alpha, beta;
+  auto tie() const { return std::tie(dtype, M, N, K, lda, ldb, ldc, ta, tb, alpha, beta); }
+  bool operator<(const DnnlKey& o) const { return tie() < o.tie(); }
+};
+
+dnnl::engine& dnnl_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+struct DnnlGemm {
+  dnnl::memory::desc a, b, c;
+  dnnl::matmul prim;
+};
+
+const DnnlGemm& dnnl_gemm(const DnnlKey& k) {
+  static std::mutex mu;
+  static std::map<DnnlKey, DnnlGemm> cache;
+  std::lock_guard lock(mu);
+  auto it = cache.find(k);
+  if (it != cache.end()) return it->second;
+  if (cache.size() >= 512) cache.clear();  // shapes of a run are few; this only bounds odd workloads
+  using dt = dnnl::memory::data_type;
+  dt in = dt::bf16;
+  // A (M, K) and B (K, N) as row-major or transposed (column-major) views.
+  dnnl::memory::desc ad({k.M, k.K}, in, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
+  dnnl::memory::desc bd({k.K, k.N}, in, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
+  dnnl::memory::desc cd({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
+  dnnl::primitive_attr attr;
+  if (k.alpha != 1.0f) attr.set_output_scales(0, {k.alpha});
+  if (k.beta != 0.0f) {
+    dnnl::post_ops po;
+    po.append_sum(k.beta);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::primitive_desc pd;
+  try {
+    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, bd, cd), attr, dnnl_engine());
+  } catch (const dnnl::error& e) {
+    NMPERM_FAIL("oneDNN has no bf16 matmul for ({}, {}) @ ({}, {}) on this CPU: {}", k.M, k.K, k.K, k.N, e.what());
+  }
+  return cache.emplace(k, DnnlGemm{ad, bd, cd, dnnl::matmul(pd)}).first->second;
+}
+
+void bf16_matmul(const Tensor& a, const Tensor& b, Tensor& c, const MatView& va, const MatView& vb, double alpha,
+                 double beta) {
+  int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
+  DnnlKey key{a.dtype(), M, N, K, va.ld, vb.ld, c.stride(1), va.trans, vb.trans, float(alpha), float(beta)};
+  const DnnlGemm& g = dnnl_gemm(key);
+  dnnl::stream s(dnnl_engine());
+  const char* A = static_cast<const char*>(a.raw_data());
+  const char* B = static_cast<const char*>(b.raw_data());
+  for (int64_t i = 0; i < batch; ++i) {
+    dnnl::memory am(g.a, dnnl_engine(), const_cast<char*>(A + 2 * i * va.bstride));
+    dnnl::memory bm(g.b, dnnl_engine(), const_cast<char*>(B + 2 * i * vb.bstride));
+    dnnl::memory cm(g.c, dnnl_engine(), c.data<float>() + i * c.stride(0));
+    g.prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  }
+  s.wait();
+}
+
+}  // namespace
+
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
   NMPERM_ROUTE_CUDA(c, matmul(a, b, c, alpha, beta));
   require_cpu("matmul", a, b, c);
@@ -36,17 +116,23 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
   if (batch == 0 || M == 0 || N == 0) return;
   MatView va = matmul_operand(a, "A"), vb = matmul_operand(b, "B");
+  if (K == 0) {  // empty inner dimension: C = beta * C
+    dispatch_float(c.dtype(), [&]<class T>() {
+      T* C = c.data<T>();
+      int64_t ldc = c.stride(1), cbs = c.stride(0);
+      for (int64_t i = 0; i < batch; ++i)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) C[i * cbs + m * ldc + n] = beta == 0 ? T(0) : T(beta) * C[i * cbs + m * ldc + n];
+    });
+    return;
+  }
+  if (a.dtype() == DType::BF16) return bf16_matmul(a, b, c, va, vb, alpha, beta);
+  if (a.dtype() == DType::F16) return matmul(a.to(DType::F32), b.to(DType::F32), c, alpha, beta);
   dispatch_float(a.dtype(), [&]<class T>() {
     const T* A = static_cast<const T*>(a.storage()->data) + a.offset();
     const T* B = static_cast<const T*>(b.storage()->data) + b.offset();
     T* C = c.data<T>();
     int64_t ldc = c.stride(1), cbs = c.stride(0);
-    if (K == 0) {  // empty inner dimension: C = beta * C
-      for (int64_t i = 0; i < batch; ++i)
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t n = 0; n < N; ++n) C[i * cbs + m * ldc + n] = beta == 0 ? T(0) : T(beta) * C[i * cbs + m * ldc + n];
-      return;
-    }
     // Fold the batch into M when A is row-major and packed across batches and B is shared.
     if (batch > 1 && vb.bstride == 0 && !va.trans && va.bstride == M * va.ld && va.ld == K && cbs == M * ldc &&
         ldc == N) {

@@ -23,6 +23,8 @@ template <class F> void on_any(DType t, F&& f) {
     case DType::F64: return f(double{});
     case DType::I32: return f(int32_t{});
     case DType::I64: return f(int64_t{});
+    case DType::BF16: return f(bf16{});
+    case DType::F16: return f(f16{});
   }
 }
 

@@ -62,6 +62,16 @@ void gemm(double alpha, const double* A, const double* B, double beta, double* C
                                                 ldc, sc, batch));
 }
 
+// bf16/f16 operands, f32 output and accumulation: cuBLAS's mixed-precision GEMM.
+void gemm_half(DType dtype, float alpha, const void* A, const void* B, float beta, float* C, cublasOperation_t opa,
+               cublasOperation_t opb, int m, int n, int k, int lda, long long sa, int ldb, long long sb, int ldc,
+               long long sc, int batch) {
+  cudaDataType t = dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  NMPERM_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle(), opb, opa, n, m, k, &alpha, B, t, ldb, sb, A, t, lda, sa,
+                                                 &beta, C, CUDA_R_32F, ldc, sc, batch, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT));
+}
+
 int narrow_int(int64_t v, const char* what) {
   NMPERM_CHECK(v <= int64_t(INT32_MAX), "matmul: {} = {} exceeds cuBLAS's 32-bit sizes", what, v);
   return int(v);
@@ -87,10 +97,18 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     return;
   }
   MatView va = matmul_operand(a, "A"), vb = matmul_operand(b, "B");
+  auto op = [](const MatView& v) { return v.trans ? CUBLAS_OP_T : CUBLAS_OP_N; };
+  if (is_half(a.dtype())) {
+    gemm_half(a.dtype(), float(alpha), a.raw_data(), b.raw_data(), float(beta), c.data<float>(), op(va), op(vb),
+              narrow_int(M, "M"), narrow_int(N, "N"), narrow_int(K, "K"), narrow_int(va.ld, "lda"), va.bstride,
+              narrow_int(vb.ld, "ldb"), vb.bstride, narrow_int(c.stride(1), "ldc"), c.stride(0),
+              narrow_int(batch, "batch"));
+    return;
+  }
   on_float(a.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
     gemm(T(alpha), ptr<T>(a) + a.offset(), ptr<T>(b) + b.offset(), T(beta), c.data<T>(),
-         va.trans ? CUBLAS_OP_T : CUBLAS_OP_N, vb.trans ? CUBLAS_OP_T : CUBLAS_OP_N, narrow_int(M, "M"),
+         op(va), op(vb), narrow_int(M, "M"),
          narrow_int(N, "N"), narrow_int(K, "K"), narrow_int(va.ld, "lda"), va.bstride, narrow_int(vb.ld, "ldb"),
          vb.bstride, narrow_int(c.stride(1), "ldc"), c.stride(0), narrow_int(batch, "batch"));
   });

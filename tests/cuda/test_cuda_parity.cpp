@@ -223,6 +223,30 @@ TEST(CudaParity, MatmulPlainTransposedBatchedBroadcast) {
     }
 }
 
+// bf16/f16 operands with f32 accumulation (cuBLAS's GemmEx) against the CPU's (oneDNN for
+// bf16, widened sgemm for f16): the products are exact in f32 on both sides, so only the
+// order of the f32 sums differs.
+TEST(CudaParity, HalfMatmulAccumulatesInF32LikeTheCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::BF16, DType::F16})
+    for (int64_t n : kSizes) {
+      Tensor a = input({3, n, 33}, DType::F32, 14).to(t), bt = input({3, 7, 33}, DType::F32, 16).to(t);
+      Tensor shared = input({1, 33, 7}, DType::F32, 17).to(t), c0 = input({3, n, 7}, DType::F32, 18);
+      struct Case { const char* name; Tensor a, b; double alpha, beta; };
+      Case cases[] = {{"B transposed", a, transpose(bt, 1, 2), 1, 0},
+                      {"A transposed", transpose(transpose(a, 1, 2).contiguous(), 1, 2), transpose(bt, 1, 2), 1, 0},
+                      {"shared B", a, expand(shared, {3, 33, 7}), 0.5, 1}};
+      for (auto& k : cases) {
+        Tensor c = c0.clone(), gc = gpu(c0);
+        matmul(k.a.contiguous(), k.b.contiguous(), c, k.alpha, k.beta);
+        Tensor ga = gpu(k.a.contiguous()), gb = gpu(k.b.contiguous());
+        matmul(k.a.is_contiguous() ? ga : transpose(gpu(transpose(k.a, 1, 2).contiguous()), 1, 2),
+               k.b.stride(1) == 1 ? transpose(gpu(transpose(k.b, 1, 2).contiguous()), 1, 2) : gb, gc, k.alpha, k.beta);
+        EXPECT_TRUE(close(gc, c, 1e-4)) << dtype_name(t) << " " << k.name << " n=" << n;
+      }
+    }
+}
+
 TEST(CudaParity, AdamWStepsAndSumOfSquares) {
   REQUIRE_GPU();
   for (DType t : kTypes)
