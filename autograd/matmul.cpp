@@ -104,6 +104,12 @@ LinearPrecision::LinearPrecision(DType dtype) : saved_(current_precision) {
 }
 LinearPrecision::~LinearPrecision() { current_precision = saved_; }
 DType linear_precision() { return current_precision; }
+DType precision_dtype(const std::string& name) {
+  if (name == "f32") return DType::F32;
+  if (name == "bf16") return DType::BF16;
+  if (name == "f16") return DType::F16;
+  NMPERM_FAIL("precision must be f32, bf16 or f16, got '{}'", name);
+}
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   NMPERM_CHECK(w.ndim() == 2 && x.ndim() >= 1 && x.shape(-1) == w.shape(1),

@@ -107,6 +107,8 @@ class LinearPrecision {
   DType saved_;
 };
 DType linear_precision();  // F32 outside every scope
+// "f32", "bf16" or "f16" (the --precision names) as a dtype; anything else is an error.
+DType precision_dtype(const std::string& name);
 
 // --- neural-network ops (nn.cpp)
 Tensor softmax(const Tensor& x, int64_t dim = -1);

@@ -22,7 +22,7 @@ json TrainConfig::to_json() const {
           {"beta1", beta1},        {"beta2", beta2}, {"label_smoothing", label_smoothing},
           {"eval_every", eval_every}, {"ckpt_every", ckpt_every},
           {"keep_checkpoints", keep_checkpoints}, {"eval_windows", eval_windows},
-          {"seed", seed}};
+          {"seed", seed},          {"precision", precision}};
 }
 
 TrainConfig TrainConfig::from_json(const json& j) {
@@ -43,6 +43,7 @@ TrainConfig TrainConfig::from_json(const json& j) {
   c.keep_checkpoints = j.value("keep_checkpoints", c.keep_checkpoints);
   c.eval_windows = j.value("eval_windows", c.eval_windows);
   c.seed = j.value("seed", c.seed);
+  c.precision = j.value("precision", c.precision);
   return c;
 }
 
@@ -295,6 +296,7 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
   NMPERM_CHECK(!cfg.out_dir.empty(), "train: an output folder is required");
   NMPERM_CHECK(cfg.steps > 0 && cfg.batch > 0, "train: steps and batch must be positive");
   check_data(model, data, true);
+  LinearPrecision precision(precision_dtype(cfg.precision));
   fs::create_directories(cfg.out_dir);
   std::vector<Tensor> params = model.parameters();
   AdamW opt(params, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});

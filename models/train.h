@@ -29,6 +29,9 @@ struct TrainConfig {
   int64_t eval_every = 500, ckpt_every = 500, keep_checkpoints = 2;
   int64_t eval_windows = 400;  // Llama: validation windows per evaluation (0 = all)
   uint64_t seed = 0;
+  // "f32", or "bf16" / "f16": mixed precision (linear layers multiply in 16 bits with f32
+  // accumulation; the parameters, their gradients and AdamW's state stay f32).
+  std::string precision = "f32";
   nlohmann::json to_json() const;
   static TrainConfig from_json(const nlohmann::json& j);
 };

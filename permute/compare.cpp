@@ -26,7 +26,8 @@ json CompareOptions::to_json() const {
           {"learn", learn},
           {"warm_start", warm_start},
           {"pipeline", pipeline},
-          {"calibration", calibration}};
+          {"calibration", calibration},
+          {"precision", precision}};
 }
 
 CompareOptions CompareOptions::from_json(const json& j) {
@@ -47,6 +48,7 @@ CompareOptions CompareOptions::from_json(const json& j) {
     json_get(j, "warm_start", o.warm_start);
     json_get(j, "pipeline", o.pipeline);
     json_get(j, "calibration", o.calibration);
+    json_get(j, "precision", o.precision);
   } catch (const json::exception& e) {
     NMPERM_FAIL("comparison options: {}", e.what());
   }
@@ -154,6 +156,7 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
   NMPERM_CHECK(o.pipeline == "whole" || o.pipeline == "block", "pipeline '{}' (whole, block)", o.pipeline);
   NMPERM_CHECK(o.calibration == "dense" || o.calibration == "sequential", "calibration '{}' (dense, sequential)",
                o.calibration);
+  LinearPrecision precision(precision_dtype(o.precision));
   if (o.pipeline == "block") return compare_blockwise(checkpoint, data, o, on_update);
   NMPERM_CHECK(o.calibration == "dense",
                "sequential calibration (each block calibrated on the pruned blocks' outputs) runs block by block: "

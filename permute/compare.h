@@ -33,6 +33,10 @@ struct CompareOptions {
   // one-shot) or "sequential" (the outputs of the pruned blocks before it, as Wanda and
   // SparseGPT run; block pipeline only).
   std::string pipeline = "whole", calibration = "dense";
+  // The linear layers' precision in every forward pass (calibration, learning, evaluation):
+  // f32, or bf16 / f16 with f32 accumulation (autograd/ops.h, LinearPrecision). Scores,
+  // searches and pruning read the f32 weights either way.
+  std::string precision = "f32";
   bool resume = false;             // block pipeline with out_dir: continue an interrupted run
   int64_t stop_after_blocks = 0;   // tests of resuming: fail after this many blocks of a run
 

@@ -2,6 +2,7 @@
 // by a checkpoint ends bitwise equal to an uninterrupted one).
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "core/safetensors.h"
 #include "helpers.h"
@@ -174,6 +175,45 @@ TrainConfig llama_run(int64_t steps, int64_t batch, const std::string& out) {
   cfg.batch = batch;
   cfg.out_dir = tmp(out);
   return cfg;
+}
+
+// Mixed precision (linear layers in bf16 / f16, f32 masters): the model learns as in f32,
+// its parameters stay f32, and the run really differs from the f32 one.
+TEST(Training, MixedPrecisionLearnsLikeF32WithF32Masters) {
+  TrainData data;
+  for (int i = 0; i < 4000; ++i) data.tokens.train.push_back((i * 7 + i / 13) % 50);
+  for (int i = 0; i < 500; ++i) data.tokens.test.push_back((i * 7 + i / 13) % 50);
+  data.tokens.vocab = 50;
+  LlamaConfig lc = tiny_llama(50, 32, 2, 1, 16);
+  std::map<std::string, double> loss;
+  std::map<std::string, std::vector<float>> first;
+  for (std::string precision : {"f32", "bf16", "f16"}) {
+    Generator g(3);
+    Model m;
+    m.llama = std::make_unique<Llama>(lc, g);
+    double before = evaluate(m, data, 0).loss;
+    TrainConfig cfg;
+    cfg.arch = "llama";
+    cfg.steps = 40;
+    cfg.batch = 8;
+    cfg.warmup = 4;
+    cfg.lr = 3e-3;
+    cfg.eval_every = cfg.ckpt_every = 40;
+    cfg.precision = precision;
+    cfg.out_dir = tmp("mixed-" + precision);
+    train(m, cfg, data, false, false);
+    loss[precision] = evaluate(m, data, 0).loss;
+    EXPECT_LT(loss[precision], 0.8 * before) << precision;
+    for (Tensor& p : m.parameters()) EXPECT_EQ(p.dtype(), DType::F32) << precision;
+    first[precision] = m.parameters()[1].to_vector<float>();
+    std::ifstream recorded(fs::path(cfg.out_dir) / "train_config.json");
+    EXPECT_EQ(TrainConfig::from_json(nlohmann::json::parse(recorded)).precision, precision);
+    fs::remove_all(cfg.out_dir);
+  }
+  for (std::string precision : {"bf16", "f16"}) {
+    EXPECT_NEAR(loss[precision], loss["f32"], 0.05 * loss["f32"]) << precision;
+    EXPECT_NE(first[precision], first["f32"]) << precision << " trained exactly as f32: the precision was ignored";
+  }
 }
 
 TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {

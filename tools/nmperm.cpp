@@ -57,6 +57,16 @@ void add_device_option(CLI::App* c, std::string& device) {
   c->add_option("--device", device, "cpu or cuda")->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
 }
 
+void add_precision_option(CLI::App* c, std::string& precision, const char* what) {
+  c->add_option("--precision", precision,
+                fmt::format("f32, or bf16 / f16: linear layers multiply in 16 bits with f32 accumulation ({}); "
+                            "norms, softmax, attention and losses stay f32. bf16 runs on AMX / AVX512-BF16 through "
+                            "oneDNN and on CUDA tensor cores; f16 is widened to f32 on CPUs",
+                            what))
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+}
+
 // A real checkpoint's context (131,072 tokens for Llama-3.2) makes windows nobody evaluates in.
 void warn_long_windows(const Model& m, const TrainData& d) {
   if (m.llama && d.tokens.seqlen == 0 && context_of(m, d) > 8192)
@@ -99,7 +109,8 @@ int run_train(TrainCli& o) {
               (long long)model.num_parameters(),
               cfg.arch == "vit" ? fmt::format("{} training images", data.train_images.size()).c_str()
                                 : data.tokens.description.c_str(),
-              (long long)cfg.steps, (long long)cfg.batch, device_description(model.device()).c_str());
+              (long long)cfg.steps, (long long)cfg.batch,
+              (device_description(model.device()) + ", precision " + cfg.precision).c_str());
   auto t0 = std::chrono::steady_clock::now();
   EvalResult r = train(model, cfg, data, o.resume);
   std::printf("done in %.1fs: %s\ncheckpoint: %s\n", seconds_since(t0), r.to_json(model.arch()).dump().c_str(),
@@ -120,7 +131,7 @@ Model probe_checkpoint(const std::string& checkpoint, std::optional<CheckpointFi
 double parameters_of(Model& m) { return m.llama ? m.llama->cfg.parameter_count() : double(m.num_parameters()); }
 
 struct EvalCli {
-  std::string checkpoint, device = "cpu", pipeline = "auto";
+  std::string checkpoint, device = "cpu", pipeline = "auto", precision = "f32";
   DataOptions data;
   int64_t windows = 0;
   int threads = 0;
@@ -129,6 +140,7 @@ struct EvalCli {
 
 int run_eval(EvalCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
+  LinearPrecision precision(precision_dtype(o.precision));
   Device device = parse_device(o.device);
   std::optional<CheckpointFiles> files;
   Model model = probe_checkpoint(o.checkpoint, files);
@@ -155,6 +167,7 @@ int run_eval(EvalCli& o) {
   j["checkpoint"] = o.checkpoint;
   j["arch"] = model.arch();
   j["seconds"] = seconds_since(t0);
+  j["precision"] = o.precision;
   bool bytes = model.llama && (o.data.data.empty() || o.data.data == "kjv") && o.data.val.empty() && o.data.text.empty();
   if (bytes) j["bits_per_byte"] = r.loss / std::log(2.0);
   if (model.llama) {
@@ -165,14 +178,14 @@ int run_eval(EvalCli& o) {
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
   } else if (model.vit) {
-    std::printf("%s: test accuracy %.4f, test loss %.4f (%lld images)\n", o.checkpoint.c_str(), r.accuracy, r.loss,
-                (long long)r.count);
+    std::printf("%s: test accuracy %.4f, test loss %.4f (%lld images, %s)\n", o.checkpoint.c_str(), r.accuracy, r.loss,
+                (long long)r.count, o.precision.c_str());
   } else {
     std::printf("%s on %s:\n  perplexity %.4f, loss %.4f nats, %.4f bits per %s; %lld windows of %lld tokens, %lld "
-                "tokens predicted\n",
+                "tokens predicted (%s)\n",
                 o.checkpoint.c_str(), data.tokens.description.c_str(), std::exp(r.loss), r.loss,
                 r.loss / std::log(2.0), bytes ? "byte" : "token", (long long)r.windows,
-                (long long)context_of(model, data), (long long)r.count);
+                (long long)context_of(model, data), (long long)r.count, o.precision.c_str());
   }
   return 0;
 }
@@ -324,7 +337,7 @@ int run_permute_matrix(PermuteMatrixCli& o) {
 }
 
 struct CalibrateCli {
-  std::string checkpoint, out;
+  std::string checkpoint, out, precision = "f32";
   DataOptions data;
   CalibrationOptions opt;
   int64_t nsamples = 0;
@@ -347,6 +360,7 @@ void apply_nsamples(int64_t nsamples, const DataOptions& d, const char* batches_
 
 int run_calibrate(CalibrateCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
+  LinearPrecision precision(precision_dtype(o.precision));
   std::optional<CheckpointFiles> files;
   Model model = probe_checkpoint(o.checkpoint, files);
   apply_nsamples(o.nsamples, o.data, "--batches", "--batch", o.opt);
@@ -415,7 +429,7 @@ int run_prune(PruneCli& o) {
   }
   std::fprintf(stderr, "nmperm prune: %s (%s, %.0f parameters), %s, %s scores; models on %s; %s\n",
                o.checkpoint.c_str(), probe.arch().c_str(), parameters_of(probe), o.cmp.pattern.c_str(),
-               o.cmp.score.c_str(), device_description(o.cmp.device).c_str(),
+               o.cmp.score.c_str(), (device_description(o.cmp.device) + ", precision " + o.cmp.precision).c_str(),
                o.pipeline == "block" ? fmt::format("block by block, {} calibration", o.calibration).c_str()
                                      : "whole model, dense calibration");
   const int64_t window = context_of(probe, data);
@@ -529,6 +543,7 @@ int main(int argc, char** argv) {
   t->add_option("--seed", tr.cfg.seed, "seed for initialisation and data order")->capture_default_str();
   t->add_option("--threads", tr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(t, tr.device);
+  add_precision_option(t, tr.cfg.precision, "mixed-precision training: parameters, gradients and AdamW stay f32");
   add_data_options(t, tr.data, true);
 
   EvalCli ev;
@@ -542,6 +557,7 @@ int main(int argc, char** argv) {
                 "llama: 'whole' (the model in memory, f32) or 'block' (one block in memory at a time, read from the "
                 "mapped shards: any size); auto: whole when it fits in the available memory")
       ->capture_default_str()->check(CLI::IsMember({"auto", "whole", "block"}));
+  add_precision_option(e, ev.precision, "inference");
   add_data_options(e, ev.data, false);
 
   CalibrateCli cal;
@@ -553,6 +569,7 @@ int main(int argc, char** argv) {
   cc->add_option("--threads", cal.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   cc->add_option("--nsamples", cal.nsamples, "calibration windows (llama) or images (vit), instead of --batches x --batch")
       ->check(CLI::PositiveNumber)->excludes("--batches");
+  add_precision_option(cc, cal.precision, "the calibration forward passes");
   add_data_options(cc, cal.data, true);
 
   PermuteMatrixCli pm;
@@ -617,6 +634,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   pc->add_option("--threads", pr.threads, "CPU threads (0 = OpenMP default)")->capture_default_str();
   add_device_option(pc, pr.device);
+  add_precision_option(pc, pr.cmp.precision,
+                       "every forward pass: calibration, learning, evaluation; scores and masks read f32 weights");
   pc->add_option("--nsamples", pr.nsamples,
                  "calibration windows (llama) or images (vit), instead of --calib-batches x --calib-batch (default "
                  "128 windows with --calib, as the field uses)")

@@ -41,7 +41,8 @@ namespace {
 // AVX512-BF16) and accumulates in f32: 3-7x OpenBLAS's f32 sgemm at model shapes on an
 // AMX CPU. (Debian's OpenBLAS declares cblas_sbgemm but is built without it.) A primitive
 // is made once per shape and layout and kept; executing one is thread-safe. oneDNN 2.6
-// has no f16 matmul on CPUs, so f16 operands are widened (exactly) to f32 for sgemm.
+// has no f16 matmul on CPUs, nor bf16 below AVX512: those operands are widened (exactly)
+// to f32 for sgemm, which computes the same products with f32 accumulation.
 struct DnnlKey {
   DType dtype;
   int64_t M, N, K, lda, ldb, ldc;
@@ -59,6 +60,7 @@ dnnl::engine& dnnl_engine() {
 struct DnnlGemm {
   dnnl::memory::desc a, b, c;
   dnnl::matmul prim;
+  bool ok = true;  // false: oneDNN has no bf16 matmul on this CPU (no AVX512)
 };
 
 const DnnlGemm& dnnl_gemm(const DnnlKey& k) {
@@ -84,17 +86,18 @@ const DnnlGemm& dnnl_gemm(const DnnlKey& k) {
   dnnl::matmul::primitive_desc pd;
   try {
     pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, bd, cd), attr, dnnl_engine());
-  } catch (const dnnl::error& e) {
-    NMPERM_FAIL("oneDNN has no bf16 matmul for ({}, {}) @ ({}, {}) on this CPU: {}", k.M, k.K, k.K, k.N, e.what());
+  } catch (const dnnl::error&) {
+    return cache.emplace(k, DnnlGemm{ad, bd, cd, {}, false}).first->second;
   }
   return cache.emplace(k, DnnlGemm{ad, bd, cd, dnnl::matmul(pd)}).first->second;
 }
 
-void bf16_matmul(const Tensor& a, const Tensor& b, Tensor& c, const MatView& va, const MatView& vb, double alpha,
+bool bf16_matmul(const Tensor& a, const Tensor& b, Tensor& c, const MatView& va, const MatView& vb, double alpha,
                  double beta) {
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
   DnnlKey key{a.dtype(), M, N, K, va.ld, vb.ld, c.stride(1), va.trans, vb.trans, float(alpha), float(beta)};
   const DnnlGemm& g = dnnl_gemm(key);
+  if (!g.ok) return false;
   dnnl::stream s(dnnl_engine());
   const char* A = static_cast<const char*>(a.raw_data());
   const char* B = static_cast<const char*>(b.raw_data());
@@ -105,6 +108,7 @@ void bf16_matmul(const Tensor& a, const Tensor& b, Tensor& c, const MatView& va,
     g.prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   }
   s.wait();
+  return true;
 }
 
 }  // namespace
@@ -126,8 +130,8 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     });
     return;
   }
-  if (a.dtype() == DType::BF16) return bf16_matmul(a, b, c, va, vb, alpha, beta);
-  if (a.dtype() == DType::F16) return matmul(a.to(DType::F32), b.to(DType::F32), c, alpha, beta);
+  if (a.dtype() == DType::BF16 && bf16_matmul(a, b, c, va, vb, alpha, beta)) return;
+  if (is_half(a.dtype())) return matmul(a.to(DType::F32), b.to(DType::F32), c, alpha, beta);
   dispatch_float(a.dtype(), [&]<class T>() {
     const T* A = static_cast<const T*>(a.storage()->data) + a.offset();
     const T* B = static_cast<const T*>(b.storage()->data) + b.offset();
