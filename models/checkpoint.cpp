@@ -123,6 +123,22 @@ void Model::visit_linears(const LinearVisitor& f) {
   else llama->visit_linears(f);
 }
 
+int64_t Model::store_linear_weights(DType dtype) {
+  std::map<const Storage*, std::set<std::string>> names;  // who uses each storage
+  visit([&](const std::string& n, Tensor& t) {
+    if (t.defined()) names[t.storage().get()].insert(n);
+  });
+  int64_t saved = 0;
+  visit_linears([&](const std::string& prefix, Linear& l) {
+    if (!l.weight.defined() || l.weight.dtype() == dtype) return;
+    auto it = names.find(l.weight.storage().get());
+    if (it != names.end() && (it->second.size() > 1 || !it->second.count(prefix + ".weight"))) return;  // shared
+    saved += l.weight.numel() * int64_t(dtype_size(l.weight.dtype())) - l.weight.numel() * int64_t(dtype_size(dtype));
+    l.weight = l.weight.to(dtype);
+  });
+  return saved;
+}
+
 void Model::to(Device d) {
   if (d == device_) return;
   NMPERM_CHECK(d != Device::CUDA || cuda_available(),

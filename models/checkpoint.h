@@ -49,6 +49,10 @@ struct Model {
   size_t num_blocks() const { return vit ? vit->layers.size() : llama->layers.size(); }
   void visit(const ParamVisitor& f);
   void visit_linears(const LinearVisitor& f);
+  // Keeps every linear layer's weight in `dtype` (bf16/f16 for inference: half the memory,
+  // and linear() multiplies in that dtype); a weight shared with another parameter (a tied
+  // lm_head) is left as it is. Returns the bytes saved. Such a model no longer trains.
+  int64_t store_linear_weights(DType dtype);
   std::vector<Tensor> parameters();
   // Moves every parameter and input gather to `d` (tied weights stay tied). Models are
   // built and loaded on the CPU; batches go to device() before the forward.

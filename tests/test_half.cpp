@@ -7,6 +7,7 @@
 #include "helpers.h"
 #include "core/view.h"
 #include "kernels/matmul.h"
+#include "tiny_models.h"
 
 namespace nmperm {
 namespace {
@@ -182,6 +183,40 @@ TEST(Half, MixedPrecisionLinearAndItsGradients) {
   }
   EXPECT_THROW_MSG(wh.set_requires_grad(), "cannot train");
   EXPECT_THROW_MSG(LinearPrecision(DType::I64), "linear precision must be f32, bf16 or f16");
+}
+
+// 16-bit inference of whole models: storing the linear weights in bf16 computes exactly
+// what the precision scope computes on f32 weights, a tied lm_head stays shared, and the
+// loss moves by about bf16's rounding only.
+TEST(Half, StoredLinearWeightsEvaluateAsTheScopeDoes) {
+  for (bool vit : {true, false}) {
+    Model m = vit ? test::tiny_vit(1) : test::tiny_llama(1);
+    TrainData data = test::tiny_data(m, 2);
+    if (!vit) {
+      m.llama->cfg.tie_word_embeddings = true;
+      m.llama->lm_head.weight = m.llama->embed_tokens;
+    }
+    EvalResult f32 = evaluate(m, data, 0), scoped;
+    {
+      LinearPrecision scope(DType::BF16);
+      scoped = evaluate(m, data, 0);
+      int64_t linears = 0, saved = m.store_linear_weights(DType::BF16);
+      m.visit_linears([&](const std::string& name, Linear& l) {
+        if (l.weight.same_data(vit ? Tensor() : m.llama->embed_tokens)) return;
+        EXPECT_EQ(l.weight.dtype(), DType::BF16) << name;
+        linears += l.weight.numel();
+      });
+      EXPECT_EQ(saved, 2 * linears);
+      EvalResult stored = evaluate(m, data, 0);
+      EXPECT_EQ(stored.loss, scoped.loss);
+    }
+    if (!vit) {
+      EXPECT_EQ(m.llama->lm_head.weight.dtype(), DType::F32);
+      EXPECT_TRUE(m.llama->lm_head.weight.same_data(m.llama->embed_tokens));
+    }
+    EXPECT_NE(scoped.loss, f32.loss);
+    EXPECT_NEAR(scoped.loss, f32.loss, 0.02 * f32.loss) << (vit ? "vit" : "llama");
+  }
 }
 
 }  // namespace

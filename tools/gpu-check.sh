@@ -54,6 +54,9 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 else
   timeout 120 build-gpu/bench_train --device cuda >"$out/train_step.txt" 2>&1 || { note "bench_train failed"; status=1; }
 fi
+# Mixed precision (bf16 linear layers through cuBLAS GemmEx, f32 masters).
+timeout 120 build-gpu/bench_train --device cuda --precision bf16 >>"$out/train_step.txt" 2>&1 ||
+  { note "bench_train --precision bf16 failed"; status=1; }
 cat "$out/train_step.txt"
 # One timed run of the block pipeline at Llama-3.2-1B's shapes: every block moved to the GPU
 # as it is loaded from the mapped bf16 shards, calibrated, pruned (Wanda 2:4; the

@@ -160,6 +160,8 @@ int run_eval(EvalCli& o) {
     model = load_checkpoint(o.checkpoint);
   }
   model.to(device);
+  if (o.pipeline == "whole" && is_half(linear_precision()))  // the linear weights in 16 bits: half their memory
+    model.store_linear_weights(linear_precision());
   auto t0 = std::chrono::steady_clock::now();
   EvalResult r = o.pipeline == "block" ? evaluate_blockwise(o.checkpoint, data, o.windows, Split::Test, device)
                                        : evaluate(model, data, o.windows);

@@ -2,12 +2,13 @@
 // clipping + AdamW, on synthetic data of the real shapes (ViT: 128 images of 28x28x1;
 // Llama: 32 windows of 128 bytes). Prints one JSON object with the median step time of
 // each model; tools/bench/compare_train.py runs the same steps in PyTorch beside it.
-//   NMPERM_THREADS=N bench_train [--steps 10] [--warmup 3] [--device cpu|cuda]
+//   NMPERM_THREADS=N bench_train [--steps 10] [--warmup 3] [--device cpu|cuda] [--precision f32|bf16|f16]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/storage.h"
@@ -41,11 +42,18 @@ int main(int argc, char** argv) {
   kernels::select_blas_kernels(argv);
   if (const char* t = std::getenv("NMPERM_THREADS")) kernels::set_num_threads(std::atoi(t));
   int steps = 10, warmup = 3;
+  std::string precision = "f32";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--device")) on_gpu = !std::strcmp(argv[i + 1], "cuda");
+    else if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
+    else {
+      std::fprintf(stderr, "bench_train: unknown option %s\n", argv[i]);
+      return 2;
+    }
   }
+  LinearPrecision scope(precision_dtype(precision));  // mixed precision: f32 masters, 16-bit linear layers
   if (on_gpu && !cuda_available()) {
     std::fprintf(stderr, "bench_train: --device cuda but no CUDA device is available\n");
     return 1;
@@ -96,8 +104,9 @@ int main(int argc, char** argv) {
     clip_grad_norm(lp, 1.0);
     lopt.step();
   });
-  std::printf("{\"vit_ms\": %.3f, \"llama_ms\": %.3f, \"threads\": %d, \"blas\": \"%s\", \"device\": \"%s\"}\n",
+  std::printf("{\"vit_ms\": %.3f, \"llama_ms\": %.3f, \"threads\": %d, \"blas\": \"%s\", \"device\": \"%s\", "
+              "\"precision\": \"%s\"}\n",
               vit_ms, llama_ms, kernels::num_threads(), kernels::blas_core().c_str(),
-              on_gpu ? cuda_device_name().c_str() : "cpu");
+              on_gpu ? cuda_device_name().c_str() : "cpu", precision.c_str());
   return 0;
 }

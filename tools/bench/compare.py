@@ -152,7 +152,9 @@ def set_blas_threads(n):
     with open("/proc/self/maps") as f:
         libs = {os.path.realpath(line.split()[-1]) for line in f if "openblas" in line.lower()}
     for lib in libs:
-        ctypes.CDLL(lib).openblas_set_num_threads(n)
+        fn = getattr(ctypes.CDLL(lib), "openblas_set_num_threads", None)  # PyPI's numpy renames its OpenBLAS
+        if fn is not None:
+            fn(n)
 
 
 def blas_in_use():
@@ -170,8 +172,12 @@ def blas_in_use():
                 h = ctypes.CDLL(lib)
                 h.openblas_get_corename.restype = ctypes.c_char_p
                 desc += f" (OpenBLAS kernels: {h.openblas_get_corename().decode()})"
-            except OSError:
+            except (OSError, AttributeError):  # a renamed OpenBLAS (PyPI's numpy) lacks the symbol
                 pass
+    if hasattr(torch.backends, "mkldnn") and torch.backends.mkldnn.is_available():
+        desc += "; oneDNN (mkldnn) available"
+    if torch.backends.mkl.is_available():
+        desc += "; MKL"
     return desc
 
 

@@ -5,6 +5,8 @@ same batch, same thread count, alternating the two sides in fresh processes; med
 
     /usr/bin/python3 tools/bench/compare_train.py --bench build/bench_train [--threads 2]
     python3 tools/bench/compare_train.py --bench build-gpu/bench_train --device cuda   (GPU, both sides)
+    python3 tools/bench/compare_train.py --precision bf16   (mixed precision: nmperm --precision bf16
+                                                             against PyTorch's bf16 autocast)
 
 The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
 (eager attention, as transformers runs on PyTorch 1.13) with the same sizes.
@@ -111,7 +113,10 @@ class Llama(nn.Module):
         return self.head(self.norm(x))
 
 
-def torch_steps(steps, warmup, device="cpu"):
+def torch_steps(steps, warmup, device="cpu", precision="f32"):
+    """Median step times; precision bf16 runs forward and loss under torch.autocast(bf16)."""
+    import contextlib
+    cast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     torch.manual_seed(0)
     out = {}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -121,7 +126,9 @@ def torch_steps(steps, warmup, device="cpu"):
 
     def vstep():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(vit(x), y).backward()
+        with cast():
+            loss = F.cross_entropy(vit(x), y)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
         opt.step()
     llama = Llama().to(device)
@@ -130,7 +137,9 @@ def torch_steps(steps, warmup, device="cpu"):
 
     def lstep():
         lopt.zero_grad(set_to_none=True)
-        F.cross_entropy(llama(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1)).backward()
+        with cast():
+            loss = F.cross_entropy(llama(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
         lopt.step()
     for name, fn in (("vit_ms", vstep), ("llama_ms", lstep)):
@@ -156,13 +165,15 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per side; medians reported")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="run both sides on this device")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="bf16: nmperm's mixed precision against PyTorch's bf16 autocast")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         n = int(os.environ["OMP_NUM_THREADS"])
         torch.set_num_threads(n)
         set_blas_threads(n)
-        r = torch_steps(a.steps, 3, a.device)
+        r = torch_steps(a.steps, 3, a.device, a.precision)
         r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__,
                  device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
         print(json.dumps(r))
@@ -172,17 +183,20 @@ def main():
                    OPENBLAS_NUM_THREADS=str(threads))
         ours, theirs = [], []
         for _ in range(a.rounds):
-            ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps), "--device", a.device], env=env,
+            ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps), "--device", a.device,
+                                                   "--precision", a.precision], env=env,
                                                   check=True, capture_output=True, text=True).stdout))
             theirs.append(json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
-                                                     "--steps", str(a.steps), "--device", a.device], env=env,
+                                                     "--steps", str(a.steps), "--device", a.device,
+                                                     "--precision", a.precision], env=env,
                                                     check=True, capture_output=True, text=True).stdout))
         if a.device == "cuda":
             print(f"device: nmperm {ours[0]['device']}, PyTorch {theirs[0]['torch']} {theirs[0]['device']}")
         else:
             print(f"threads: nmperm {ours[0]['threads']} (OpenBLAS {ours[0]['blas']}), "
                   f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']})")
-        print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side)")
+        print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side); "
+              f"precision {a.precision}" + (" (nmperm --precision bf16, PyTorch bf16 autocast)" if a.precision == "bf16" else ""))
         print(f"{'model':8} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
         for key, name in (("vit_ms", "ViT"), ("llama_ms", "Llama")):
             o, t = median([r[key] for r in ours]), median([r[key] for r in theirs])
