@@ -107,6 +107,31 @@ TEST(Blockwise, DenseCalibrationEqualsWholeModelPruningExactly) {
   EXPECT_FALSE(fs::exists(f.dir / "block" / ".resume"));  // state is removed once every run is done
 }
 
+// --precision bf16: both pipelines still agree bit for bit, the forward passes really run
+// in bf16 (the losses move, by about bf16's rounding), and the learned method trains in it.
+TEST(Blockwise, Bf16ForwardPassesAgreeAcrossPipelinesAndTrainTheLearnedMethod) {
+  Fixture f;
+  CompareOptions w = f.options("whole", "dense"), b = f.options("block", "dense"), f32 = f.options("whole", "dense");
+  w.methods = b.methods = f32.methods = {"none", "ria"};
+  w.precision = b.precision = "bf16";
+  json jw = compare_methods(f.ckpt, f.data, w), jb = compare_methods(f.ckpt, f.data, b);
+  json j32 = compare_methods(f.ckpt, f.data, f32);
+  EXPECT_EQ(jw["options"]["precision"], "bf16");
+  EXPECT_EQ(jw["dense"], jb["dense"]);
+  for (size_t i = 0; i < jw["runs"].size(); ++i) EXPECT_EQ(jw["runs"][i]["eval"], jb["runs"][i]["eval"]) << i;
+  double l16 = jw["dense"]["loss"], l32 = j32["dense"]["loss"];
+  EXPECT_NE(l16, l32);
+  EXPECT_NEAR(l16, l32, 0.01 * l32);
+  CompareOptions l = f.options("whole", "dense");
+  l.methods = {"learned"};
+  l.precision = "bf16";
+  l.learn = {{"steps", 4}, {"eval_every", 2}, {"batch", 4}, {"holdout", 4}};
+  json jl = compare_methods(f.ckpt, f.data, l);
+  ASSERT_EQ(jl["runs"].size(), 1u);
+  EXPECT_TRUE(std::isfinite(jl["runs"][0]["eval"]["loss"].get<double>()));
+  EXPECT_EQ(jl["runs"][0]["nm_violations"], 0);
+}
+
 TEST(Blockwise, EvaluationEqualsTheWholeModelsExactly) {
   Fixture f;
   Model m = load_checkpoint(f.ckpt);
