@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <dnnl.hpp>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <tuple>
 
@@ -44,11 +45,10 @@ namespace {
 // has no f16 matmul on CPUs, nor bf16 below AVX512: those operands are widened (exactly)
 // to f32 for sgemm, which computes the same products with f32 accumulation.
 struct DnnlKey {
-  DType dtype;
   int64_t M, N, K, lda, ldb, ldc;
   bool ta, tb;
   float alpha, beta;
-  auto tie() const { return std::tie(dtype, M, N, K, lda, ldb, ldc, ta, tb, alpha, beta); }
+  auto tie() const { return std::tie(M, N, K, lda, ldb, ldc, ta, tb, alpha, beta); }
   bool operator<(const DnnlKey& o) const { return tie() < o.tie(); }
 };
 
@@ -63,9 +63,10 @@ struct DnnlGemm {
   bool ok = true;  // false: oneDNN has no bf16 matmul on this CPU (no AVX512)
 };
 
-const DnnlGemm& dnnl_gemm(const DnnlKey& k) {
+// Shared so that clearing the cache cannot pull a primitive from under a running call.
+std::shared_ptr<const DnnlGemm> dnnl_gemm(const DnnlKey& k) {
   static std::mutex mu;
-  static std::map<DnnlKey, DnnlGemm> cache;
+  static std::map<DnnlKey, std::shared_ptr<const DnnlGemm>> cache;
   std::lock_guard lock(mu);
   auto it = cache.find(k);
   if (it != cache.end()) return it->second;
@@ -87,16 +88,17 @@ const DnnlGemm& dnnl_gemm(const DnnlKey& k) {
   try {
     pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, bd, cd), attr, dnnl_engine());
   } catch (const dnnl::error&) {
-    return cache.emplace(k, DnnlGemm{ad, bd, cd, {}, false}).first->second;
+    return cache[k] = std::make_shared<const DnnlGemm>(DnnlGemm{ad, bd, cd, {}, false});
   }
-  return cache.emplace(k, DnnlGemm{ad, bd, cd, dnnl::matmul(pd)}).first->second;
+  return cache[k] = std::make_shared<const DnnlGemm>(DnnlGemm{ad, bd, cd, dnnl::matmul(pd)});
 }
 
 bool bf16_matmul(const Tensor& a, const Tensor& b, Tensor& c, const MatView& va, const MatView& vb, double alpha,
                  double beta) {
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
-  DnnlKey key{a.dtype(), M, N, K, va.ld, vb.ld, c.stride(1), va.trans, vb.trans, float(alpha), float(beta)};
-  const DnnlGemm& g = dnnl_gemm(key);
+  std::shared_ptr<const DnnlGemm> gp =
+      dnnl_gemm({M, N, K, va.ld, vb.ld, c.stride(1), va.trans, vb.trans, float(alpha), float(beta)});
+  const DnnlGemm& g = *gp;
   if (!g.ok) return false;
   dnnl::stream s(dnnl_engine());
   const char* A = static_cast<const char*>(a.raw_data());

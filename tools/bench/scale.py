@@ -17,6 +17,7 @@ thread count and the nmperm build.
 
     /tmp/hfenv/bin/python tools/bench/scale.py --root /tmp/nmperm-scale --text kjv.txt \\
         [--models 1b,1b-l1,1b-l2,1b-l4,1b-l8,8b] [--runs eval,none,ria,channel-swap] [--threads 2]
+        [--precision f32|bf16|f16]
 """
 import argparse
 import json
@@ -103,6 +104,8 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--nmperm", default=os.path.join(ROOT, "build", "nmperm"))
     ap.add_argument("--results", default="scale_results.jsonl")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"],
+                    help="nmperm --precision of every run (linear layers in 16 bits, f32 accumulation)")
     ap.add_argument("--keep", action="store_true", help="write the pruned checkpoints under ROOT/MODEL-pruned")
     a = ap.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -122,13 +125,13 @@ if __name__ == "__main__":
                        "--eval-windows", "16", "--permute", what]
                 if a.keep:
                     cmd += ["--out", folder + "-pruned"]
-            cmd += ["--threads", str(a.threads)]
+            cmd += ["--threads", str(a.threads), "--precision", a.precision]
             secs, rss, rc, out = run(cmd)
             tail = out.strip().splitlines()[-6:]
-            rec = {"model": name, "run": what, "layers": MODELS[name]["num_hidden_layers"], "seconds": round(secs, 1),
+            rec = {"model": name, "run": what, "precision": a.precision, "layers": MODELS[name]["num_hidden_layers"], "seconds": round(secs, 1),
                    "peak_rss_gib": round(rss, 2), "rc": rc, "threads": a.threads, "cpu": cpu, "nmperm": version,
                    "tail": tail}
-            print(f"{name:6s} {what:12s} {secs:8.1f} s  peak RSS {rss:6.2f} GiB  rc {rc}", flush=True)
+            print(f"{name:6s} {what:12s} {a.precision:5s} {secs:8.1f} s  peak RSS {rss:6.2f} GiB  rc {rc}", flush=True)
             if rc != 0:
                 print("\n".join(tail), flush=True)
             with open(a.results, "a") as f:
