@@ -69,6 +69,12 @@ if build-gpu/make_llama "$ckpt" >"$out/scale_1b.txt" 2>&1; then
     --seqlen 512 --nsamples 16 --eval-windows 16 --permute none --device cuda >>"$out/scale_1b.txt" 2>&1 ||
     { note "1B-shape prune on the GPU failed"; status=1; }
   note "1B-shape prune on the GPU: $(grep -E 'Elapsed|Maximum resident' "$out/scale_1b.txt" | tr -s ' ' | tr '\n' ';')"
+  # The same model's evaluation in f32 and in bf16 (cuBLAS GemmEx), for their ratio.
+  for p in f32 bf16; do
+    timeout 120 build-gpu/nmperm eval --checkpoint "$ckpt" --text "$text" --seqlen 512 --windows 16 \
+      --pipeline block --device cuda --precision "$p" --json >>"$out/scale_1b.txt" 2>&1 ||
+      { note "1B-shape eval --precision $p on the GPU failed"; status=1; }
+  done
 else
   note "make_llama failed"; status=1
 fi
