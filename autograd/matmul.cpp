@@ -76,7 +76,8 @@ struct LinearNode : Node {
   std::vector<Tensor> backward(const Tensor& g) override {
     int64_t R = x2.shape(0), I = x2.shape(1), O = w.shape(0);
     Tensor g2 = view::reshape(g.contiguous(), {1, R, O}), gx, gw, gb;
-    Tensor gm = g2.dtype() == w.dtype() ? g2 : g2.to(w.dtype());  // the gradient as multiplied
+    Tensor gm = g2;  // the gradient as multiplied
+    if ((needs(0) || needs(1)) && g2.dtype() != w.dtype()) gm = g2.to(w.dtype());
     if (needs(0)) {
       gx = Tensor::empty(inputs[0].shape, g.dtype(), g.device());
       Tensor c = view::reshape(gx, {1, R, I});

@@ -16,24 +16,15 @@ namespace nmperm {
 
 namespace half_bits {
 
-NMPERM_HD inline uint32_t float_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-#endif
+// The same bytes read as another type (memcpy: well defined, and a plain move in CUDA code).
+template <class To, class From> NMPERM_HD inline To same_bits(From v) {
+  static_assert(sizeof(To) == sizeof(From));
+  To t;
+  std::memcpy(&t, &v, sizeof(To));
+  return t;
 }
-NMPERM_HD inline float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-#endif
-}
+NMPERM_HD inline uint32_t float_bits(float f) { return same_bits<uint32_t>(f); }
+NMPERM_HD inline float bits_float(uint32_t u) { return same_bits<float>(u); }
 
 // bf16 is the high half of a float; rounding adds just under half an ulp, plus one when
 // the kept part is odd. NaN keeps a quiet-NaN payload instead of rounding to infinity.

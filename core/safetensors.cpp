@@ -29,13 +29,13 @@ const Tensor& SafeTensors::at(const std::string& name) const {
 
 namespace {
 
+// Every safetensors dtype nmperm reads is one of its own dtypes (element size: dtype_size).
 struct DiskType {
   const char* name;
-  size_t size;
   DType dtype;
 };
-const DiskType kDiskTypes[] = {{"F32", 4, DType::F32}, {"F64", 8, DType::F64}, {"BF16", 2, DType::BF16},
-                               {"F16", 2, DType::F16}, {"I32", 4, DType::I32}, {"I64", 8, DType::I64}};
+const DiskType kDiskTypes[] = {{"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16},
+                               {"F16", DType::F16}, {"I32", DType::I32}, {"I64", DType::I64}};
 
 const DiskType& disk_type(const std::string& name) {
   for (auto& d : kDiskTypes)
@@ -44,14 +44,8 @@ const DiskType& disk_type(const std::string& name) {
 }
 
 const char* disk_name(DType t) {
-  switch (t) {
-    case DType::F32: return "F32";
-    case DType::F64: return "F64";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
-    case DType::BF16: return "BF16";
-    case DType::F16: return "F16";
-  }
+  for (auto& d : kDiskTypes)
+    if (d.dtype == t) return d.name;
   return "?";
 }
 
@@ -113,9 +107,9 @@ SafeTensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
     NMPERM_CHECK(e <= body_size,
                  "{}: tensor '{}' data_offsets [{}, {}] run past the data section ({} bytes; is the file truncated?)",
                  what, name, b, e, body_size);
-    NMPERM_CHECK(e - b == count * type->size,
+    NMPERM_CHECK(e - b == count * dtype_size(type->dtype),
                  "{}: tensor '{}' holds {} bytes but dtype {} x shape {} needs {} bytes", what, name, e - b, dt,
-                 shape, count * type->size);
+                 shape, count * dtype_size(type->dtype));
     out.entries.push_back({name, dt, shape, b, e});
   }
   std::sort(out.entries.begin(), out.entries.end(), [](auto& a, auto& b) { return a.begin < b.begin; });
@@ -297,7 +291,7 @@ void lay_out(std::vector<TensorEntry>& entries) {
   uint64_t offset = 0;
   for (auto& e : entries) {
     e.begin = offset;
-    e.end = offset += uint64_t(numel(e.shape)) * disk_type(e.dtype).size;
+    e.end = offset += uint64_t(numel(e.shape)) * dtype_size(disk_type(e.dtype).dtype);
   }
 }
 

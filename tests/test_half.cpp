@@ -14,11 +14,7 @@ namespace {
 
 using test::randn64;
 
-float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using half_bits::bits_float;
 
 TEST(Half, EverySixteenBitPatternRoundTrips) {
   for (uint32_t h = 0; h < 65536; ++h) {
@@ -34,7 +30,7 @@ TEST(Half, RoundingMatchesTheCompilersConversions) {
   // A stride through all 2^32 float patterns (every exponent, subnormals, NaN, infinity)
   // plus the halfway points, where ties-to-even decides.
   auto check = [](uint32_t u) {
-    float x = bits_to_float(u);
+    float x = bits_float(u);
     _Float16 h = static_cast<_Float16>(x);  // the compiler's IEEE conversion
     uint16_t hb;
     std::memcpy(&hb, &h, 2);
