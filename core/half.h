@@ -68,29 +68,15 @@ NMPERM_HD inline float f16_to_float(uint16_t h) {
 
 }  // namespace half_bits
 
-struct bf16 {
+// A 16-bit float format: its bits, rounded from any number, read back as a float.
+template <uint16_t (*From)(float), float (*To)(uint16_t)> struct Half16 {
   uint16_t bits = 0;
-  bf16() = default;
-  template <class T> NMPERM_HD explicit bf16(T v) : bits(half_bits::bf16_from_float(float(v))) {}
-  NMPERM_HD operator float() const { return half_bits::bf16_to_float(bits); }
-  NMPERM_HD static bf16 from_bits(uint16_t b) {
-    bf16 h;
-    h.bits = b;
-    return h;
-  }
+  Half16() = default;
+  template <class T> NMPERM_HD explicit Half16(T v) : bits(From(float(v))) {}
+  NMPERM_HD operator float() const { return To(bits); }
 };
-
-struct f16 {
-  uint16_t bits = 0;
-  f16() = default;
-  template <class T> NMPERM_HD explicit f16(T v) : bits(half_bits::f16_from_float(float(v))) {}
-  NMPERM_HD operator float() const { return half_bits::f16_to_float(bits); }
-  NMPERM_HD static f16 from_bits(uint16_t b) {
-    f16 h;
-    h.bits = b;
-    return h;
-  }
-};
+using bf16 = Half16<half_bits::bf16_from_float, half_bits::bf16_to_float>;
+using f16 = Half16<half_bits::f16_from_float, half_bits::f16_to_float>;
 
 static_assert(sizeof(bf16) == 2 && sizeof(f16) == 2);
 
