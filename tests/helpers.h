@@ -6,6 +6,7 @@
 #include <string>
 
 #include "autograd/ops.h"
+#include "kernels/dispatch.h"
 
 namespace nmperm::test {
 
@@ -29,6 +30,17 @@ inline ::testing::AssertionResult all_close(const Tensor& a, const Tensor& b, do
   if (worst <= 1.0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "worst element " << wi << ": " << av[wi] << " vs " << bv[wi]
                                        << " (atol " << atol << ", rtol " << rtol << ")";
+}
+
+// fn() run with `threads` CPU threads (OpenMP and the BLAS), the previous count restored after.
+template <class Fn>
+auto at_threads(int threads, Fn&& fn) {
+  struct Restore {
+    int saved = kernels::num_threads();
+    ~Restore() { kernels::set_num_threads(saved); }
+  } restore;
+  kernels::set_num_threads(threads);
+  return fn();
 }
 
 #define EXPECT_THROW_MSG(stmt, substring)                                                      \
