@@ -13,7 +13,10 @@
 #   ./setup.sh test-cuda-asan   only the emulated CUDA tests of that build
 #   ./setup.sh test-cuda-tsan   the emulated CUDA tests under ThreadSanitizer (build-tsan/)
 #   ./setup.sh fuzz [SECONDS]   libFuzzer on every reader of outside data, SECONDS per target (default 60)
-#   ./setup.sh bench            build and run the CPU benchmarks (ops, training steps) against PyTorch
+#   ./setup.sh bench            build and run the CPU benchmarks (ops, training steps, the assignment
+#                               solver) against today's PyTorch 2.x and SciPy from PyPI (a virtual
+#                               environment, BENCH_VENV, default ~/.cache/nmperm/bench-venv) and
+#                               against Debian's PyTorch 1.13
 #   ./setup.sh build            install what is missing and build only
 #
 # Packages come from Debian's archive and are installed only when missing (as root, or
@@ -28,7 +31,8 @@ BUILD_PKGS=(build-essential cmake pkg-config git libfmt-dev libgtest-dev libbenc
             libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev zlib1g-dev libpcre2-dev libutf8proc-dev
             libsentencepiece-dev libjpeg-dev libstb-dev libdnnl-dev)
 DATA_PKGS=(dataset-fashion-mnist bible-kjv)
-BENCH_PKGS=(python3-torch python3-numpy)
+BENCH_PKGS=(python3-torch python3-numpy python3-scipy python3-venv)
+BENCH_PYPI=(torch numpy scipy)  # the peers a user would install today, into BENCH_VENV
 DEMO_PKGS=(gnuplot-nox)  # the demo report's plots (the tables do not need it)
 FUZZ_PKGS=(clang libclang-rt-14-dev libomp-dev)
 JOBS=${JOBS:-$(nproc)}
@@ -114,13 +118,20 @@ case "$cmd" in
   bench)
     install_missing "${BUILD_PKGS[@]}" "${BENCH_PKGS[@]}"
     build "${BUILD_DIR:-build}"
-    /usr/bin/python3 tools/bench/compare.py --bench "${BUILD_DIR:-build}/bench_ops" "$@"
-    exec /usr/bin/python3 tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" ;;
+    venv=${BENCH_VENV:-$HOME/.cache/nmperm/bench-venv}
+    [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade "${BENCH_PYPI[@]}"
+    for py in "$venv/bin/python" /usr/bin/python3; do
+      echo "setup: peers from $py: $("$py" -c 'import torch, scipy; print("PyTorch", torch.__version__, "SciPy", scipy.__version__)')"
+      "$py" tools/bench/compare.py --bench "${BUILD_DIR:-build}/bench_ops" "$@"
+      "$py" tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" --threads 2 1
+      "$py" tools/bench/compare_assignment.py --bench "${BUILD_DIR:-build}/bench_assignment"
+    done ;;
   build)
     install_missing "${BUILD_PKGS[@]}"
     build "${BUILD_DIR:-build}" ;;
   -h|--help|"")
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "setup.sh: unknown command '$cmd' (try ./setup.sh --help)" >&2
     exit 2 ;;

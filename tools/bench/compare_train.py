@@ -9,7 +9,9 @@ same batch, same thread count, alternating the two sides in fresh processes; med
                                                              against PyTorch's bf16 autocast)
 
 The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
-(eager attention, as transformers runs on PyTorch 1.13) with the same sizes.
+with the same sizes. Their attention is PyTorch's best CPU setting, scaled_dot_product_attention
+(SDPA, PyTorch >= 2.0, as transformers uses it there); PyTorch 1.13 has no SDPA and runs the
+eager form (--attention eager forces it anywhere).
 """
 import argparse
 import json
@@ -25,6 +27,9 @@ from compare import blas_in_use, median, set_blas_threads  # noqa: E402 (sets OP
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+
+ATTENTION = "sdpa" if hasattr(F, "scaled_dot_product_attention") else "eager"
 
 
 class Attention(nn.Module):
@@ -52,10 +57,13 @@ class Attention(nn.Module):
             q, k = self.rope(q), self.rope(k)
         g = self.H // self.Hkv
         k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
-        s = q @ k.transpose(-1, -2) / math.sqrt(self.D)
-        if self.causal:
-            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-        y = F.softmax(s, -1) @ v
+        if ATTENTION == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            s = q @ k.transpose(-1, -2) / math.sqrt(self.D)
+            if self.causal:
+                s = s.masked_fill(torch.ones(T, T, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+            y = F.softmax(s, -1) @ v
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -159,6 +167,7 @@ def torch_steps(steps, warmup, device="cpu", precision="f32"):
 
 
 def main():
+    global ATTENTION
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", default="build/bench_train")
     ap.add_argument("--threads", type=int, nargs="+", default=[2])
@@ -167,14 +176,19 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="run both sides on this device")
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
                     help="bf16: nmperm's mixed precision against PyTorch's bf16 autocast")
+    ap.add_argument("--attention", choices=["sdpa", "eager"], default=ATTENTION,
+                    help=f"PyTorch's attention (default here: {ATTENTION}; sdpa needs PyTorch >= 2.0)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.attention == "sdpa" and not hasattr(F, "scaled_dot_product_attention"):
+        ap.error(f"--attention sdpa: PyTorch {torch.__version__} has no scaled_dot_product_attention")
+    ATTENTION = a.attention
     if a.worker:
         n = int(os.environ["OMP_NUM_THREADS"])
         torch.set_num_threads(n)
         set_blas_threads(n)
         r = torch_steps(a.steps, 3, a.device, a.precision)
-        r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__,
+        r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__, attention=ATTENTION,
                  device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
         print(json.dumps(r))
         return 0
@@ -188,13 +202,13 @@ def main():
                                                   check=True, capture_output=True, text=True).stdout))
             theirs.append(json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                                                      "--steps", str(a.steps), "--device", a.device,
-                                                     "--precision", a.precision], env=env,
+                                                     "--precision", a.precision, "--attention", a.attention], env=env,
                                                     check=True, capture_output=True, text=True).stdout))
         if a.device == "cuda":
             print(f"device: nmperm {ours[0]['device']}, PyTorch {theirs[0]['torch']} {theirs[0]['device']}")
         else:
             print(f"threads: nmperm {ours[0]['threads']} (OpenBLAS {ours[0]['blas']}), "
-                  f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']})")
+                  f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']}, {theirs[0]['attention']} attention)")
         print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side); "
               f"precision {a.precision}" + (" (nmperm --precision bf16, PyTorch bf16 autocast)" if a.precision == "bf16" else ""))
         print(f"{'model':8} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
