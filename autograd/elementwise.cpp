@@ -131,6 +131,7 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
   return unary(tanh_approximation ? UnaryOp::GeluTanh : UnaryOp::GeluErf, x);
 }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
+Tensor softplus(const Tensor& x) { return unary(UnaryOp::Softplus, x); }
 Tensor abs(const Tensor& x) { return unary(UnaryOp::Abs, x); }
 Tensor square(const Tensor& x) { return unary(UnaryOp::Square, x); }
 Tensor pow(const Tensor& x, double e) { return unary(UnaryOp::Pow, x, e); }

@@ -18,6 +18,24 @@ struct Edge {
   bool wanted() const { return fn || leaf; }
 };
 
+// The rules of a Node, in one place (PyTorch keeps its in the header of derivatives.yaml):
+//  1. Save only what the backward reads, and save it detached (`x.detach()`, `y.detach()`):
+//     a saved tensor that still carried its grad_fn would keep the graph above it alive
+//     and, for a saved output, make a cycle output -> node -> output. Detached views share
+//     storage, so saving costs no copy. Prefer small statistics (mean, rstd, lse) to whole
+//     inputs, and save an input only when the gradient of an input that requires grad
+//     reads it.
+//  2. A saved tensor must not change after the forward: there are no version counters, so
+//     an in-place update of a saved input would silently give a wrong gradient.
+//  3. backward(grad) runs with recording off (the engine holds a NoGradGuard), returns one
+//     gradient per input in argument order, each of its input's shape (the engine checks),
+//     and may return an undefined Tensor for an input that is not needs(i). It must not
+//     write into `grad`: other consumers may share it.
+//  4. release() drops every saved tensor (assign Tensor()); the engine calls it after the
+//     node's backward unless retain_graph is set, and refuses a second backward after it.
+//     Plain data (shapes, scalars, the op) may stay.
+//  5. Cheap gradients are written with tensor ops (they run on any device); a dedicated
+//     backward kernel is worth it only where a benchmark shows it pays.
 struct Node {
   std::vector<Edge> inputs;  // one per op input, in the op's argument order
   bool released = false;

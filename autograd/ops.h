@@ -22,6 +22,7 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x, bool tanh_approximation = false);
 Tensor silu(const Tensor& x);
+Tensor softplus(const Tensor& x);  // log(1 + e^x)
 Tensor abs(const Tensor& x);
 Tensor square(const Tensor& x);
 Tensor pow(const Tensor& x, double exponent);

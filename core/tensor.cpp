@@ -1,9 +1,5 @@
 #include "core/tensor.h"
 
-#ifdef NMPERM_WITH_CUDA
-#include "kernels/cuda/launchers.h"
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -45,14 +41,6 @@ Tensor Tensor::detach() const { return as_strided(shape_, strides_, offset_); }
 
 void Tensor::copy_from(const Tensor& src) {
   NMPERM_CHECK(src.shape_ == shape_, "copy_from: shape {} into {}", src.shape_, shape_);
-  if (device() == Device::CUDA && src.device() == Device::CUDA) {
-#ifdef NMPERM_WITH_CUDA
-    kernels::cuda::copy(src, *this);  // any strides and dtypes, on the GPU
-    return;
-#else
-    NMPERM_FAIL("copy_from: a CUDA tensor in a build without the CUDA backend");
-#endif
-  }
   if (device() != src.device()) {
     // Convert and pack on the source's device, move the bytes, then unpack here if needed.
     Tensor packed = src;
@@ -66,38 +54,11 @@ void Tensor::copy_from(const Tensor& src) {
     if (!is_contiguous()) copy_from(landed);
     return;
   }
-  if (dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous()) {
+  if (device() == Device::CPU && dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous()) {
     std::memcpy(raw_data(), src.raw_data(), size_t(numel()) * dtype_size(dtype_));
     return;
   }
-  // Strided copy: rows (every dim but the last) in parallel, the last dim as the inner loop.
-  dispatch_all(dtype_, [&]<class D>() {
-    dispatch_all(src.dtype_, [&]<class S>() {
-      D* d = static_cast<D*>(storage_->data);
-      const S* s = static_cast<const S*>(src.storage_->data);
-      int64_t nd = ndim(), n = numel();
-      if (n == 0) return;
-      if (nd == 0) { d[offset_] = D(s[src.offset_]); return; }
-      int64_t inner = shape_[size_t(nd - 1)], rows = n / inner;
-      int64_t ds = strides_[size_t(nd - 1)], ss = src.strides_[size_t(nd - 1)];
-#pragma omp parallel for if (n > 65536) schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        int64_t doff = offset_, soff = src.offset_, rem = r;
-        for (int64_t k = nd - 2; k >= 0; --k) {
-          int64_t i = rem % shape_[size_t(k)];
-          rem /= shape_[size_t(k)];
-          doff += i * strides_[size_t(k)];
-          soff += i * src.strides_[size_t(k)];
-        }
-        D* dr = d + doff;
-        const S* sr = s + soff;
-        if (ds == 1 && ss == 1)
-          for (int64_t j = 0; j < inner; ++j) dr[j] = D(sr[j]);
-        else
-          for (int64_t j = 0; j < inner; ++j) dr[j * ds] = D(sr[j * ss]);
-      }
-    });
-  });
+  copy_elements(src, *this);  // any strides and dtypes, on either device
 }
 
 Tensor Tensor::contiguous() const {

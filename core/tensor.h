@@ -101,4 +101,9 @@ Tensor zeros_like(const Tensor& t);
 
 std::string describe(const Tensor& t);  // "f32[2, 3] cpu" for error messages
 
+// dst = src elementwise (same shape, any strides, converting dtype) with both on one
+// device: the one operation core asks of the layer above it. Declared here, implemented
+// by the kernels (kernels/dispatch.cpp), so core includes nothing from above.
+void copy_elements(const Tensor& src, Tensor& dst);
+
 }  // namespace nmperm

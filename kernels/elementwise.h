@@ -6,10 +6,30 @@
 
 namespace nmperm::kernels {
 
-enum class UnaryOp { Neg, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, GeluErf, GeluTanh, Silu, Abs, Pow, Square };
-enum class BinaryOp { Add, Sub, Mul, Div, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge };
-const char* unary_name(UnaryOp op);
-const char* binary_name(BinaryOp op);
+// Every unary op, once: X(Enum, "name"). The enum, the names and the count come from this
+// list; each op's forward and derivative live in kernels/elementwise_fn.h as a struct
+// of the same name, which both backends run. Adding an op: docs/adding-an-op.md.
+#define NMPERM_UNARY_OPS(X)                                                                                   \
+  X(Neg, "neg") X(Exp, "exp") X(Log, "log") X(Sqrt, "sqrt") X(Rsqrt, "rsqrt") X(Tanh, "tanh")               \
+  X(Sigmoid, "sigmoid") X(Relu, "relu") X(GeluErf, "gelu") X(GeluTanh, "gelu_tanh") X(Silu, "silu")         \
+  X(Abs, "abs") X(Pow, "pow") X(Square, "square") X(Softplus, "softplus")
+// Every binary op, once; their arithmetic is binary_fn in kernels/elementwise_fn.h. Comparisons give 0/1.
+#define NMPERM_BINARY_OPS(X)                                                                                  \
+  X(Add, "add") X(Sub, "sub") X(Mul, "mul") X(Div, "div") X(Maximum, "maximum") X(Minimum, "minimum")       \
+  X(Eq, "eq") X(Ne, "ne") X(Lt, "lt") X(Le, "le") X(Gt, "gt") X(Ge, "ge")
+
+#define NMPERM_ENUM_ENTRY(op, name) op,
+#define NMPERM_NAME_ENTRY(op, name) name,
+enum class UnaryOp { NMPERM_UNARY_OPS(NMPERM_ENUM_ENTRY) };
+enum class BinaryOp { NMPERM_BINARY_OPS(NMPERM_ENUM_ENTRY) };
+inline constexpr const char* kUnaryNames[] = {NMPERM_UNARY_OPS(NMPERM_NAME_ENTRY)};
+inline constexpr const char* kBinaryNames[] = {NMPERM_BINARY_OPS(NMPERM_NAME_ENTRY)};
+#undef NMPERM_ENUM_ENTRY
+#undef NMPERM_NAME_ENTRY
+inline constexpr int kUnaryOpCount = int(sizeof kUnaryNames / sizeof kUnaryNames[0]);
+inline constexpr int kBinaryOpCount = int(sizeof kBinaryNames / sizeof kBinaryNames[0]);
+inline constexpr const char* unary_name(UnaryOp op) { return kUnaryNames[int(op)]; }
+inline constexpr const char* binary_name(BinaryOp op) { return kBinaryNames[int(op)]; }
 
 // out = op(x); `scalar` is the exponent of Pow.
 void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar = 0);

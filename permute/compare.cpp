@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cmath>
 
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 #include "permute/blockwise.h"
 
 namespace nmperm {

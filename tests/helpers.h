@@ -6,7 +6,7 @@
 #include <string>
 
 #include "autograd/ops.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
 namespace nmperm::test {
 

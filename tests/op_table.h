@@ -1,5 +1,7 @@
 // The table of every differentiable op: each entry builds its inputs (odd sizes 1, 7, 33
-// and broadcasting on purpose) and the function. The CPU tests gradcheck every entry in
+// and broadcasting on purpose) and the function. Every unary op of kernels/elementwise.h's
+// list needs an entry named as the op (or the op's name and a suffix, "pow_int"): a test
+// fails otherwise. The CPU tests gradcheck every entry in
 // f64 (test_gradcheck_ops.cpp); the CUDA tests run each entry on both devices and compare
 // outputs and gradients (tests/cuda). Functions make any tensor of their own on the
 // device of their first input.
@@ -73,9 +75,10 @@ inline std::vector<OpCase> cases() {
       {"tanh", {R({7, 33})}, [](V x) { return tanh(x[0]); }},
       {"sigmoid", {R({7, 33})}, [](V x) { return sigmoid(x[0]); }},
       {"relu", {R({7, 33})}, [](V x) { return relu(x[0]); }},
-      {"gelu_erf", {R({7, 33})}, [](V x) { return gelu(x[0]); }},
+      {"gelu", {R({7, 33})}, [](V x) { return gelu(x[0]); }},
       {"gelu_tanh", {R({7, 33})}, [](V x) { return gelu(x[0], true); }},
       {"silu", {R({7, 33})}, [](V x) { return silu(x[0]); }},
+      {"softplus", {R({7, 33})}, [](V x) { return softplus(x[0]); }},
       {"abs", {R({7, 33})}, [](V x) { return abs(x[0]); }},
       {"square", {R({7})}, [](V x) { return square(x[0]); }},
       {"pow_frac", {P({7, 33})}, [](V x) { return pow(x[0], 2.5); }},

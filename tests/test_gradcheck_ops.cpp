@@ -2,6 +2,7 @@
 #include <functional>
 
 #include "autograd/gradcheck.h"
+#include "kernels/elementwise.h"
 #include "helpers.h"
 #include "op_table.h"
 
@@ -24,6 +25,26 @@ TEST_P(OpGrad, MatchesCentralDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(AllOps, OpGrad, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return info.param.name; });
+
+// A new unary op cannot skip the gradient check, nor the CUDA parity tests that run the
+// same table: its name (or its name and a suffix that is not another op's name) must be
+// in the table.
+TEST(OpTable, HasAnEntryForEveryUnaryOp) {
+  using namespace kernels;
+  auto is_op_name = [](const std::string& s) {
+    for (int i = 0; i < kUnaryOpCount; ++i)
+      if (s == unary_name(UnaryOp(i))) return true;
+    return false;
+  };
+  std::vector<OpCase> table = cases();
+  for (int i = 0; i < kUnaryOpCount; ++i) {
+    std::string name = unary_name(UnaryOp(i));
+    bool found = false;
+    for (const OpCase& c : table)
+      found |= c.name == name || (c.name.rfind(name + "_", 0) == 0 && !is_op_name(c.name));
+    EXPECT_TRUE(found) << name << " has no entry in tests/op_table.h";
+  }
+}
 
 // gradcheck itself must catch a wrong backward, and say where.
 struct WrongNode : Node {

@@ -2,7 +2,7 @@
 // loop, top-k ordering and ties, AdamW against its formula, clipping, thread-count
 // independence of reductions.
 #include "helpers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 #include "kernels/optim.h"
 #include "models/optim.h"
 

@@ -14,7 +14,7 @@
 #include <fstream>
 
 #include "core/safetensors.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 #include "permute/compare.h"
 #include "tools/cli.h"
 

@@ -17,7 +17,7 @@
 
 #include "autograd/ops.h"
 #include "core/storage.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 #include <filesystem>
 #include <fstream>
 

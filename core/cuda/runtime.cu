@@ -17,14 +17,8 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "core/cuda/check.h"
 #include "core/storage.h"
-
-#define NMPERM_CUDA_CHECK(call)                                                                              \
-  do {                                                                                                       \
-    cudaError_t err_ = (call);                                                                               \
-    NMPERM_CHECK(err_ == cudaSuccess, "CUDA error '{}' in {} ({}:{})", cudaGetErrorString(err_), #call, __FILE__, \
-                 __LINE__);                                                                                  \
-  } while (0)
 
 namespace nmperm {
 

@@ -3,6 +3,7 @@
 // The backward runs per (batch, kv head) so one thread owns each dk/dv block (GQA sums
 // over the query heads of a group without races or atomics).
 #include "kernels/attention.h"
+#include "kernels/cpu/launchers.h"
 
 #include <omp.h>
 
@@ -13,10 +14,9 @@
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/vmath.h"
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 namespace {
 
@@ -45,8 +45,6 @@ void scores(const Dims& d, const T* qh, const T* kh, T scale, bool causal, T* p,
 }  // namespace
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal) {
-  NMPERM_ROUTE_CUDA(q, attention(q, k, v, out, lse, scale, causal));
-  require_cpu("attention", q, k, v, out, lse);
   Dims d = attention_dims(q, k, v);
   dispatch_float(q.dtype(), [&]<class T>() {
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
@@ -75,8 +73,6 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, T
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal) {
-  NMPERM_ROUTE_CUDA(q, attention_backward(q, k, v, out, lse, dout, dq, dk, dv, scale, causal));
-  require_cpu("attention_backward", q, k, v, out, lse, dout, dq, dk, dv);
   Dims d = attention_dims(q, k, v);
   dispatch_float(q.dtype(), [&]<class T>() {
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>(), *op = out.data<T>(), *lp = lse.data<T>(),
@@ -121,4 +117,4 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

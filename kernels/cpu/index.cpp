@@ -1,9 +1,9 @@
 #include "kernels/index.h"
+#include "kernels/cpu/launchers.h"
 
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 namespace {
 
@@ -17,8 +17,6 @@ template <class I> void check_range(const I* p, int64_t n, int64_t limit, const 
 }  // namespace
 
 void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {
-  NMPERM_ROUTE_CUDA(x, index_select(x, dim, idx, out));
-  require_cpu("index_select", x, idx, out);
   Dims dx = split_at(x.shape(), dim);
   int64_t n = idx.numel();
   dispatch_index(idx.dtype(), [&]<class I>() {
@@ -39,8 +37,6 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) 
 }
 
 void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
-  NMPERM_ROUTE_CUDA(out, index_add(out, dim, idx, src));
-  require_cpu("index_add", out, idx, src);
   Dims dd = split_at(out.shape(), dim);
   int64_t n = idx.numel();
   dispatch_index(idx.dtype(), [&]<class I>() {
@@ -63,8 +59,6 @@ void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
 }
 
 void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {
-  NMPERM_ROUTE_CUDA(x, gather(x, dim, idx, out));
-  require_cpu("gather", x, idx, out);
   Dims dx = split_at(x.shape(), dim), di = split_at(idx.shape(), dim);
   dispatch_index(idx.dtype(), [&]<class I>() {
     const I* ip = idx.data<I>();
@@ -84,8 +78,6 @@ void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {
 }
 
 void scatter_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
-  NMPERM_ROUTE_CUDA(out, scatter_add(out, dim, idx, src));
-  require_cpu("scatter_add", out, idx, src);
   Dims dd = split_at(out.shape(), dim), di = split_at(idx.shape(), dim);
   dispatch_index(idx.dtype(), [&]<class I>() {
     const I* ip = idx.data<I>();
@@ -105,4 +97,4 @@ void scatter_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src)
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

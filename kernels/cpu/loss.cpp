@@ -1,18 +1,16 @@
 #include "kernels/loss.h"
+#include "kernels/cpu/launchers.h"
 
 #include <cmath>
 #include <limits>
 
 #include "kernels/cpu/vmath.h"
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
                    Tensor& loss_rows, Tensor& lse) {
-  NMPERM_ROUTE_CUDA(logits, cross_entropy(logits, target, ignore_index, label_smoothing, loss_rows, lse));
-  require_cpu("cross_entropy", logits, target, loss_rows, lse);
   int64_t N = logits.shape(0), V = logits.shape(1);
   dispatch_index(target.dtype(), [&]<class I>() {
     const I* tp = target.data<I>();
@@ -41,9 +39,6 @@ void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_in
 
 void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad_rows,
                             int64_t ignore_index, double label_smoothing, Tensor& dlogits) {
-  NMPERM_ROUTE_CUDA(logits, cross_entropy_backward(logits, target, lse, grad_rows, ignore_index, label_smoothing,
-                                                   dlogits));
-  require_cpu("cross_entropy_backward", logits, target, lse, grad_rows, dlogits);
   int64_t N = logits.shape(0), V = logits.shape(1);
   dispatch_index(target.dtype(), [&]<class I>() {
     const I* tp = target.data<I>();
@@ -68,4 +63,4 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Te
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

@@ -2,6 +2,7 @@
 // gemm calls. Small per-batch products run one gemm per OpenMP thread with OpenBLAS set
 // to a single thread; large ones let OpenBLAS thread each call.
 #include "kernels/matmul.h"
+#include "kernels/cpu/launchers.h"
 
 #include <algorithm>
 #include <dnnl.hpp>
@@ -11,11 +12,11 @@
 #include <tuple>
 
 #include "kernels/cpu/blas.h"
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
 namespace nmperm::kernels {
 
+// The argument checks and operand layouts shared with the CUDA matmul.
 void check_matmul(const Tensor& a, const Tensor& b, const Tensor& c) {
   NMPERM_CHECK(a.ndim() == 3 && b.ndim() == 3 && c.ndim() == 3, "matmul kernel wants 3-d views, got {} {} {}",
                a.shape(), b.shape(), c.shape());
@@ -35,6 +36,8 @@ MatView matmul_operand(const Tensor& t, const char* which) {
   if (sr == 1 && (sc >= std::max<int64_t>(r, 1) || c == 1)) return {true, std::max<int64_t>({sc, r, 1}), t.stride(0)};
   NMPERM_FAIL("matmul: operand {} with strides {} is neither row- nor column-major", which, t.strides());
 }
+
+namespace cpu {
 
 namespace {
 
@@ -116,8 +119,6 @@ bool bf16_matmul(const Tensor& a, const Tensor& b, Tensor& c, const MatView& va,
 }  // namespace
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
-  NMPERM_ROUTE_CUDA(c, matmul(a, b, c, alpha, beta));
-  require_cpu("matmul", a, b, c);
   check_matmul(a, b, c);
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
   if (batch == 0 || M == 0 || N == 0) return;
@@ -158,5 +159,7 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
               C + i * cbs, ldc);
   });
 }
+
+}  // namespace cpu
 
 }  // namespace nmperm::kernels

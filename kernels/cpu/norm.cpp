@@ -3,16 +3,16 @@
 // reduced per fixed row chunk and summed in chunk order, so results do not depend on
 // the thread count or scheduling.
 #include "kernels/norm.h"
+#include "kernels/cpu/launchers.h"
 
 #include <cmath>
 #include <vector>
 
 #include "kernels/cpu/chunks.h"
 #include "kernels/cpu/vmath.h"
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 namespace {
 
@@ -40,8 +40,6 @@ template <class T> void reduce_partials(const std::vector<T>& part, int64_t n, i
 }  // namespace
 
 void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean, Tensor& rstd) {
-  NMPERM_ROUTE_CUDA(x, layer_norm(x, w, b, eps, y, mean, rstd));
-  require_cpu("layer_norm", x, w, b, y, mean, rstd);
   int64_t R = x.shape(0), C = x.shape(1);
   dispatch_float(x.dtype(), [&]<class T>() {
     const T* xp = x.data<T>();
@@ -64,8 +62,6 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, T
 
 void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd, const Tensor& dy,
                          Tensor& dx, Tensor& dw, Tensor& db) {
-  NMPERM_ROUTE_CUDA(x, layer_norm_backward(x, w, mean, rstd, dy, dx, dw, db));
-  require_cpu("layer_norm_backward", x, w, mean, rstd, dy, dx, dw, db);
   int64_t R = x.shape(0), C = x.shape(1);
   dispatch_float(x.dtype(), [&]<class T>() {
     const T *xp = x.data<T>(), *mp = mean.data<T>(), *rp = rstd.data<T>(), *gp = dy.data<T>();
@@ -107,8 +103,6 @@ void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
 }
 
 void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) {
-  NMPERM_ROUTE_CUDA(x, rms_norm(x, w, eps, y, rstd));
-  require_cpu("rms_norm", x, w, y, rstd);
   int64_t R = x.shape(0), C = x.shape(1);
   dispatch_float(x.dtype(), [&]<class T>() {
     const T* xp = x.data<T>();
@@ -129,8 +123,6 @@ void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& r
 
 void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, Tensor& dx,
                        Tensor& dw) {
-  NMPERM_ROUTE_CUDA(x, rms_norm_backward(x, w, rstd, dy, dx, dw));
-  require_cpu("rms_norm_backward", x, w, rstd, dy, dx, dw);
   int64_t R = x.shape(0), C = x.shape(1);
   dispatch_float(x.dtype(), [&]<class T>() {
     const T *xp = x.data<T>(), *rp = rstd.data<T>(), *gp = dy.data<T>();
@@ -163,4 +155,4 @@ void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, con
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

@@ -1,16 +1,34 @@
 #include "kernels/optim.h"
+#include "kernels/cpu/launchers.h"
 
 #include <cmath>
 #include <vector>
 
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
 namespace nmperm::kernels {
 
-namespace {
-
 constexpr int64_t kChunk = 16384;
+
+// The chunks of the fused passes, shared with the CUDA optimizer kernels.
+std::vector<OptimChunk> optim_chunks(const std::vector<Tensor>& ts) {
+  std::vector<OptimChunk> chunks;
+  for (size_t i = 0; i < ts.size(); ++i)
+    for (int64_t b = 0; b < ts[i].numel(); b += kChunk)
+      chunks.push_back({int64_t(i), b, std::min(kChunk, ts[i].numel() - b)});
+  return chunks;
+}
+
+void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
+  NMPERM_CHECK(m.numel() == param.numel(), "adamw: moments {} for param {}", describe(m), describe(param));
+  adamw({AdamWSlot{param, grad, 0, p.weight_decay}}, m, v, p, step);
+}
+
+double sum_squares(const Tensor& t) { return sum_squares(std::vector<Tensor>{t}); }
+
+namespace cpu {
+
+namespace {
 
 void check_adamw(const std::vector<AdamWSlot>& slots, const Tensor& m, const Tensor& v, int64_t step) {
   NMPERM_CHECK(m.defined() && v.defined() && m.is_contiguous() && v.is_contiguous() && m.numel() == v.numel() &&
@@ -32,19 +50,9 @@ void check_adamw(const std::vector<AdamWSlot>& slots, const Tensor& m, const Ten
 
 }  // namespace
 
-std::vector<OptimChunk> optim_chunks(const std::vector<Tensor>& ts) {
-  std::vector<OptimChunk> chunks;
-  for (size_t i = 0; i < ts.size(); ++i)
-    for (int64_t b = 0; b < ts[i].numel(); b += kChunk)
-      chunks.push_back({int64_t(i), b, std::min(kChunk, ts[i].numel() - b)});
-  return chunks;
-}
-
 void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
   check_adamw(slots, m, v, step);
   if (slots.empty()) return;
-  NMPERM_ROUTE_CUDA(m, adamw(slots, m, v, p, step));
-  require_cpu("adamw", m, v);
   dispatch_float(m.dtype(), [&]<class T>() {
     std::vector<Tensor> grads;
     for (const AdamWSlot& s : slots) grads.push_back(s.grad.contiguous());
@@ -70,18 +78,7 @@ void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const Adam
   });
 }
 
-void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step) {
-  NMPERM_CHECK(m.numel() == param.numel(), "adamw: moments {} for param {}", describe(m), describe(param));
-  adamw({AdamWSlot{param, grad, 0, p.weight_decay}}, m, v, p, step);
-}
-
 double sum_squares(const std::vector<Tensor>& ts) {
-  if (ts.empty()) return 0.0;
-  for (const Tensor& t : ts)
-    NMPERM_CHECK(t.defined() && t.device() == ts[0].device() && t.dtype() == ts[0].dtype(),
-                 "sum_squares: tensors must share one dtype and device, got {} and {}", describe(ts[0]), describe(t));
-  NMPERM_ROUTE_CUDA(ts[0], sum_squares(ts));
-  require_cpu("sum_squares", ts[0]);
   return dispatch_float(ts[0].dtype(), [&]<class T>() {
     std::vector<Tensor> cs;
     for (const Tensor& t : ts) cs.push_back(t.contiguous());
@@ -100,6 +97,6 @@ double sum_squares(const std::vector<Tensor>& ts) {
   });
 }
 
-double sum_squares(const Tensor& t) { return sum_squares(std::vector<Tensor>{t}); }
+}  // namespace cpu
 
 }  // namespace nmperm::kernels

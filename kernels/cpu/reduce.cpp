@@ -1,18 +1,16 @@
 // CPU row reductions, accumulating in double for f32 sums so long rows stay accurate.
 #include "kernels/reduce.h"
+#include "kernels/cpu/launchers.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) {
-  NMPERM_ROUTE_CUDA(x, reduce_rows(op, x, out, correction));
-  require_cpu("reduce", x, out);
   NMPERM_CHECK(x.ndim() == 2 && x.is_contiguous() && out.numel() == x.shape(0), "reduce_rows: bad shapes {} -> {}",
                x.shape(), out.shape());
   int64_t R = x.shape(0), K = x.shape(1);
@@ -79,8 +77,6 @@ void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) 
 }
 
 void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out) {
-  NMPERM_ROUTE_CUDA(x, reduce_cols(op, x, out));
-  require_cpu("reduce", x, out);
   NMPERM_CHECK((op == ReduceOp::Sum || op == ReduceOp::Mean) && x.ndim() == 2 && x.is_contiguous() &&
                    out.numel() == x.shape(1),
                "reduce_cols: bad arguments {} -> {}", x.shape(), out.shape());
@@ -107,4 +103,4 @@ void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out) {
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

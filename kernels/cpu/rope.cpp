@@ -1,10 +1,10 @@
 #include "kernels/rope.h"
+#include "kernels/cpu/launchers.h"
 
 #include <cmath>
 #include <vector>
 
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
 namespace nmperm::kernels {
 
@@ -14,10 +14,10 @@ std::vector<double> rope_inv_freq(double theta, int64_t D) {
   return f;
 }
 
+namespace cpu {
+
 void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<double>& inv_freq, RopeStyle style,
           bool inverse) {
-  NMPERM_ROUTE_CUDA(x, rope(x, out, pos_offset, inv_freq, style, inverse));
-  require_cpu("rope", x, out);
   NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", x.shape());
   int64_t BH = x.shape(0) * x.shape(1), T = x.shape(2), D = x.shape(3), half = D / 2;
   NMPERM_CHECK(int64_t(inv_freq.size()) == half, "rope: {} frequencies for head size {}", inv_freq.size(), D);
@@ -56,5 +56,7 @@ void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<do
       }
   });
 }
+
+}  // namespace cpu
 
 }  // namespace nmperm::kernels

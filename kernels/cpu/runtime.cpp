@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string>
 
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
 extern "C" {
 void openblas_set_num_threads(int);

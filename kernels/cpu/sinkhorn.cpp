@@ -1,14 +1,14 @@
 #include "kernels/sinkhorn.h"
+#include "kernels/cpu/launchers.h"
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "kernels/cpu/vmath.h"
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 namespace {
 
@@ -30,8 +30,6 @@ template <class T> T lse(const T* v, int64_t n, int64_t stride) {
 }  // namespace
 
 void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, Tensor& col_norm) {
-  NMPERM_ROUTE_CUDA(logits, sinkhorn(logits, iters, p, row_norm, col_norm));
-  require_cpu("sinkhorn", logits, p, row_norm, col_norm);
   int64_t G = logits.shape(0), n = logits.shape(1);
   dispatch_float(logits.dtype(), [&]<class T>() {
     const T* lp = logits.data<T>();
@@ -59,8 +57,6 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
 
 void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tensor& col_norm, const Tensor& dp,
                        Tensor& dlogits) {
-  NMPERM_ROUTE_CUDA(logits, sinkhorn_backward(logits, row_norm, col_norm, dp, dlogits));
-  require_cpu("sinkhorn_backward", logits, row_norm, col_norm, dp, dlogits);
   int64_t G = logits.shape(0), n = logits.shape(1), iters = row_norm.shape(1);
   dispatch_float(logits.dtype(), [&]<class T>() {
     const T *lp = logits.data<T>(), *rp = row_norm.data<T>(), *cp = col_norm.data<T>(), *gp = dp.data<T>();
@@ -100,4 +96,4 @@ void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tenso
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

@@ -1,19 +1,17 @@
 // CPU softmax: a numerically stable three-pass row kernel (max, exp-sum, scale), parallel
 // over rows.
 #include "kernels/softmax.h"
+#include "kernels/cpu/launchers.h"
 
 #include <cmath>
 #include <limits>
 
 #include "kernels/cpu/vmath.h"
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 void softmax_rows(const Tensor& x, Tensor& y, bool log) {
-  NMPERM_ROUTE_CUDA(x, softmax_rows(x, y, log));
-  require_cpu(log ? "log_softmax" : "softmax", x, y);
   int64_t R = x.shape(0), K = x.shape(1);
   dispatch_float(x.dtype(), [&]<class T>() {
     const T* xp = x.data<T>();
@@ -41,8 +39,6 @@ void softmax_rows(const Tensor& x, Tensor& y, bool log) {
 }
 
 void softmax_rows_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool log) {
-  NMPERM_ROUTE_CUDA(y, softmax_rows_backward(y, dy, dx, log));
-  require_cpu(log ? "log_softmax_backward" : "softmax_backward", y, dy, dx);
   int64_t R = y.shape(0), K = y.shape(1);
   dispatch_float(y.dtype(), [&]<class T>() {
     const T *yp = y.data<T>(), *gp = dy.data<T>();
@@ -66,4 +62,4 @@ void softmax_rows_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool l
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

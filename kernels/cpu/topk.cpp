@@ -1,17 +1,15 @@
 #include "kernels/topk.h"
+#include "kernels/cpu/launchers.h"
 
 #include <algorithm>
 #include <numeric>
 #include <vector>
 
-#include "kernels/cuda/launchers.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
-namespace nmperm::kernels {
+namespace nmperm::kernels::cpu {
 
 void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indices) {
-  NMPERM_ROUTE_CUDA(x, topk(x, k, largest, values, indices));
-  require_cpu("topk", x, values, indices);
   int64_t R = x.shape(0), K = x.shape(1);
   NMPERM_CHECK(k >= 0 && k <= K, "topk: k = {} must lie in [0, {}]", k, K);
   dispatch_float(x.dtype(), [&]<class T>() {
@@ -40,4 +38,4 @@ void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indi
   });
 }
 
-}  // namespace nmperm::kernels
+}  // namespace nmperm::kernels::cpu

@@ -245,7 +245,6 @@ template <class K> void allow_shared(K kernel, size_t bytes) {
 }  // namespace
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal) {
-  require_cuda("attention", q, k, v, out, lse);
   Dims d = check_dims(q, k, v);
   if (d.B * d.H * d.T == 0) return;
   on_float(q.dtype(), [&](auto T_tag) {
@@ -261,7 +260,6 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, T
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal) {
-  require_cuda("attention_backward", q, k, v, out, lse, dout, dq, dk, dv);
   Dims d = check_dims(q, k, v);
   NMPERM_CHECK(out.is_contiguous() && dout.is_contiguous() && out.shape() == q.shape() && dout.shape() == q.shape(),
                "attention_backward: out {} and dout {} must be contiguous like q {}", describe(out), describe(dout),

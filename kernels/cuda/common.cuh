@@ -7,13 +7,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/cuda/check.h"
 #include "core/tensor.h"
-
-#define NMPERM_CUDA_CHECK(call)                                                                    \
-  do {                                                                                             \
-    cudaError_t err_ = (call);                                                                     \
-    NMPERM_CHECK(err_ == cudaSuccess, "CUDA error '{}' in {}", cudaGetErrorString(err_), #call);   \
-  } while (0)
 
 // A kernel launch: NMPERM_LAUNCH(grid, block, shared_bytes, stream, kernel)(args...) is
 // kernel<<<grid, block, shared_bytes, stream>>>(args...) under nvcc; in the emulated build
@@ -35,12 +30,6 @@ inline void check_launch(const char* op) {
   cudaError_t err = cudaGetLastError();
   NMPERM_CHECK(err == cudaSuccess, "{}: CUDA kernel launch failed: {}", op, cudaGetErrorString(err));
 }
-
-inline void require_cuda_one(const char* op, const Tensor& t) {
-  NMPERM_CHECK(!t.defined() || t.device() == Device::CUDA, "{}: tensor {} is not on the GPU (mixed devices)", op,
-               describe(t));
-}
-template <class... Ts> void require_cuda(const char* op, const Ts&... ts) { (require_cuda_one(op, ts), ...); }
 
 constexpr int kMaxDims = 8;
 
@@ -121,11 +110,14 @@ template <class T> Tensor upload(const std::vector<T>& host) {
   return t;
 }
 
-// Calls f(T{}) for f32 / f64 (a tag argument: .cu files are C++17, no template lambdas).
-template <class F> void on_float(DType t, F&& f) {
-  if (t == DType::F32) f(float{});
-  else if (t == DType::F64) f(double{});
-  else NMPERM_FAIL("expected a floating dtype (f32 or f64), got {}", dtype_name(t));
-}
+// The dtype dispatch of core/dtype.h for .cu files, which are C++17 (no template lambdas):
+// f is called with a value of the element type, f(T{}), instead of f.operator()<T>().
+template <class F> struct CallWithTag {
+  F& f;
+  template <class T> void operator()() { f(T{}); }
+};
+template <class F> void on_float(DType t, F&& f) { dispatch_float(t, CallWithTag<F>{f}); }  // f32, f64
+template <class F> void on_index(DType t, F&& f) { dispatch_index(t, CallWithTag<F>{f}); }  // i32, i64
+template <class F> void on_any(DType t, F&& f) { dispatch_all(t, CallWithTag<F>{f}); }      // every dtype
 
 }  // namespace nmperm::kernels::cuda

@@ -1,7 +1,7 @@
 // CUDA elementwise kernels: strided copy with dtype conversion, unary ops and their
 // backward, broadcasting binary ops, where, in-place scaling. Grid-stride loops over the
 // output in row-major order; inputs may be any strided view (broadcast = stride 0).
-#include "kernels/binary_fn.h"
+#include "kernels/elementwise_fn.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers.h"
 
@@ -17,75 +17,26 @@ template <class D, class S> __global__ void copy_contiguous_kernel(const S* src,
   NMPERM_GRID_STRIDE(i, n) dst[i] = D(src[i]);
 }
 
-template <class F> void on_any(DType t, F&& f) {
-  switch (t) {
-    case DType::F32: return f(float{});
-    case DType::F64: return f(double{});
-    case DType::I32: return f(int32_t{});
-    case DType::I64: return f(int64_t{});
-    case DType::BF16: return f(bf16{});
-    case DType::F16: return f(f16{});
-  }
+// The math functions of the unary formulas (kernels/elementwise_fn.h) on the GPU.
+struct DeviceMath {
+  template <class T> __host__ __device__ static T exp(T x) { return ::exp(x); }
+  template <class T> __host__ __device__ static T erf(T x) { return ::erf(x); }
+  template <class T> __host__ __device__ static T log(T x) { return ::log(x); }
+  template <class T> __host__ __device__ static T log1p(T x) { return ::log1p(x); }
+  template <class T> __host__ __device__ static T sqrt(T x) { return ::sqrt(x); }
+  template <class T> __host__ __device__ static T tanh(T x) { return ::tanh(x); }
+  template <class T> __host__ __device__ static T pow(T x, T p) { return ::pow(x, p); }
+};
+
+template <class Op, class T> __global__ void unary_kernel(const T* x, Strided xs, T* y, int64_t n, T p) {
+  NMPERM_GRID_STRIDE(i, n) y[i] = Op::template fwd<DeviceMath, T, T>(x[offset_of(xs, i)], p);
 }
 
-template <class T> __device__ T unary_fn(UnaryOp op, T x, T p) {
-  const T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588);
-  switch (op) {
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return exp(x);
-    case UnaryOp::Log: return log(x);
-    case UnaryOp::Sqrt: return sqrt(x);
-    case UnaryOp::Rsqrt: return T(1) / sqrt(x);
-    case UnaryOp::Tanh: return tanh(x);
-    case UnaryOp::Sigmoid: return T(1) / (T(1) + exp(-x));
-    case UnaryOp::Relu: return x > T(0) ? x : T(0);
-    case UnaryOp::GeluErf: return T(0.5) * x * (T(1) + erf(x * kSqrt2Inv));
-    case UnaryOp::GeluTanh: return T(0.5) * x * (T(1) + tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x)));
-    case UnaryOp::Silu: return x / (T(1) + exp(-x));
-    case UnaryOp::Abs: return x < T(0) ? -x : x;
-    case UnaryOp::Pow: return pow(x, p);
-    case UnaryOp::Square: return x * x;
-  }
-  return x;
-}
-
-template <class T> __device__ T unary_grad(UnaryOp op, T x, T y, T g, T p) {
-  const T kSqrt2Inv = T(0.70710678118654752440), kSqrt2OverPi = T(0.79788456080286535588),
-          kInvSqrt2Pi = T(0.39894228040143267794);
-  switch (op) {
-    case UnaryOp::Neg: return -g;
-    case UnaryOp::Exp: return g * y;
-    case UnaryOp::Log: return g / x;
-    case UnaryOp::Sqrt: return g * T(0.5) / y;
-    case UnaryOp::Rsqrt: return g * T(-0.5) * y * y * y;
-    case UnaryOp::Tanh: return g * (T(1) - y * y);
-    case UnaryOp::Sigmoid: return g * y * (T(1) - y);
-    case UnaryOp::Relu: return x > T(0) ? g : T(0);
-    case UnaryOp::GeluErf: return g * (T(0.5) * (T(1) + erf(x * kSqrt2Inv)) + x * kInvSqrt2Pi * exp(T(-0.5) * x * x));
-    case UnaryOp::GeluTanh: {
-      T t = tanh(kSqrt2OverPi * (x + T(0.044715) * x * x * x));
-      T du = kSqrt2OverPi * (T(1) + T(3 * 0.044715) * x * x);
-      return g * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
-    }
-    case UnaryOp::Silu: {
-      T sg = T(1) / (T(1) + exp(-x));
-      return g * sg * (T(1) + x * (T(1) - sg));
-    }
-    case UnaryOp::Abs: return x > T(0) ? g : (x < T(0) ? -g : T(0));
-    case UnaryOp::Pow: return p == T(0) ? T(0) : g * p * pow(x, p - T(1));
-    case UnaryOp::Square: return g * T(2) * x;
-  }
-  return g;
-}
-
-template <class T> __global__ void unary_kernel(UnaryOp op, const T* x, Strided xs, T* y, int64_t n, T p) {
-  NMPERM_GRID_STRIDE(i, n) y[i] = unary_fn<T>(op, x[offset_of(xs, i)], p);
-}
-
-template <class T>
-__global__ void unary_grad_kernel(UnaryOp op, const T* x, Strided xs, const T* y, Strided ys, const T* g, Strided gs,
-                                  T* dx, int64_t n, T p) {
-  NMPERM_GRID_STRIDE(i, n) dx[i] = unary_grad<T>(op, x[offset_of(xs, i)], y[offset_of(ys, i)], g[offset_of(gs, i)], p);
+template <class Op, class T>
+__global__ void unary_grad_kernel(const T* x, Strided xs, const T* y, Strided ys, const T* g, Strided gs, T* dx,
+                                  int64_t n, T p) {
+  NMPERM_GRID_STRIDE(i, n)
+  dx[i] = Op::template grad<DeviceMath, T, T>(x[offset_of(xs, i)], y[offset_of(ys, i)], g[offset_of(gs, i)], p);
 }
 
 template <class T> __global__ void binary_contiguous_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
@@ -114,7 +65,6 @@ void check_output(const char* op, const Tensor& out, const Shape& shape) {
 }  // namespace
 
 void copy(const Tensor& src, Tensor& dst) {
-  require_cuda("copy", src, dst);
   NMPERM_CHECK(src.shape() == dst.shape(), "copy: shape {} into {}", src.shape(), dst.shape());
   int64_t n = dst.numel();
   if (n == 0) return;
@@ -134,20 +84,20 @@ void copy(const Tensor& src, Tensor& dst) {
 }
 
 void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
-  require_cuda(unary_name(op), x, out);
   check_output(unary_name(op), out, x.shape());
   int64_t n = x.numel();
   if (n == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), unary_kernel<T>)
-        (op, ptr<T>(x), strided(x, unary_name(op)), out.data<T>(), n, T(scalar));
+    with_unary_fn(op, [&](auto op_fn) {
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), unary_kernel<decltype(op_fn), T>)
+          (ptr<T>(x), strided(x, unary_name(op)), out.data<T>(), n, T(scalar));
+    });
   });
   check_launch(unary_name(op));
 }
 
 void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, double scalar) {
-  require_cuda(unary_name(op), x, y, dy, dx);
   check_output(unary_name(op), dx, x.shape());
   NMPERM_CHECK(y.shape() == x.shape() && dy.shape() == x.shape(), "{} backward: shapes {} {} {} differ", unary_name(op),
                x.shape(), y.shape(), dy.shape());
@@ -155,15 +105,16 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& 
   if (n == 0) return;
   on_float(x.dtype(), [&](auto T_tag) {
     using T = decltype(T_tag);
-    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), unary_grad_kernel<T>)
-        (op, ptr<T>(x), strided(x, "unary"), ptr<T>(y), strided(y, "unary"), ptr<T>(dy), strided(dy, "unary"),
-         dx.data<T>(), n, T(scalar));
+    with_unary_fn(op, [&](auto op_fn) {
+      NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), unary_grad_kernel<decltype(op_fn), T>)
+          (ptr<T>(x), strided(x, "unary"), ptr<T>(y), strided(y, "unary"), ptr<T>(dy), strided(dy, "unary"),
+           dx.data<T>(), n, T(scalar));
+    });
   });
   check_launch(unary_name(op));
 }
 
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  require_cuda(binary_name(op), a, b, out);
   NMPERM_CHECK(a.dtype() == b.dtype(), "{}: dtypes differ: {} and {}", binary_name(op), describe(a), describe(b));
   NMPERM_CHECK(a.shape() == out.shape() && b.shape() == out.shape(), "{}: inputs must be expanded to the output shape",
                binary_name(op));
@@ -183,7 +134,6 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
-  require_cuda("where", cond, a, b, out);
   NMPERM_CHECK(a.dtype() == b.dtype(), "where: dtypes differ: {} and {}", describe(a), describe(b));
   NMPERM_CHECK(cond.shape() == out.shape() && a.shape() == out.shape() && b.shape() == out.shape(),
                "where: inputs must be expanded to the output shape");
@@ -203,7 +153,6 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void scale_(Tensor& t, double s) {
-  require_cuda("scale_", t);
   NMPERM_CHECK(t.is_contiguous(), "scale_: needs a contiguous tensor, got {}", describe(t));
   int64_t n = t.numel();
   if (n == 0) return;

@@ -39,23 +39,6 @@ template <class I> void check_range(const I* idx, int64_t n, int64_t limit, cons
   NMPERM_FAIL("{}: index {} out of range [0, {})", op, int64_t(bad), limit);
 }
 
-template <class F> void on_index(DType t, F&& f) {
-  if (t == DType::I32) f(int32_t{});
-  else if (t == DType::I64) f(int64_t{});
-  else NMPERM_FAIL("expected an index dtype (i32 or i64), got {}", dtype_name(t));
-}
-
-// Any element type the CPU twin copies (index_select and gather move values unchanged).
-template <class F> void on_any(DType t, F&& f) {
-  switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::F64: f(double{}); break;
-    case DType::I32: f(int32_t{}); break;
-    case DType::I64: f(int64_t{}); break;
-    default: NMPERM_FAIL("no CUDA indexing kernel for dtype {}", dtype_name(t));
-  }
-}
-
 template <class T, class I>
 __global__ void index_select_kernel(const T* x, const I* idx, T* out, int64_t n, int64_t D, int64_t n_idx,
                                     int64_t inner) {
@@ -125,7 +108,6 @@ void require_contiguous(const char* op, const Tensor& a, const Tensor& b, const 
 }  // namespace
 
 void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {
-  require_cuda("index_select", x, idx, out);
   require_contiguous("index_select", x, idx, out);
   Dims dx = split_at(x.shape(), dim);
   int64_t n_idx = idx.numel(), n = out.numel();
@@ -143,7 +125,6 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) 
 }
 
 void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
-  require_cuda("index_add", out, idx, src);
   require_contiguous("index_add", out, idx, src);
   Dims dd = split_at(out.shape(), dim);
   int64_t n_idx = idx.numel(), n = out.numel();
@@ -163,7 +144,6 @@ void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
 }
 
 void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {
-  require_cuda("gather", x, idx, out);
   require_contiguous("gather", x, idx, out);
   Dims dx = split_at(x.shape(), dim), di = split_at(idx.shape(), dim);
   int64_t n = idx.numel();
@@ -181,7 +161,6 @@ void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {
 }
 
 void scatter_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src) {
-  require_cuda("scatter_add", out, idx, src);
   require_contiguous("scatter_add", out, idx, src);
   Dims dd = split_at(out.shape(), dim), di = split_at(idx.shape(), dim);
   NMPERM_CHECK(di.outer == dd.outer && di.inner <= dd.inner,

@@ -1,7 +1,6 @@
-// CUDA launchers: the same signatures as the CPU kernels in kernels/<op>.h, for tensors
-// on the GPU. The CPU launchers route here when their first tensor is on CUDA (see
-// NMPERM_ROUTE_CUDA); each CUDA launcher checks that every tensor is on CUDA. Plain C++:
-// no CUDA types leak into the rest of the code.
+// The CUDA backend: the launchers of kernels/<op>.h with the same signatures, for tensors
+// on the GPU (kernels/dispatch.cpp sends a call here when its tensors live there; its
+// twin for the CPU is kernels/cpu/launchers.h). Plain C++: no CUDA types leak out.
 #pragma once
 #include "core/tensor.h"
 #include "kernels/elementwise.h"
@@ -63,11 +62,3 @@ void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const Adam
 double sum_squares(const std::vector<Tensor>& ts);
 
 }  // namespace nmperm::kernels::cuda
-
-// In a CPU launcher: hand the call to the CUDA launcher when `t` lives on the GPU.
-#ifdef NMPERM_WITH_CUDA
-#define NMPERM_ROUTE_CUDA(t, ...) \
-  if ((t).defined() && (t).device() == ::nmperm::Device::CUDA) return ::nmperm::kernels::cuda::__VA_ARGS__
-#else
-#define NMPERM_ROUTE_CUDA(t, ...)
-#endif

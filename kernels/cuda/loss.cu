@@ -45,12 +45,6 @@ __global__ void cross_entropy_backward_kernel(const T* x, const I* target, const
     dr[v] = g * (exp(row[v] - l) - off - (v == y ? T(1) - ls : T(0)));
 }
 
-template <class F> void on_index(DType t, F&& f) {
-  if (t == DType::I32) f(int32_t{});
-  else if (t == DType::I64) f(int64_t{});
-  else NMPERM_FAIL("cross_entropy: targets must be i32 or i64, got {}", dtype_name(t));
-}
-
 void check_shapes(const char* op, const Tensor& logits, const Tensor& target) {
   NMPERM_CHECK(logits.ndim() == 2 && logits.is_contiguous() && target.ndim() == 1 && target.is_contiguous() &&
                    target.shape(0) == logits.shape(0),
@@ -63,7 +57,6 @@ void check_shapes(const char* op, const Tensor& logits, const Tensor& target) {
 
 void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
                    Tensor& loss_rows, Tensor& lse) {
-  require_cuda("cross_entropy", logits, target, loss_rows, lse);
   check_shapes("cross_entropy", logits, target);
   int64_t N = logits.shape(0), V = logits.shape(1);
   if (N == 0) return;
@@ -86,7 +79,6 @@ void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_in
 
 void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad_rows,
                             int64_t ignore_index, double label_smoothing, Tensor& dlogits) {
-  require_cuda("cross_entropy_backward", logits, target, lse, grad_rows, dlogits);
   check_shapes("cross_entropy_backward", logits, target);
   int64_t N = logits.shape(0), V = logits.shape(1);
   if (N == 0 || V == 0) return;

@@ -95,7 +95,6 @@ void check_norm(const char* op, const Tensor& x, const Tensor& w) {
 }  // namespace
 
 void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean, Tensor& rstd) {
-  require_cuda("layer_norm", x, w, b, y, mean, rstd);
   check_norm("layer_norm", x, w);
   int64_t R = x.shape(0), C = x.shape(1);
   if (R == 0) return;
@@ -109,7 +108,6 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, T
 
 void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd, const Tensor& dy,
                          Tensor& dx, Tensor& dw, Tensor& db) {
-  require_cuda("layer_norm_backward", x, w, mean, rstd, dy, dx, dw, db);
   check_norm("layer_norm_backward", x, w);
   int64_t R = x.shape(0), C = x.shape(1);
   if (R == 0 || C == 0) return;
@@ -126,7 +124,6 @@ void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, c
 }
 
 void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) {
-  require_cuda("rms_norm", x, w, y, rstd);
   check_norm("rms_norm", x, w);
   int64_t R = x.shape(0), C = x.shape(1);
   if (R == 0) return;
@@ -139,7 +136,6 @@ void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& r
 }
 
 void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, Tensor& dx, Tensor& dw) {
-  require_cuda("rms_norm_backward", x, w, rstd, dy, dx, dw);
   check_norm("rms_norm_backward", x, w);
   int64_t R = x.shape(0), C = x.shape(1);
   if (R == 0 || C == 0) return;

@@ -60,12 +60,9 @@ __global__ void sum_partials(const double* part, int64_t n, double* out) {
 }  // namespace
 
 void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const AdamWParams& hp, int64_t step) {
-  require_cuda("adamw", m, v);
   std::vector<Tensor> grads;
-  for (const AdamWSlot& s : slots) {
-    require_cuda("adamw", s.param, s.grad);
+  for (const AdamWSlot& s : slots)
     grads.push_back(s.grad.contiguous());  // alive until the launch is queued; the stream orders reuse
-  }
   std::vector<OptimChunk> chunks = optim_chunks(grads);
   if (chunks.empty()) return;
   on_float(m.dtype(), [&](auto T_tag) {
@@ -88,10 +85,7 @@ void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const Adam
 
 double sum_squares(const std::vector<Tensor>& ts) {
   std::vector<Tensor> cs;
-  for (const Tensor& t : ts) {
-    require_cuda("sum_squares", t);
-    cs.push_back(t.contiguous());
-  }
+  for (const Tensor& t : ts) cs.push_back(t.contiguous());
   std::vector<OptimChunk> chunks = optim_chunks(cs);
   if (chunks.empty()) return 0.0;
   int64_t n = int64_t(chunks.size());

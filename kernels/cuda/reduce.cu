@@ -82,7 +82,6 @@ template <class T> __global__ void reduce_cols_kernel(const T* x, int64_t K, int
 }  // namespace
 
 void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) {
-  require_cuda("reduce", x, out);
   NMPERM_CHECK(x.ndim() == 2 && x.is_contiguous() && out.numel() == x.shape(0) && out.is_contiguous(),
                "reduce_rows: bad shapes {} -> {}", x.shape(), out.shape());
   int64_t R = x.shape(0), K = x.shape(1);
@@ -101,7 +100,6 @@ void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction) 
 }
 
 void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out) {
-  require_cuda("reduce", x, out);
   NMPERM_CHECK((op == ReduceOp::Sum || op == ReduceOp::Mean) && x.ndim() == 2 && x.is_contiguous() &&
                    out.numel() == x.shape(1) && out.is_contiguous(),
                "reduce_cols: bad arguments {} -> {}", x.shape(), out.shape());

@@ -29,7 +29,6 @@ __global__ void rope_kernel(const F* x, F* out, const F* cs, const F* sn, int64_
 
 void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<double>& inv_freq, RopeStyle style,
           bool inverse) {
-  require_cuda("rope", x, out);
   NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", x.shape());
   NMPERM_CHECK(x.is_contiguous() && out.is_contiguous() && out.shape() == x.shape(),
                "rope: the CUDA kernel wants contiguous x and out of one shape, got {} and {}", describe(x),

@@ -122,7 +122,6 @@ void check_norms(const char* op, const Tensor& a, const Tensor& r, const Tensor&
 }  // namespace
 
 void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, Tensor& col_norm) {
-  require_cuda("sinkhorn", logits, p, row_norm, col_norm);
   check_blocks("sinkhorn", logits, p);
   check_norms("sinkhorn", logits, row_norm, col_norm, iters);
   int64_t G = logits.shape(0), n = logits.shape(1);
@@ -143,7 +142,6 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
 
 void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tensor& col_norm, const Tensor& dp,
                        Tensor& dlogits) {
-  require_cuda("sinkhorn_backward", logits, row_norm, col_norm, dp, dlogits);
   check_blocks("sinkhorn_backward", logits, dp);
   check_blocks("sinkhorn_backward", logits, dlogits);
   int64_t G = logits.shape(0), n = logits.shape(1), iters = row_norm.ndim() == 3 ? row_norm.shape(1) : -1;

@@ -33,7 +33,6 @@ __global__ void topk_kernel(const T* x, int64_t n, int64_t K, int64_t k, bool la
 }  // namespace
 
 void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indices) {
-  require_cuda("topk", x, values, indices);
   NMPERM_CHECK(x.ndim() == 2 && x.is_contiguous(), "topk: the CUDA kernel wants a contiguous (R, K) tensor, got {}",
                describe(x));
   int64_t R = x.shape(0), K = x.shape(1);

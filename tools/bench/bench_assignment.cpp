@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include "core/safetensors.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 #include "permute/assignment.h"
 
 using namespace nmperm;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "autograd/ops.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 
 using namespace nmperm;
 
@@ -95,6 +95,20 @@ template <bool Backward> void BM_attention(benchmark::State& st) {
   }
 }
 
+// SiLU forward + backward (the Llama MLP's activation): the fused unary kernels, one pass
+// each way, against the same function composed from sigmoid and mul (three kernels
+// forward, more backward, and intermediates saved).
+template <bool Fused> void BM_silu(benchmark::State& st) {
+  int64_t R = st.range(0), C = st.range(1);
+  Tensor x = rnd({R, C}, 1, true), g = rnd({R, C}, 2);
+  for (auto _ : st) {
+    Tensor y = Fused ? silu(x) : mul(x, sigmoid(x));
+    backward(y, g);
+    x.zero_grad();
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+}
+
 }  // namespace
 
 // Args are mirrored in compare.py; keep the two lists in step.
@@ -108,6 +122,8 @@ BENCHMARK(BM_layer_norm<true>)->Name("BM_layer_norm_fwdbwd")->Args({4096, 128})-
 BENCHMARK(BM_rms_norm<false>)->Name("BM_rms_norm_fwd")->Args({4096, 128})->Args({4096, 768})->UseRealTime();
 BENCHMARK(BM_rms_norm<true>)->Name("BM_rms_norm_fwdbwd")->Args({4096, 128})->Args({4096, 768})->UseRealTime();
 BENCHMARK(BM_attention<false>)->Name("BM_attention_fwd")->Args({32, 4, 128, 32, 2, 1})->Args({8, 8, 256, 64, 8, 0})->UseRealTime();
+BENCHMARK(BM_silu<true>)->Name("BM_silu_fwdbwd")->Args({4096, 512})->UseRealTime();
+BENCHMARK(BM_silu<false>)->Name("BM_silu_composed_fwdbwd")->Args({4096, 512})->UseRealTime();
 BENCHMARK(BM_attention<true>)->Name("BM_attention_fwdbwd")->Args({32, 4, 128, 32, 2, 1})->Args({8, 8, 256, 64, 8, 0})->UseRealTime();
 
 // matmul against cblas_sgemm alternating call by call (median of 41 pairs per shape), so a

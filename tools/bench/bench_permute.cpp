@@ -17,7 +17,7 @@
 #include <cstring>
 
 #include "core/storage.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 #include "models/optim.h"
 #include "permute/learned.h"
 #include "permute/sinkhorn.h"

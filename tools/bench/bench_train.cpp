@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/storage.h"
-#include "kernels/dispatch.h"
+#include "kernels/runtime.h"
 #include "models/checkpoint.h"
 #include "models/optim.h"
 

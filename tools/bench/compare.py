@@ -31,7 +31,7 @@ def _cpu_flags():
 
 
 # Give PyTorch's OpenBLAS the same kernel set nmperm selects for itself (see
-# kernels/dispatch.h, select_blas_kernels): set before torch loads libopenblas.
+# kernels/runtime.h, select_blas_kernels): set before torch loads libopenblas.
 if "OPENBLAS_CORETYPE" not in os.environ:
     _flags = _cpu_flags()
     if "avx512f" in _flags:
@@ -113,12 +113,24 @@ def t_attention(B, H, T, D, Hkv, causal, bwd):
     return f
 
 
+def t_silu(R, C, fused):
+    x, g = torch.randn(R, C, requires_grad=True), torch.randn(R, C)
+
+    def f():
+        y = F.silu(x) if fused else x * torch.sigmoid(x)
+        y.backward(g)
+        x.grad = None
+    return f
+
+
 def torch_case(name, args):
     base = name.replace("BM_", "")
     if base == "matmul":
         return t_matmul(*args)
     if base == "linear_fwdbwd":
         return t_linear_fwdbwd(*args)
+    if base in ("silu_fwdbwd", "silu_composed_fwdbwd"):
+        return t_silu(*args, base == "silu_fwdbwd")
     for op, fn in (("softmax", t_softmax), ("layer_norm", t_layer_norm), ("rms_norm", t_rms_norm),
                    ("attention", t_attention)):
         if base.startswith(op + "_"):
