@@ -5,6 +5,7 @@
 
 #include "autograd/ops.h"
 #include "permute/assignment.h"
+#include "permute/methods.h"
 
 namespace nmperm {
 
@@ -289,12 +290,11 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
 }
 
 Perm search_permutation(const std::string& method, const Tensor& scores, NMPattern pat, const SearchOptions& opt) {
-  check(scores, pat, method.c_str());
-  if (method == "none") return identity_perm(scores.shape(1));
-  if (method == "random") return random_perm(scores.shape(1), opt.seed);
-  if (method == "channel-swap") return channel_swap(scores, pat, opt);
-  if (method == "ria") return ria_permutation(scores, pat, opt);
-  NMPERM_FAIL("unknown permutation method '{}' (none, random, channel-swap, ria)", method);
+  const PermuteMethod& m = permute_method(method);
+  NMPERM_CHECK(m.search, "'{}' learns its permutations against a model; a search on scores is one of: {}", method,
+               fmt::join(permute_method_names(true), ", "));
+  check(scores, pat, m.name);
+  return m.search(scores, pat, opt);
 }
 
 double kept_fraction(const Tensor& scores, const Perm& p, NMPattern pat) {

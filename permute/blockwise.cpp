@@ -314,8 +314,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
   const bool sequential = o.calibration == "sequential";
   NMPERM_CHECK(o.seeds > 0, "seeds must be positive");
   for (const std::string& m : o.methods) {
-    check_method(m);
-    NMPERM_CHECK(!is_learned(m),
+    NMPERM_CHECK(!permute_method(m).learned,
                  "--permute {}: the learned methods train against the whole model and do not run block by block yet; "
                  "use the whole-model pipeline (--pipeline whole), which needs the whole model in memory",
                  m);
@@ -383,7 +382,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
   if (on_update) on_update(report);
 
   for (const std::string& method : o.methods) {
-    const int64_t runs = seeded_method(method) ? o.seeds : 1;
+    const int64_t runs = permute_method(method).seeded ? o.seeds : 1;
     for (int64_t k = 0; k < runs; ++k) {
       PruneOptions po = run_prune_options(o, method, o.seed + uint64_t(k), "llama");
       const std::string dir = keep_state ? run_dir(o, method, runs, po.seed) : "";

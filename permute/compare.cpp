@@ -98,8 +98,6 @@ double since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-bool seeded_method(const std::string& m) { return m != "none" && m != "ria"; }
-
 PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed,
                                const std::string& arch) {
   PruneOptions po;
@@ -127,7 +125,7 @@ json run_record(const std::string& method, const PruneOptions& po, const PruneRe
               {"seconds", seconds},
               {"layers", r.layers},
               {"sites", r.sites}};
-  if (is_learned(method)) {
+  if (permute_method(method).learned) {
     std::vector<float> soft = r.learn.soft_block.to_vector<float>();
     run["learn"] = {{"options", po.learn.to_json()},
                     {"warm_start", po.warm_start},
@@ -186,7 +184,7 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
   if (on_update) on_update(report);
   auto norms = activation_norms(dense, data, o.calib);
   for (const std::string& method : o.methods) {
-    int64_t runs = seeded_method(method) ? o.seeds : 1;
+    int64_t runs = permute_method(method).seeded ? o.seeds : 1;
     for (int64_t k = 0; k < runs; ++k) {
       PruneOptions po = run_prune_options(o, method, o.seed + uint64_t(k), dense.arch());
       if (o.progress) std::fprintf(stderr, "%s: %s (seed %llu)\n", dense.arch().c_str(), method.c_str(), (unsigned long long)po.seed);

@@ -69,8 +69,6 @@ nlohmann::json paired_difference(const nlohmann::json& report, const std::string
 // The prune options of one run of a comparison (seed: the run's, o.seed + k).
 PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed,
                                const std::string& arch);
-// Methods with a seed (everything but none and ria).
-bool seeded_method(const std::string& method);
 // The run's record as compare_methods reports it (without eval, which the caller adds).
 nlohmann::json run_record(const std::string& method, const PruneOptions& po, const PruneResult& r, double seconds);
 // The report's opening fields: checkpoint, arch, options, threads, blas, device.

@@ -8,8 +8,6 @@ namespace nmperm {
 
 using json = nlohmann::json;
 
-const char* const kPermuteMethods[] = {"none", "random", "channel-swap", "ria", "permllm", "learned", nullptr};
-
 LearnOptions learn_defaults(const std::string& method) {
   LearnOptions o;
   if (method == "permllm") {
@@ -133,26 +131,18 @@ void finish_result(PruneResult& r) {
   r.sparsity = double(r.zero_weights) / double(r.pruned_weights);
 }
 
-void check_method(const std::string& method) {
-  bool known = false;
-  for (const char* const* m = kPermuteMethods; *m; ++m) known |= method == *m;
-  NMPERM_CHECK(known, "unknown permutation method '{}' (none, random, channel-swap, ria, permllm, learned)", method);
-}
-
-bool is_learned(const std::string& m) { return m == "permllm" || m == "learned"; }
-
 PruneResult prune_model(Model& model, const TrainData& data, const std::map<std::string, Tensor>& act_norms,
                         const PruneOptions& opt) {
-  check_method(opt.method);
+  const bool learned = permute_method(opt.method).learned;
   std::vector<Site> sites = permutation_sites(model);
   for (const Site& s : sites) opt.pattern.check_fits(s.channels, "site '" + s.name + "'");
   SiteScores scores = site_scores(sites, act_norms, opt.score);
   PruneResult r;
   auto t0 = std::chrono::steady_clock::now();
-  if (is_learned(opt.method)) {
+  if (learned) {
     std::map<std::string, Perm> warm;
     if (opt.warm_start != "none") {
-      NMPERM_CHECK(!is_learned(opt.warm_start), "--warm-start must be a search method, got '{}'", opt.warm_start);
+      NMPERM_CHECK(!permute_method(opt.warm_start).learned, "--warm-start must be a search method, got '{}'", opt.warm_start);
       warm = search_sites(opt.warm_start, sites, scores, opt);
     }
     LearnOptions lo = opt.learn;

@@ -15,10 +15,9 @@
 #include <string>
 
 #include "permute/learned.h"
+#include "permute/methods.h"
 
 namespace nmperm {
-
-extern const char* const kPermuteMethods[];  // none, random, channel-swap, ria, permllm, learned
 
 struct PruneOptions {
   NMPattern pattern;
@@ -57,8 +56,6 @@ SiteScores site_scores(const std::vector<Site>& sites, const std::map<std::strin
 
 // The pieces of prune_model, which block-by-block pruning (permute/blockwise.h) runs one
 // block's sites at a time.
-void check_method(const std::string& method);  // one of kPermuteMethods, else an error
-bool is_learned(const std::string& method);    // permllm, learned
 // A search method's permutation of every site; sites[0] is site number first_site of the
 // model's total_sites (0: just these), which fixes each site's seed and the progress line.
 std::map<std::string, Perm> search_sites(const std::string& method, const std::vector<Site>& sites,

@@ -288,17 +288,17 @@ TEST(Prune, LearnedMatrixPermutationImprovesItsObjective) {
 // (the tiny models' matmuls are too small for the BLAS to split; larger ones round
 // differently at another thread count, see Kernels.ResultsDoNotDependOnThreadCount).
 TEST_P(PermuteModel, EveryMethodIsDeterministic) {
-  for (const char* const* method = kPermuteMethods; *method; ++method) {
+  for (const PermuteMethod& method : permute_methods()) {
     std::vector<std::vector<float>> weights[2];
     std::map<std::string, Perm> perms[2];
     for (int rep = 0; rep < 2; ++rep) test::at_threads(rep + 1, [&] {
       Model m = make(11);
       TrainData d = tiny_data(m, 12);
       PruneOptions o;
-      o.method = *method;
+      o.method = method.name;
       o.seed = 5;
       o.progress = false;
-      o.learn = learn_defaults(*method);
+      o.learn = learn_defaults(method.name);
       o.learn.steps = 3;
       o.learn.batch = 8;
       o.learn.holdout = m.vit ? 64 : 8;
@@ -306,8 +306,8 @@ TEST_P(PermuteModel, EveryMethodIsDeterministic) {
       perms[rep] = prune_model(m, d, norms_of(m, d), o).perms;
       m.visit([&](const std::string&, Tensor& t) { weights[rep].push_back(t.to_vector<float>()); });
     });
-    EXPECT_EQ(perms[0], perms[1]) << *method;
-    EXPECT_TRUE(weights[0] == weights[1]) << *method;
+    EXPECT_EQ(perms[0], perms[1]) << method.name;
+    EXPECT_TRUE(weights[0] == weights[1]) << method.name;
   }
 }
 

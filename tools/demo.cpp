@@ -49,7 +49,7 @@ TrainConfig recipe(const std::string& arch, bool quick) {
 
 CompareOptions comparison(bool quick, int64_t seeds, uint64_t seed) {
   CompareOptions o;
-  o.methods = {"none", "random", "channel-swap", "ria", "permllm", "learned"};
+  o.methods = permute_method_names();  // every method
   o.seeds = seeds;
   o.seed = seed;
   // The defaults of `nmperm prune`: the demo's tables are the README's.
@@ -330,7 +330,7 @@ int run_demo(DemoCli& o) {
                "--vit-data is not used: --models has no vit");
   std::string cache = o.llama_data.cache.empty() ? default_cache() : o.llama_data.cache;
   fs::create_directories(o.out);
-  json report = {{"nmperm", "nmperm 0.1.0"},
+  json report = {{"nmperm", "nmperm " NMPERM_VERSION},
                  {"date", now_utc()},
                  {"machine", {{"cpu", cpu_model()}, {"threads", kernels::num_threads()}, {"blas", kernels::blas_core()}}},
                  {"config", {{"quick", o.quick}, {"models", o.models}, {"recipes", json::object()}, {"compare", json::object()}}},

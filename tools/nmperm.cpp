@@ -48,6 +48,11 @@ Device parse_device(const std::string& name) {
   return Device::CUDA;
 }
 
+std::vector<std::string> with_auto(std::vector<std::string> choices) {
+  choices.insert(choices.begin(), "auto");
+  return choices;
+}
+
 std::string device_description(Device d) {
   return d == Device::CUDA ? "GPU " + cuda_device_name()
                            : fmt::format("{} CPU threads (OpenBLAS {})", kernels::num_threads(), kernels::blas_core());
@@ -281,8 +286,8 @@ int run_permute_matrix(PermuteMatrixCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   refuse_unused(o.given, {o.method});
   NMPERM_CHECK(!o.given.count("--act-norms-tensor") || !o.act_norms.empty(), "--act-norms-tensor needs --act-norms");
-  NMPERM_CHECK(!o.given.count("--progress") || o.method == "learned" || o.method == "permllm",
-               "--progress applies to learned / permllm");
+  const bool learns = permute_method(o.method).learned;
+  NMPERM_CHECK(!o.given.count("--progress") || learns, "--progress applies to learned / permllm");
   SafeTensors st = load_safetensors(o.weights);
   const Tensor* w = st.find(o.tensor);
   NMPERM_CHECK(w, "'{}' has no tensor '{}'", o.weights, o.tensor);
@@ -304,7 +309,7 @@ int run_permute_matrix(PermuteMatrixCli& o) {
   auto t0 = std::chrono::steady_clock::now();
   nlohmann::json learned;
   Perm p;
-  if (o.method == "permllm" || o.method == "learned") {
+  if (learns) {
     LearnOptions lo = learn_defaults(o.method);
     nlohmann::json overrides = nlohmann::json::object();
     o.learn.apply(overrides);
@@ -408,7 +413,7 @@ int run_prune(PruneCli& o) {
   // The pipeline: block by block for decoder models pruned by search methods; the whole
   // model where a learned method trains against it (or for a ViT).
   bool learned = false;
-  for (const std::string& m : o.cmp.methods) learned |= is_learned(m);
+  for (const std::string& m : o.cmp.methods) learned |= permute_method(m).learned;
   const bool llama = bool(probe.llama);
   if (o.pipeline == "auto") o.pipeline = llama && !learned ? "block" : "whole";
   NMPERM_CHECK(o.pipeline == "whole" || llama, "--pipeline block is for decoder models (llama, mistral, qwen2)");
@@ -499,7 +504,7 @@ int main(int argc, char** argv) {
   kernels::select_blas_kernels(argv);
   CLI::App app{"nmperm: tensors, autodiff, transformers and learned channel permutations for N:M sparsity"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "nmperm 0.1.0");
+  app.set_version_flag("--version", "nmperm " NMPERM_VERSION);
   app.footer("Exit codes: 0 success, 1 runtime error, 2 usage error. Run 'nmperm SUBCOMMAND --help' for details.");
 
   DemoCli demo;
@@ -585,13 +590,13 @@ int main(int argc, char** argv) {
   pmc->add_option("--score", pm.score, "importance score")->capture_default_str()->check(
       CLI::IsMember({"magnitude", "wanda", "ria"}));
   pmc->add_option("--permute", pm.method,
-                  "method (none, random, channel-swap, ria, permllm, learned); the learned two optimise the expected "
-                  "output error (learned) or output cosine (permllm) for uncorrelated inputs with the --act-norms norms")
+                  "method; the learned two optimise the expected output error (learned) or output cosine (permllm) "
+                  "for uncorrelated inputs with the --act-norms norms:" + permute_methods_help())
       ->capture_default_str()
-      ->check(CLI::IsMember({"none", "random", "channel-swap", "ria", "permllm", "learned"}));
+      ->check(CLI::IsMember(permute_method_names()));
   pmc->add_option("--seed", pm.seed, "seed (random, channel-swap escapes, learned initial noise)")->capture_default_str();
-  pmc->add_option("--warm-start", pm.warm_start, "learned: start from this method's permutation (per group)")
-      ->capture_default_str()->check(CLI::IsMember({"none", "random", "channel-swap", "ria"}));
+  pmc->add_option("--warm-start", pm.warm_start, "learned: start from this search method's permutation (per group)")
+      ->capture_default_str()->check(CLI::IsMember(permute_method_names(true)));
   add_learn_options(pmc, pm.learn, false);
   pmc->add_flag("--progress", pm.progress, "learned/permllm: show progress on stderr");
   pmc->add_option("--sweeps", pm.sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
@@ -605,10 +610,9 @@ int main(int argc, char** argv) {
   pc->add_option("--checkpoint", pr.checkpoint, "dense checkpoint folder or file")->required();
   pc->add_option("--pattern", pr.cmp.pattern, "N:M pattern (M must divide every pruned layer's input channels)")->capture_default_str();
   pc->add_option("--score", pr.cmp.score, "importance score")->capture_default_str()->check(CLI::IsMember({"magnitude", "wanda", "ria"}));
-  pc->add_option("--permute", pr.cmp.methods,
-                 "permutation methods, comma separated: none, random, channel-swap, ria, permllm, learned")
+  pc->add_option("--permute", pr.cmp.methods, "permutation methods, comma separated:" + permute_methods_help())
       ->delimiter(',')->capture_default_str()
-      ->check(CLI::IsMember({"none", "random", "channel-swap", "ria", "permllm", "learned"}));
+      ->check(CLI::IsMember(permute_method_names()));
   pc->add_option("--seed", pr.cmp.seed, "seed of the first run")->capture_default_str();
   pc->add_option("--seeds", pr.cmp.seeds, "runs with seeds seed, seed+1, ... for methods with randomness")
       ->capture_default_str()->check(CLI::PositiveNumber);
@@ -627,9 +631,9 @@ int main(int argc, char** argv) {
   pc->add_option("--eval-windows", pr.cmp.eval_windows, "llama: windows of each split to evaluate (0 = all)")->capture_default_str();
   add_learn_options(pc, pr.learn, true);
   pc->add_option("--warm-start", pr.cmp.warm_start,
-                 "learned: start from this method's permutation (the costs learn a refinement per group); auto: "
-                 "the architecture's default (ria)")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "none", "random", "channel-swap", "ria"}));
+                 "learned: start from this search method's permutation (the costs learn a refinement per group); "
+                 "auto: the architecture's default (ria)")
+      ->capture_default_str()->check(CLI::IsMember(with_auto(permute_method_names(true))));
   pc->add_option("--sweeps", pr.cmp.search.max_sweeps, "channel-swap sweeps / ria rounds at most")->capture_default_str();
   pc->add_option("--escapes", pr.cmp.search.escapes, "channel-swap random escapes")->capture_default_str();
   pc->add_option("--window", pr.cmp.search.window, "channel-swap: groups per window on wide layers (0 = all pairs)")
