@@ -1,6 +1,5 @@
-// The CPU backend: the launchers of kernels/<op>.h with the same signatures, for tensors
-// in host memory (kernels/dispatch.cpp sends a call here when its tensors live there; its
-// twin for the GPU is kernels/cuda/launchers.h, which adds a few GPU-only settings).
+// The CPU backend: the launchers of kernels/<op>.h for tensors in host memory
+// (kernels/dispatch.cpp sends a call here when its tensors live there).
 #pragma once
 #include "core/tensor.h"
 #include "kernels/elementwise.h"
@@ -9,55 +8,5 @@
 #include "kernels/rope.h"
 
 namespace nmperm::kernels::cpu {
-
-// dst = src for any strides and dtypes on both sides, both in host memory.
-void copy(const Tensor& src, Tensor& dst);
-
-void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar);
-void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, double scalar);
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
-void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out);
-void scale_(Tensor& t, double s);
-
-void reduce_rows(ReduceOp op, const Tensor& x, Tensor& out, int64_t correction);
-void reduce_cols(ReduceOp op, const Tensor& x, Tensor& out);
-
-void softmax_rows(const Tensor& x, Tensor& y, bool log);
-void softmax_rows_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool log);
-
-void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean, Tensor& rstd);
-void layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd, const Tensor& dy,
-                         Tensor& dx, Tensor& dw, Tensor& db);
-void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd);
-void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, Tensor& dx, Tensor& dw);
-
-// c = alpha * a @ b + beta * c on 3-d views (batch, rows, cols): OpenBLAS, or oneDNN for
-// 16-bit operands.
-void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta);
-
-void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out);
-void index_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src);
-void gather(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out);
-void scatter_add(Tensor& out, int64_t dim, const Tensor& idx, const Tensor& src);
-
-void cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, double label_smoothing,
-                   Tensor& loss_rows, Tensor& lse);
-void cross_entropy_backward(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad_rows,
-                            int64_t ignore_index, double label_smoothing, Tensor& dlogits);
-
-void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<double>& inv_freq, RopeStyle style,
-          bool inverse);
-void topk(const Tensor& x, int64_t k, bool largest, Tensor& values, Tensor& indices);
-
-void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal);
-void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                        const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal);
-
-void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, Tensor& col_norm);
-void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tensor& col_norm, const Tensor& dp,
-                       Tensor& dlogits);
-
-void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const AdamWParams& p, int64_t step);
-double sum_squares(const std::vector<Tensor>& ts);
-
+#include "kernels/backend_launchers.inc"
 }  // namespace nmperm::kernels::cpu
