@@ -63,7 +63,7 @@ std::map<std::string, Tensor> activation_norms(Model& model, const TrainData& da
   InputSumSquares obs;
   {
     ObserverGuard guard(&obs);
-    if (model.vit) {
+    if (model.network->takes_images()) {
       const int64_t n = opt.batches * opt.batch;
       const ImageSet& s = data.train_images;
       NMPERM_CHECK(n <= s.size(), "calibration wants {} images, the data has {}", n, s.size());
@@ -71,20 +71,23 @@ std::map<std::string, Tensor> activation_norms(Model& model, const TrainData& da
       for (int64_t b = 0; b < opt.batches; ++b) {
         Tensor ix = from_vector(std::vector<int64_t>(at.begin() + b * opt.batch, at.begin() + (b + 1) * opt.batch),
                                 {opt.batch});
-        model.vit->forward(model.preprocess.apply(index_select(s.images, 0, ix).to(model.device())));
+        model.forward(model.preprocess.apply(index_select(s.images, 0, ix).to(model.device())));
       }
     } else {
-      for (const Tensor& ids : calibration_windows(model, data, opt)) model.llama->forward(ids.to(model.device()));
+      for (const Tensor& ids : calibration_windows(model, data, opt)) model.forward(ids.to(model.device()));
     }
   }
+  // A tied weight (an lm_head) shares its parameter's storage (the embeddings): the inputs
+  // seen there are the tied layer's.
+  std::map<std::string, std::string> tied_as;  // parameter -> the weight tied to it
+  for (auto& [weight, param] : model.network->tied_weights()) tied_as[param] = weight;
   std::map<std::string, Tensor> out;
   model.visit([&](const std::string& name, Tensor& t) {
     if (t.ndim() != 2) return;
     Tensor n = obs.norms(t);
     if (!n.defined()) return;
-    // A tied lm_head shares the embedding's storage: its inputs are the lm_head's.
-    bool tied_head = model.llama && model.llama->cfg.tie_word_embeddings && name == "model.embed_tokens.weight";
-    out[tied_head ? "lm_head.weight" : name] = n;
+    auto tied = tied_as.find(name);
+    out[tied != tied_as.end() ? tied->second : name] = n;
   });
   return out;
 }

@@ -1,5 +1,6 @@
 #include "models/checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -113,16 +114,6 @@ Tensor ImagePreprocess::apply(const Tensor& images01) const {
   return div(sub(x, from_vector(m, {1, C, 1, 1}).to(d)), from_vector(s, {1, C, 1, 1}).to(d));
 }
 
-void Model::visit(const ParamVisitor& f) {
-  if (vit) vit->visit(f);
-  else llama->visit(f);
-}
-
-void Model::visit_linears(const LinearVisitor& f) {
-  if (vit) vit->visit_linears(f);
-  else llama->visit_linears(f);
-}
-
 int64_t Model::store_linear_weights(DType dtype) {
   std::map<const Storage*, std::set<std::string>> names;  // who uses each storage
   visit([&](const std::string& n, Tensor& t) {
@@ -152,7 +143,7 @@ void Model::to(Device d) {
   visit_linears([&](const std::string&, Linear& l) {
     if (l.input_perm.defined()) l.input_perm = l.input_perm.to(d);
   });
-  if (llama && llama->cfg.tie_word_embeddings) llama->lm_head.weight = llama->embed_tokens;
+  network->tie_weights();
   device_ = d;
 }
 
@@ -167,8 +158,6 @@ int64_t Model::num_parameters() {
   visit([&](const std::string&, Tensor& t) { n += t.numel(); });
   return n;
 }
-
-json Model::config_json() const { return vit ? vit->cfg.to_json() : llama->cfg.to_json(); }
 
 namespace {
 
@@ -233,6 +222,7 @@ void load_input_permutation(const WeightSource& src, const std::string& prefix, 
 
 // Fills every parameter of `model` from `src`; every tensor of src must be used.
 void assign_from(Model& model, const WeightSource& src, const std::string& what) {
+  const std::map<std::string, std::string> tied = model.network->tied_weights();  // files may hold a copy: ignored
   std::set<std::string> used;
   model.visit([&](const std::string& name, Tensor& p) {
     check_parameter(src, name, p, what, model.arch());
@@ -244,33 +234,44 @@ void assign_from(Model& model, const WeightSource& src, const std::string& what)
     used.insert(prefix + ".input_permutation");
   });
   for (const std::string& name : src.names) {
-    bool tied_head = name == "lm_head.weight" && model.llama && model.llama->cfg.tie_word_embeddings;
-    NMPERM_CHECK(used.count(name) || ignorable(name) || tied_head,
+    NMPERM_CHECK(used.count(name) || ignorable(name) || tied.count(name),
                  "{}: unexpected tensor '{}' for a {} model (is this checkpoint for another architecture?)", what, name,
                  model.arch());
   }
 }
 
+// The registry: every config.json model_type nmperm computes, the class-name prefix that
+// stands for it in `architectures` when config.json has no model_type, and its
+// architecture. Adding an architecture: its file (models/<name>.h, .cpp) and a line here.
+struct Registered {
+  const char* model_type;
+  const char* class_prefix;
+  const Architecture& (*architecture)();
+};
+const Registered kRegistry[] = {
+    {"vit", "ViT", vit_architecture},
+    {"llama", "Llama", llama_architecture},
+    {"mistral", "Mistral", llama_architecture},
+    {"qwen2", "Qwen2", llama_architecture},
+};
+
+const Registered& registered(const std::string& model_type) {
+  for (const Registered& r : kRegistry)
+    if (model_type == r.model_type) return r;
+  NMPERM_FAIL("model_type '{}' is not registered", model_type);  // model_type_of refuses it first
+}
+
 struct ParsedConfig {
   std::string type;
-  ViTConfig vit;
-  LlamaConfig llama;
-  double parameters = 0;
+  const Architecture* arch = nullptr;
+  NetworkSpec spec;
 };
 
 ParsedConfig parse_config(const json& cfg, const std::string& what) {
   ParsedConfig pc;
   pc.type = model_type_of(cfg, what);
-  if (pc.type == "vit") {
-    pc.vit = ViTConfig::from_json(cfg);
-    pc.parameters = pc.vit.parameter_count();
-  } else {
-    json c = cfg;
-    c["model_type"] = pc.type;  // from architectures when config.json has no model_type
-    pc.llama = LlamaConfig::from_json(c);
-    pc.llama.source = cfg;
-    pc.parameters = pc.llama.parameter_count();
-  }
+  pc.arch = &registered(pc.type).architecture();
+  pc.spec = pc.arch->read(cfg, pc.type);
   return pc;
 }
 
@@ -281,13 +282,11 @@ Model model_from_source(const json& cfg, const WeightSource& src, const std::str
   // differences pass on to assign_from, which names the missing or mis-shaped tensor.
   double held = 0;
   for (const std::string& n : src.names) held += double(numel(src.find(n)->first));
-  NMPERM_CHECK(pc.parameters <= 4 * held + (1 << 20),
+  NMPERM_CHECK(pc.spec.parameters <= 4 * held + (1 << 20),
                "{}: config.json describes a {} of {:.0f} parameters, the weights hold only {:.0f} values", what,
-               pc.type, pc.parameters, held);
+               pc.type, pc.spec.parameters, held);
   Model m;
-  Generator gen(0);
-  if (pc.type == "vit") m.vit = std::make_unique<ViT>(pc.vit, gen);
-  else m.llama = std::make_unique<Llama>(pc.llama, nullptr);  // filled from the weights next
+  m.network = pc.spec.build(nullptr);  // filled from the weights next
   assign_from(m, src, what);
   return m;
 }
@@ -302,15 +301,42 @@ std::string model_type_of(const json& cfg, const std::string& what) {
   } else if (cfg.contains("architectures") && cfg["architectures"].is_array() && !cfg["architectures"].empty() &&
              cfg["architectures"][0].is_string()) {
     std::string a = cfg["architectures"][0].get<std::string>();
-    type = a.starts_with("ViT")       ? "vit"
-           : a.starts_with("Llama")   ? "llama"
-           : a.starts_with("Mistral") ? "mistral"
-           : a.starts_with("Qwen2")   ? "qwen2"
-                                      : a;
+    type = a;
+    for (const Registered& r : kRegistry)
+      if (a.starts_with(r.class_prefix)) {
+        type = r.model_type;
+        break;
+      }
   }
-  NMPERM_CHECK(type == "vit" || type == "llama" || type == "mistral" || type == "qwen2",
-               "{}: model_type '{}' is not supported (vit, llama, mistral, qwen2)", what, type);
+  std::vector<std::string> types;
+  for (const Registered& r : kRegistry) types.push_back(r.model_type);
+  NMPERM_CHECK(std::find(types.begin(), types.end(), type) != types.end(),
+               "{}: model_type '{}' is not supported ({})", what, type, fmt::join(types, ", "));
   return type;
+}
+
+const Architecture& architecture_of(const json& cfg, const std::string& what) {
+  return registered(model_type_of(cfg, what)).architecture();
+}
+
+const Architecture* find_architecture(const std::string& name) {
+  for (const Registered& r : kRegistry)
+    if (r.architecture().name == name) return &r.architecture();
+  return nullptr;
+}
+
+const Architecture& architecture(const std::string& name) {
+  const Architecture* a = find_architecture(name);
+  NMPERM_CHECK(a, "architecture '{}' is not supported ({})", name, fmt::join(architecture_names(), ", "));
+  return *a;
+}
+
+std::vector<std::string> architecture_names() {
+  std::vector<std::string> names;
+  for (const Registered& r : kRegistry)
+    if (std::find(names.begin(), names.end(), r.architecture().name) == names.end())
+      names.push_back(r.architecture().name);
+  return names;
 }
 
 void assign_parameters(Model& model, const SafeTensors& st, const std::string& what) {
@@ -396,16 +422,19 @@ Tensor CheckpointFiles::read(const std::string& name) const {
 Model model_shell(const CheckpointFiles& files) {
   std::string what = fmt::format("checkpoint '{}'", files.path);
   ParsedConfig pc = parse_config(files.config, what);
-  NMPERM_CHECK(pc.type != "vit", "{}: block-by-block work is for decoder models (llama, mistral, qwen2), not {}", what,
-               pc.type);
+  std::vector<std::string> decoders;
+  for (const Registered& r : kRegistry)
+    if (r.architecture().block_by_block) decoders.push_back(r.model_type);
+  NMPERM_CHECK(pc.arch->block_by_block, "{}: block-by-block work is for decoder models ({}), not {}", what,
+               fmt::join(decoders, ", "), pc.type);
   Model m;
-  m.llama = std::make_unique<Llama>(Llama::shell(pc.llama));
+  m.network = pc.spec.shell();
   m.source_dir = files.dir.string();
   m.source_dtype = files.float_dtype;
   m.source_shards = files.shards;
   // Every tensor's name and shape, checked now without reading any (one block's shapes
   // stand for all: they differ only in the index).
-  Llama& L = *m.llama;
+  Llama& L = m.as<Llama>();
   auto expect = [&](const std::string& name, const Shape& shape) {
     const TensorEntry* e = files.find(name);
     NMPERM_CHECK(e, "{}: tensor '{}' is missing (the {} architecture needs it)", what, name, pc.type);
@@ -435,7 +464,7 @@ Model model_shell(const CheckpointFiles& files) {
 }
 
 void load_block(Model& model, const CheckpointFiles& files, size_t i) {
-  Llama& L = *model.llama;
+  Llama& L = model.as<Llama>();
   std::string what = fmt::format("checkpoint '{}'", files.path);
   L.layers.at(i) = L.make_layer(nullptr);
   WeightSource src = source_of(files);
@@ -450,7 +479,10 @@ void load_block(Model& model, const CheckpointFiles& files, size_t i) {
   }
 }
 
-void free_block(Model& model, size_t i) { model.llama->layers.at(i) = Llama::shell(model.llama->cfg).layers.at(i); }
+void free_block(Model& model, size_t i) {
+  Llama& L = model.as<Llama>();
+  L.layers.at(i) = Llama::shell(L.cfg).layers.at(i);
+}
 
 Tensor load_tensor(Model& model, const CheckpointFiles& files, const std::string& name) {
   std::string what = fmt::format("checkpoint '{}'", files.path);
@@ -465,7 +497,7 @@ Model load_checkpoint(const std::string& path) {
   m.source_dir = files.dir.string();
   m.source_shards = files.shards;
   m.source_dtype = files.float_dtype;
-  if (m.vit && fs::exists(files.dir / "preprocessor_config.json"))
+  if (m.network->takes_images() && fs::exists(files.dir / "preprocessor_config.json"))
     m.preprocess = ImagePreprocess::from_json(read_json(files.dir / "preprocessor_config.json"));
   return m;
 }
@@ -483,7 +515,7 @@ void save_checkpoint(Model& model, const std::string& dir, const std::map<std::s
   json config = model.config_json();
   config[config.contains("dtype") ? "dtype" : "torch_dtype"] = "float32";  // what was written
   write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
-  if (model.vit)
+  if (model.network->takes_images())
     write_file_atomic((fs::path(dir) / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
 }
 
@@ -515,7 +547,7 @@ void write_export_files(const Model& model, const std::string& dir) {
         fs::copy_file(fs::path(model.source_dir) / f, out / f, fs::copy_options::overwrite_existing);
         wrote_preprocessor |= std::string(f) == "preprocessor_config.json";
       }
-  if (model.vit && !wrote_preprocessor)
+  if (model.network->takes_images() && !wrote_preprocessor)
     write_file_atomic((out / "preprocessor_config.json").string(), model.preprocess.to_json().dump(2) + "\n");
 }
 
@@ -527,13 +559,14 @@ void export_checkpoint(Model& model, const std::string& dir, const std::map<std:
   // original channel order, W[:, p[j]] = W'[:, j].
   std::map<std::string, const Linear*> gathers;  // by weight name
   std::vector<std::pair<std::string, Tensor>> perm_tensors;
+  const std::map<std::string, std::string> tied = model.network->tied_weights();
   model.visit_linears([&](const std::string& prefix, Linear& l) {
     if (!l.input_perm.defined()) return;
     if (layout == Layout::Permuted) {
       perm_tensors.emplace_back(prefix + ".input_permutation", l.input_perm.to(DType::I32));
       return;
     }
-    NMPERM_CHECK(!(model.llama && model.llama->cfg.tie_word_embeddings && prefix == "lm_head"),
+    NMPERM_CHECK(!tied.count(prefix + ".weight"),
                  "export: a gathered lm_head tied to the embeddings has no original-order form");
     gathers[prefix + ".weight"] = &l;
   });

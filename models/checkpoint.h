@@ -32,23 +32,29 @@ struct ImagePreprocess {
 };
 
 struct Model {
-  std::unique_ptr<ViT> vit;      // exactly one of the two is set
-  std::unique_ptr<Llama> llama;
-  ImagePreprocess preprocess;    // ViT only
+  std::unique_ptr<Network> network;
+  ImagePreprocess preprocess;    // image models only
   // Where a loaded model came from, so that an export keeps the source's form.
   std::string source_dir;                            // empty for a fresh model
   std::string source_dtype = "F32";                  // disk dtype of its floating weights
   std::map<std::string, std::string> source_shards;  // tensor -> shard file, for sharded sources
 
-  std::string arch() const { return vit ? "vit" : "llama"; }
-  // input: (B, C, H, W) images for a ViT, (B, T) token ids for a Llama.
-  Tensor forward(const Tensor& input) const { return vit ? vit->forward(input) : llama->forward(input); }
-  Tensor embed(const Tensor& input) const { return vit ? vit->embed(input) : llama->embed(input); }
-  Tensor block(size_t i, const Tensor& x) const { return vit ? vit->block(i, x) : llama->block(i, x); }
-  Tensor head(const Tensor& x) const { return vit ? vit->head(x) : llama->head(x); }
-  size_t num_blocks() const { return vit ? vit->layers.size() : llama->layers.size(); }
-  void visit(const ParamVisitor& f);
-  void visit_linears(const LinearVisitor& f);
+  std::string arch() const { return network->name(); }
+  // input: (B, C, H, W) images for an image model, (B, T) token ids for a token model.
+  Tensor forward(const Tensor& input) const { return network->forward(input); }
+  Tensor embed(const Tensor& input) const { return network->embed(input); }
+  Tensor block(size_t i, const Tensor& x) const { return network->block(i, x); }
+  Tensor head(const Tensor& x) const { return network->head(x); }
+  size_t num_blocks() const { return network->num_blocks(); }
+  void visit(const ParamVisitor& f) { network->visit(f); }
+  void visit_linears(const LinearVisitor& f) { network->visit_linears(f); }
+  // The concrete network, for work that exists for one architecture only (block-by-block
+  // loading and scoring of decoders, tests); an error when the model is another.
+  template <class T> T& as() const {
+    T* t = dynamic_cast<T*>(network.get());
+    NMPERM_CHECK(t, "this needs another architecture than the model's ({})", network ? arch() : "none");
+    return *t;
+  }
   // Keeps every linear layer's weight in `dtype` (bf16/f16 for inference: half the memory,
   // and linear() multiplies in that dtype); a weight shared with another parameter (a tied
   // lm_head) is left as it is. Returns the bytes saved. Such a model no longer trains.
@@ -58,7 +64,7 @@ struct Model {
   // built and loaded on the CPU; batches go to device() before the forward.
   void to(Device d);
   Device device() const { return device_; }
-  nlohmann::json config_json() const;
+  nlohmann::json config_json() const { return network->config_json(); }
   int64_t num_parameters();
 
  private:
@@ -86,6 +92,14 @@ struct CheckpointFiles {
 Model load_checkpoint(const std::string& path);  // the whole model in memory (f32)
 // "vit", "llama", "mistral" or "qwen2" from model_type or architectures, else an error.
 std::string model_type_of(const nlohmann::json& config, const std::string& what);
+
+// The registry of architectures (models/checkpoint.cpp): by config.json (its model_type),
+// or by name (Network::name(): TrainConfig's arch, a report's "arch"; an error when
+// unknown, find_architecture gives null). Names in registry order: "vit", "llama".
+const Architecture& architecture_of(const nlohmann::json& config, const std::string& what);
+const Architecture& architecture(const std::string& name);
+const Architecture* find_architecture(const std::string& name);
+std::vector<std::string> architecture_names();
 
 // Block by block (decoder models): a model with no parameters in memory whose every
 // tensor name and shape has been checked against the files; load_block materialises

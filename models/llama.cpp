@@ -4,6 +4,7 @@
 #include <set>
 
 #include "kernels/rope.h"
+#include "models/train.h"
 
 namespace nmperm {
 
@@ -306,6 +307,76 @@ void Llama::visit(const ParamVisitor& f) {
   }
   final_norm.visit("model.norm", f);
   visit_linears([&](const std::string& prefix, Linear& l) { l.visit(prefix, f); });
+}
+
+std::map<std::string, std::string> Llama::tied_weights() const {
+  if (!cfg.tie_word_embeddings) return {};
+  return {{"lm_head.weight", "model.embed_tokens.weight"}};
+}
+
+void Llama::tie_weights() {
+  if (cfg.tie_word_embeddings) lm_head.weight = embed_tokens;
+}
+
+// The sites of a decoder block (permute/sites.h): q/k/v and gate/up read an RMSNorm's
+// output (gathered); o_proj reads the values' channels, down_proj the product
+// SiLU(gate) * up (folded into their rows).
+std::vector<Site> Llama::block_sites(size_t i) {
+  LlamaLayer& l = layers.at(i);
+  std::string p = fmt::format("model.layers.{}.", i);
+  std::vector<Site> sites;
+  sites.push_back(make_site(
+      i, p + "self_attn.qkv_proj",
+      {{p + "self_attn.q_proj", &l.attn.q}, {p + "self_attn.k_proj", &l.attn.k}, {p + "self_attn.v_proj", &l.attn.v}},
+      {}));
+  sites.push_back(make_site(i, p + "self_attn.o_proj", {{p + "self_attn.o_proj", &l.attn.o}}, {&l.attn.v}));
+  sites.back().head_dim = l.attn.q.out() / l.attn.heads;
+  sites.back().heads_per_kv = l.attn.heads / l.attn.kv_heads;
+  sites.push_back(
+      make_site(i, p + "mlp.gate_up_proj", {{p + "mlp.gate_proj", &l.gate}, {p + "mlp.up_proj", &l.up}}, {}));
+  sites.push_back(make_site(i, p + "mlp.down_proj", {{p + "mlp.down_proj", &l.down}}, {&l.gate, &l.up}));
+  return sites;
+}
+
+namespace {
+
+NetworkSpec read_llama(const nlohmann::json& config, const std::string& model_type) {
+  nlohmann::json c = config;
+  c["model_type"] = model_type;  // from architectures when config.json has no model_type
+  LlamaConfig l = LlamaConfig::from_json(c);
+  l.source = config;
+  NetworkSpec s;
+  s.parameters = l.parameter_count();
+  s.build = [l](Generator* gen) { return std::unique_ptr<Network>(std::make_unique<Llama>(l, gen)); };
+  s.shell = [l] { return std::unique_ptr<Network>(std::make_unique<Llama>(Llama::shell(l))); };
+  return s;
+}
+
+std::unique_ptr<Network> fresh_llama(const nlohmann::json& config, const TrainData& data, Generator& gen) {
+  // The embedded default: bytes, hidden 128, 4 layers, 4 heads / 2 kv heads, MLP 384, context 128.
+  LlamaConfig lc = config.empty() ? LlamaConfig{} : LlamaConfig::from_json(config);
+  if (config.empty()) lc.vocab_size = std::max<int64_t>(lc.vocab_size, data.tokens.vocab);
+  return std::make_unique<Llama>(lc, gen);
+}
+
+bool llama_embedded_default(const nlohmann::json& saved) {
+  LlamaConfig want;
+  want.vocab_size = LlamaConfig::from_json(saved).vocab_size;
+  return LlamaConfig::from_json(saved).to_json() == want.to_json();
+}
+
+}  // namespace
+
+std::string Llama::name() const { return llama_architecture().name; }
+
+const Architecture& llama_architecture() {
+  static const Architecture a{.name = "llama",
+                              .data = DataKind::Tokens,
+                              .block_by_block = true,
+                              .read = read_llama,
+                              .fresh = fresh_llama,
+                              .embedded_default = llama_embedded_default};
+  return a;
 }
 
 }  // namespace nmperm

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "models/modules.h"
+#include "models/network.h"
 
 namespace nmperm {
 
@@ -55,7 +55,7 @@ struct LlamaLayer {
   Linear gate, up, down;
 };
 
-struct Llama {
+struct Llama : Network {
   LlamaConfig cfg;
   Tensor embed_tokens;  // (V, C)
   std::vector<LlamaLayer> layers;
@@ -69,16 +69,29 @@ struct Llama {
   // holds one block at a time: make_layer(nullptr) gives a block to load into layers[i].
   static Llama shell(const LlamaConfig& cfg);
   LlamaLayer make_layer(Generator* gen) const;
-  Tensor forward(const Tensor& ids) const;  // (B, T) int -> logits (B, T, V)
+  std::string name() const override;  // llama_architecture().name
+  DataKind data_kind() const override { return DataKind::Tokens; }
+  Tensor forward(const Tensor& ids) const override;  // (B, T) int -> logits (B, T, V)
   // forward() in stages: embed, then every decoder block, then head.
-  Tensor embed(const Tensor& ids) const;           // -> (B, T, C)
-  Tensor block(size_t i, const Tensor& x) const;   // (B, T, C) -> (B, T, C)
-  Tensor head(const Tensor& x) const;              // -> logits (B, T, V)
+  Tensor embed(const Tensor& ids) const override;          // -> (B, T, C)
+  Tensor block(size_t i, const Tensor& x) const override;  // (B, T, C) -> (B, T, C)
+  Tensor head(const Tensor& x) const override;             // -> logits (B, T, V)
+  size_t num_blocks() const override { return layers.size(); }
   // Parameters with their Hugging Face names; visit_block walks one block's.
-  void visit(const ParamVisitor& f);
-  void visit_linears(const LinearVisitor& f);  // the lm_head only when untied
+  void visit(const ParamVisitor& f) override;
+  void visit_linears(const LinearVisitor& f) override;  // the lm_head only when untied
   void visit_block(size_t i, const ParamVisitor& f);
   void visit_block_linears(size_t i, const LinearVisitor& f);
+  std::vector<Site> block_sites(size_t i) override;
+  nlohmann::json config_json() const override { return cfg.to_json(); }
+  double parameter_count() const override { return cfg.parameter_count(); }  // a tied lm_head counts once
+  int64_t context() const override { return cfg.max_position_embeddings; }
+  int64_t vocab_size() const override { return cfg.vocab_size; }
+  std::map<std::string, std::string> tied_weights() const override;
+  void tie_weights() override;
 };
+
+// Llama, Mistral and Qwen2 (model_type llama, mistral, qwen2).
+const Architecture& llama_architecture();
 
 }  // namespace nmperm

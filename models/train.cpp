@@ -48,7 +48,8 @@ TrainConfig TrainConfig::from_json(const json& j) {
 }
 
 json EvalResult::to_json(const std::string& arch, bool with_items) const {
-  json j = arch == "vit" ? json{{"accuracy", accuracy}, {"loss", loss}, {"examples", count}}
+  const bool images = architecture(arch).data == DataKind::Images;
+  json j = images ? json{{"accuracy", accuracy}, {"loss", loss}, {"examples", count}}
                          : json{{"loss", loss},
                                 {"perplexity", std::exp(loss)},
                                 {"bits_per_token", loss / std::log(2.0)},
@@ -61,7 +62,7 @@ json EvalResult::to_json(const std::string& arch, bool with_items) const {
 const char* split_name(Split s) { return s == Split::Test ? "test" : "validation"; }
 
 bool has_validation(const Model& m, const TrainData& d) {
-  return m.vit ? d.val_images.size() > 0 : m.llama && int64_t(d.tokens.val.size()) > context_of(m, d);
+  return m.network->takes_images() ? d.val_images.size() > 0 : int64_t(d.tokens.val.size()) > context_of(m, d);
 }
 
 double lr_at(const TrainConfig& c, int64_t step) {
@@ -73,8 +74,8 @@ double lr_at(const TrainConfig& c, int64_t step) {
 }
 
 int64_t context_of(const Model& m, const TrainData& d) {
-  if (!m.llama) return 0;
-  int64_t ctx = m.llama->cfg.max_position_embeddings;
+  if (m.network->data_kind() != DataKind::Tokens) return 0;
+  int64_t ctx = m.network->context();
   return d.tokens.seqlen > 0 ? std::min(d.tokens.seqlen, ctx) : ctx;
 }
 
@@ -112,14 +113,15 @@ Batch lm_batch(const Tensor& windows) {
 // Data problems are reported before any work: a run must not train for hours and then
 // find that its validation set is too short to evaluate.
 void check_data(const Model& m, const TrainData& d, bool training, Split split = Split::Test) {
-  if (m.vit) {
+  if (m.network->takes_images()) {
     NMPERM_CHECK((split == Split::Test ? d.test_images : d.val_images).size() > 0, "the {} set holds no images",
                  split_name(split));
     NMPERM_CHECK(!training || d.train_images.size() > 0, "the training set holds no images");
     return;
   }
-  NMPERM_CHECK(d.tokens.vocab <= m.llama->cfg.vocab_size, "the data uses token ids up to {} but the model's vocab is {}",
-               d.tokens.vocab - 1, m.llama->cfg.vocab_size);
+  NMPERM_CHECK(d.tokens.vocab <= m.network->vocab_size(),
+               "the data uses token ids up to {} but the model's vocab is {}", d.tokens.vocab - 1,
+               m.network->vocab_size());
   int64_t window = context_of(m, d) + (d.tokens.field_protocol ? 0 : 1);
   const char* what = d.tokens.field_protocol ? "--seqlen" : "the model's context + 1";
   const auto& eval = split == Split::Test ? d.tokens.test : d.tokens.val;
@@ -190,7 +192,7 @@ int64_t restore_training_state(Model& model, AdamW& opt, const TrainConfig& cfg)
 }  // namespace
 
 Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step) {
-  if (model.vit) {
+  if (model.network->takes_images()) {
     int64_t N = data.train_images.size(), per_epoch = std::max<int64_t>(N / batch, 1);
     NMPERM_CHECK(N >= batch, "{} training images is fewer than one batch of {}", N, batch);
     int64_t epoch = step / per_epoch, pos = step % per_epoch;
@@ -218,7 +220,7 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
   NoGradGuard ng;
   EvalResult r;
   check_data(model, data, false, split);
-  if (model.vit) {
+  if (model.network->takes_images()) {
     const ImageSet& s = split == Split::Test ? data.test_images : data.val_images;
     batch = batch > 0 ? batch : 500;
     double loss_sum = 0;
@@ -227,7 +229,7 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
       int64_t n = std::min(batch, s.size() - at);
       Tensor x = model.preprocess.apply(contiguous(narrow(s.images, 0, at, n)).to(model.device()));
       Tensor y = contiguous(narrow(s.labels, 0, at, n)).to(model.device());
-      Tensor logits = model.vit->forward(x);
+      Tensor logits = model.forward(x);
       for (double l : cross_entropy(logits, y, -100, 0.0, Reduction::None).to(Device::CPU).to(DType::F64).to_vector<double>()) {
         r.items.push_back(l);
         loss_sum += l;
@@ -242,7 +244,7 @@ EvalResult evaluate(Model& model, const TrainData& data, int64_t max_windows, in
     return r;
   }
   for (const Batch& b : lm_eval_batches(model, data, max_windows, batch, split))
-    score_lm_batch(r, model.llama->forward(b.input.to(model.device())), b.target.to(model.device()));
+    score_lm_batch(r, model.forward(b.input.to(model.device())), b.target.to(model.device()));
   finish_lm_eval(r);
   return r;
 }
@@ -308,7 +310,8 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
 
   std::ofstream metrics(fs::path(cfg.out_dir) / "metrics.jsonl", std::ios::app);
   Progress bar(progress);
-  int64_t per_step = cfg.batch * (model.vit ? 1 : context_of(model, data));
+  const bool images = model.network->takes_images();
+  int64_t per_step = cfg.batch * (images ? 1 : context_of(model, data));
   double ema = 0;
   // Training is watched on the validation split when the data has one (choices of recipe
   // are made there), the test split otherwise.
@@ -342,10 +345,10 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
     metrics.flush();
     {
       std::string line = fmt::format("step {:>6}/{}  loss {:.4f}  lr {:.2e}  {:.0f} {}/s  ETA {}", step + 1, cfg.steps,
-                                     ema, lr, rate * double(per_step), model.vit ? "img" : "tok",
+                                     ema, lr, rate * double(per_step), images ? "img" : "tok",
                                      fmt_time(double(cfg.steps - step - 1) / rate));
       if (eval_now)
-        line += model.vit ? fmt::format("  | {} acc {:.4f} loss {:.4f}", watched, last.accuracy, last.loss)
+        line += images ? fmt::format("  | {} acc {:.4f} loss {:.4f}", watched, last.accuracy, last.loss)
                           : fmt::format("  | {} loss {:.4f} ppl {:.2f}", watched, last.loss, std::exp(last.loss));
       bar.show(line, eval_now);
     }

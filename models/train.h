@@ -21,7 +21,7 @@
 namespace nmperm {
 
 struct TrainConfig {
-  std::string arch = "vit";  // vit | llama
+  std::string arch = "vit";  // an architecture's name (models/checkpoint.h: architecture()): vit | llama
   std::string out_dir;
   int64_t steps = 1000, batch = 128, warmup = 100;
   double lr = 1e-3, min_lr_ratio = 0.1, weight_decay = 0.05, clip = 1.0, beta1 = 0.9, beta2 = 0.999;
@@ -43,7 +43,8 @@ struct EvalResult {
   int64_t windows = 0;  // Llama: windows scored
   // Loss of every image (ViT) or mean loss of every window (Llama), for paired comparisons.
   std::vector<double> items;
-  // Without the per-item losses unless `items` is set.
+  // Without the per-item losses unless `items` is set. arch: the model's architecture name
+  // (Model::arch()), whose data kind picks the metrics.
   nlohmann::json to_json(const std::string& arch, bool with_items = false) const;
 };
 

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "models/train.h"
+
 namespace nmperm {
 
 ViTConfig ViTConfig::from_json(const nlohmann::json& j) {
@@ -168,6 +170,66 @@ void ViT::visit(const ParamVisitor& f) {
   }
   final_norm.visit("vit.layernorm", f);
   visit_linears([&](const std::string& prefix, Linear& l) { l.visit(prefix, f); });
+}
+
+// The sites of an encoder block (permute/sites.h): q/k/v and the MLP's first layer read a
+// LayerNorm's output (gathered); the attention output reads the values' channels, the MLP's
+// second layer the first's through a GELU (folded into their rows).
+std::vector<Site> ViT::block_sites(size_t i) {
+  ViTLayer& l = layers.at(i);
+  std::string p = fmt::format("vit.encoder.layer.{}.", i);
+  std::vector<Site> sites;
+  sites.push_back(make_site(i, p + "attention.attention.qkv",
+                            {{p + "attention.attention.query", &l.attn.q},
+                             {p + "attention.attention.key", &l.attn.k},
+                             {p + "attention.attention.value", &l.attn.v}},
+                            {}));
+  sites.push_back(make_site(i, p + "attention.output.dense", {{p + "attention.output.dense", &l.attn.o}}, {&l.attn.v}));
+  sites.back().head_dim = l.attn.q.out() / l.attn.heads;
+  sites.push_back(make_site(i, p + "intermediate.dense", {{p + "intermediate.dense", &l.fc1}}, {}));
+  sites.push_back(make_site(i, p + "output.dense", {{p + "output.dense", &l.fc2}}, {&l.fc1}));
+  return sites;
+}
+
+namespace {
+
+NetworkSpec read_vit(const nlohmann::json& config, const std::string&) {
+  ViTConfig c = ViTConfig::from_json(config);
+  NetworkSpec s;
+  s.parameters = c.parameter_count();
+  s.build = [c](Generator* gen) {
+    Generator zero(0);  // small: initialised even when its weights are loaded next
+    return std::unique_ptr<Network>(std::make_unique<ViT>(c, gen ? *gen : zero));
+  };
+  return s;
+}
+
+std::unique_ptr<Network> fresh_vit(const nlohmann::json& config, const TrainData& data, Generator& gen) {
+  // The embedded default: 28x28x1, patch 4, hidden 128, 4 layers, 4 heads, MLP 512.
+  ViTConfig vc = config.empty() ? ViTConfig{} : ViTConfig::from_json(config);
+  const ImageSet& tr = data.train_images;
+  NMPERM_CHECK(tr.images.shape(2) == vc.image_size && tr.images.shape(1) == vc.num_channels,
+               "the data's images are {}x{}x{}, the model expects {}x{}x{}", tr.images.shape(1), tr.images.shape(2),
+               tr.images.shape(3), vc.num_channels, vc.image_size, vc.image_size);
+  return std::make_unique<ViT>(vc, gen);
+}
+
+bool vit_embedded_default(const nlohmann::json& saved) {
+  return ViTConfig::from_json(saved).to_json() == ViTConfig{}.to_json();
+}
+
+}  // namespace
+
+std::string ViT::name() const { return vit_architecture().name; }
+
+const Architecture& vit_architecture() {
+  static const Architecture a{.name = "vit",
+                              .data = DataKind::Images,
+                              .block_by_block = false,
+                              .read = read_vit,
+                              .fresh = fresh_vit,
+                              .embedded_default = vit_embedded_default};
+  return a;
 }
 
 }  // namespace nmperm

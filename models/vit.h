@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "models/modules.h"
+#include "models/network.h"
 
 namespace nmperm {
 
@@ -35,7 +35,7 @@ struct ViTLayer {
   Linear fc1, fc2;  // intermediate.dense, output.dense
 };
 
-struct ViT {
+struct ViT : Network {
   ViTConfig cfg;
   Tensor patch_weight, patch_bias;  // (C_hidden, C_in, P, P) as stored by Hugging Face, (C_hidden)
   Tensor cls_token, pos_embed;      // (1, 1, C), (1, N + 1, C)
@@ -45,14 +45,23 @@ struct ViT {
 
   ViT() = default;
   ViT(const ViTConfig& cfg, Generator& gen);  // fresh initialisation
-  Tensor forward(const Tensor& images) const;  // (B, C_in, H, W) -> logits (B, num_labels)
+  std::string name() const override;  // vit_architecture().name
+  DataKind data_kind() const override { return DataKind::Images; }
+  Tensor forward(const Tensor& images) const override;  // (B, C_in, H, W) -> logits (B, num_labels)
   // forward() in stages: embed, then every encoder block, then head.
-  Tensor embed(const Tensor& images) const;           // -> (B, N + 1, C)
-  Tensor block(size_t i, const Tensor& x) const;      // (B, N + 1, C) -> (B, N + 1, C)
-  Tensor head(const Tensor& x) const;                 // -> logits (B, num_labels)
-  void visit(const ParamVisitor& f);
-  void visit_linears(const LinearVisitor& f);
+  Tensor embed(const Tensor& images) const override;        // -> (B, N + 1, C)
+  Tensor block(size_t i, const Tensor& x) const override;   // (B, N + 1, C) -> (B, N + 1, C)
+  Tensor head(const Tensor& x) const override;              // -> logits (B, num_labels)
+  size_t num_blocks() const override { return layers.size(); }
+  void visit(const ParamVisitor& f) override;
+  void visit_linears(const LinearVisitor& f) override;
+  std::vector<Site> block_sites(size_t i) override;
+  nlohmann::json config_json() const override { return cfg.to_json(); }
+  double parameter_count() const override { return cfg.parameter_count(); }
+  int64_t image_channels() const override { return cfg.num_channels; }
 };
+
+const Architecture& vit_architecture();
 
 // Patches of (B, C, H, W) images as rows, in the order of a conv kernel (c, py, px):
 // (B, N, C * P * P). Differentiable.

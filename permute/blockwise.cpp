@@ -37,7 +37,7 @@ struct Pass {
   const CheckpointFiles& files;
   Model model;
   Llama& L;
-  Pass(const CheckpointFiles& f, Device d) : files(f), model(model_shell(f)), L(*model.llama) { model.to(d); }
+  Pass(const CheckpointFiles& f, Device d) : files(f), model(model_shell(f)), L(model.as<Llama>()) { model.to(d); }
 
   std::vector<Tensor> embed(const std::vector<Tensor>& ids) {
     NoGradGuard ng;
@@ -264,7 +264,7 @@ double available_memory() {
 }
 
 MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const CompareOptions& o) {
-  const LlamaConfig& c = model.llama->cfg;
+  const LlamaConfig& c = model.as<Llama>().cfg;
   const double C = double(c.hidden_size), V = double(c.vocab_size), I = double(c.intermediate_size);
   const int64_t T = context_of(model, data);
   const double calib_tokens = double(o.calib.batches * o.calib.batch * T);
@@ -285,7 +285,7 @@ MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const
 
 double whole_model_memory(const Model& model, const TrainData& data, const CompareOptions& o) {
   // The dense model and each run's copy, both whole, plus one batch in flight.
-  return 2 * model.llama->cfg.parameter_count() * 4 + blockwise_memory(model, data, o).working + 0.25 * kGiB;
+  return 2 * model.network->parameter_count() * 4 + blockwise_memory(model, data, o).working + 0.25 * kGiB;
 }
 
 EvalResult evaluate_blockwise(const std::string& checkpoint, const TrainData& data, int64_t max_windows, Split split,
@@ -372,8 +372,8 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
       s.val = pass.embed(inputs_of(val));
       if (!sequential) s.calib = pass.embed(calib_ids);
       norms = dense_pass(pass, s, o.progress);
-      state = {{"fingerprint", fingerprint}, {"dense", pass.score(s.test, test).to_json("llama", true)}};
-      if (with_val) state["dense_val"] = pass.score(s.val, val).to_json("llama", true);
+      state = {{"fingerprint", fingerprint}, {"dense", pass.score(s.test, test).to_json(pass.model.arch(), true)}};
+      if (with_val) state["dense_val"] = pass.score(s.val, val).to_json(pass.model.arch(), true);
       if (keep_state) save_state(state_dir / "dense.safetensors", state, Streams{}, norms);
     }
     report["dense"] = state["dense"];
@@ -384,7 +384,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
   for (const std::string& method : o.methods) {
     const int64_t runs = permute_method(method).seeded ? o.seeds : 1;
     for (int64_t k = 0; k < runs; ++k) {
-      PruneOptions po = run_prune_options(o, method, o.seed + uint64_t(k), "llama");
+      PruneOptions po = run_prune_options(o, method, o.seed + uint64_t(k));
       const std::string dir = keep_state ? run_dir(o, method, runs, po.seed) : "";
       const std::string run_name = fs::path(dir).filename().string();
       const fs::path done_path = state_dir / (run_name + ".json"), state_path = state_dir / (run_name + ".safetensors");
@@ -395,10 +395,14 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
                      done_path.string());
         run.erase("fingerprint");
         report["runs"].push_back(run);
-        if (o.progress) std::fprintf(stderr, "llama: %s (seed %llu): done before, kept\n", method.c_str(), (unsigned long long)po.seed);
+        if (o.progress)
+          std::fprintf(stderr, "%s: %s (seed %llu): done before, kept\n", pass.model.arch().c_str(), method.c_str(),
+                       (unsigned long long)po.seed);
         continue;
       }
-      if (o.progress) std::fprintf(stderr, "llama: %s (seed %llu)\n", method.c_str(), (unsigned long long)po.seed);
+      if (o.progress)
+        std::fprintf(stderr, "%s: %s (seed %llu)\n", pass.model.arch().c_str(), method.c_str(),
+                     (unsigned long long)po.seed);
       auto t1 = std::chrono::steady_clock::now();
       PruneResult r;
       Streams s;
@@ -466,8 +470,8 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
       }
       finish_result(r);
       json run = run_record(method, po, r, seconds_before + since(t1));
-      run["eval"] = pass.score(s.test, test).to_json("llama", true);
-      if (with_val) run["eval_val"] = pass.score(s.val, val).to_json("llama", true);
+      run["eval"] = pass.score(s.test, test).to_json(pass.model.arch(), true);
+      if (with_val) run["eval_val"] = pass.score(s.val, val).to_json(pass.model.arch(), true);
       if (out) {
         for (auto& [name, at] : files.tensors)
           if (!name.starts_with("model.layers.") && !name.ends_with(".input_permutation")) out->copy(files, name);

@@ -98,8 +98,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed,
-                               const std::string& arch) {
+PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed) {
   PruneOptions po;
   po.pattern = NMPattern::parse(o.pattern);
   po.score = parse_score(o.score);
@@ -109,7 +108,7 @@ PruneOptions run_prune_options(const CompareOptions& o, const std::string& metho
   po.search.seed = po.seed;
   po.learn = learn_defaults(method);
   merge_learn_options(po.learn, o.learn);
-  po.warm_start = method != "learned" ? "none" : o.warm_start == "auto" ? default_warm_start(arch) : o.warm_start;
+  po.warm_start = method != "learned" ? "none" : o.warm_start == "auto" ? default_warm_start() : o.warm_start;
   po.progress = o.progress;
   return po;
 }
@@ -186,7 +185,7 @@ json compare_methods(const std::string& checkpoint, const TrainData& data, const
   for (const std::string& method : o.methods) {
     int64_t runs = permute_method(method).seeded ? o.seeds : 1;
     for (int64_t k = 0; k < runs; ++k) {
-      PruneOptions po = run_prune_options(o, method, o.seed + uint64_t(k), dense.arch());
+      PruneOptions po = run_prune_options(o, method, o.seed + uint64_t(k));
       if (o.progress) std::fprintf(stderr, "%s: %s (seed %llu)\n", dense.arch().c_str(), method.c_str(), (unsigned long long)po.seed);
       Model m = load_checkpoint(checkpoint);
       m.to(o.device);
@@ -259,7 +258,7 @@ json paired_difference(const json& report, const std::string& method, const std:
 }
 
 std::string methods_table(const json& report, bool markdown, Split split) {
-  bool vit = report.at("arch") == "vit";
+  bool vit = architecture(report.at("arch").get<std::string>()).data == DataKind::Images;
   const char* key = split == Split::Test ? "eval" : "eval_val";
   const char* dense_key = split == Split::Test ? "dense" : "dense_val";
   NMPERM_CHECK(report.contains(dense_key), "the report has no evaluation on the {} split", split_name(split));

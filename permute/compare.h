@@ -22,7 +22,7 @@ struct CompareOptions {
   int64_t eval_windows = 0;           // Llama: validation windows (0 = all)
   SearchOptions search;               // seed is set per run
   nlohmann::json learn = nlohmann::json::object();  // overrides of learn_defaults(method), LearnOptions keys
-  std::string warm_start = "auto";    // learned only; auto: default_warm_start(arch)
+  std::string warm_start = "auto";    // learned only; auto: default_warm_start()
   std::string out_dir;                // save OUT/METHOD[-seedS]/ (checkpoint + permutations.safetensors)
   std::string layout = "original";    // of those checkpoints: original or permuted (export_checkpoint)
   bool progress = true;
@@ -67,8 +67,7 @@ nlohmann::json paired_difference(const nlohmann::json& report, const std::string
                                  const std::string& reference, Split split);
 
 // The prune options of one run of a comparison (seed: the run's, o.seed + k).
-PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed,
-                               const std::string& arch);
+PruneOptions run_prune_options(const CompareOptions& o, const std::string& method, uint64_t seed);
 // The run's record as compare_methods reports it (without eval, which the caller adds).
 nlohmann::json run_record(const std::string& method, const PruneOptions& po, const PruneResult& r, double seconds);
 // The report's opening fields: checkpoint, arch, options, threads, blas, device.

@@ -497,14 +497,14 @@ class Learner : LearnTask {
   double holdout() override { return holdout_objective(); }
   double kept() override { return mean_kept(); }
 
-  int64_t batch_size() const { return opt_.batch > 0 ? opt_.batch : model_.vit ? 128 : 16; }
+  int64_t batch_size() const { return opt_.batch > 0 ? opt_.batch : model_.network->takes_images() ? 128 : 16; }
 
   // The held-out examples that score the hard permutations are spread evenly over the
   // whole training split (images, or windows of the context); the learning batches come
   // from the rest.
   void split_data(const TrainData& data) {
     fit_ = data;
-    if (model_.vit) {
+    if (model_.network->takes_images()) {
       const ImageSet& s = data.train_images;
       int64_t H = opt_.holdout > 0 ? opt_.holdout : 1024;
       NMPERM_CHECK(s.size() >= H + batch_size(), "learned permutations need {} training images, the data has {}",

@@ -33,9 +33,8 @@ struct PruneOptions {
 // Settings of the learned methods: "permllm" (PermLLM's published code, see prune.cpp)
 // or "learned" (the LearnOptions defaults).
 LearnOptions learn_defaults(const std::string& method);
-// The search method whose permutation the learned costs start from by default, per
-// architecture ("vit" or "llama").
-std::string default_warm_start(const std::string& arch);
+// The search method whose permutation the learned costs start from by default.
+std::string default_warm_start();
 
 struct PruneResult {
   std::map<std::string, Perm> perms;  // by site

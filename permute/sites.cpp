@@ -24,54 +24,7 @@ std::vector<Site> permutation_sites(Model& model) {
   return sites;
 }
 
-std::vector<Site> permutation_sites(Model& model, size_t i) {
-  std::vector<Site> sites;
-  auto site = [&](size_t block, const std::string& name, std::vector<std::pair<std::string, Linear*>> consumers,
-                  std::vector<Linear*> producers) {
-    Site s;
-    s.name = name;
-    s.block = block;
-    for (auto& [n, l] : consumers) {
-      s.consumer_names.push_back(n);
-      s.consumers.push_back(l);
-    }
-    s.producers = std::move(producers);
-    s.channels = s.consumers[0]->in();
-    sites.push_back(std::move(s));
-    return &sites.back();
-  };
-  if (model.vit) {
-    ViT& v = *model.vit;
-    {
-      ViTLayer& l = v.layers.at(i);
-      std::string p = fmt::format("vit.encoder.layer.{}.", i);
-      site(i, p + "attention.attention.qkv",
-           {{p + "attention.attention.query", &l.attn.q},
-            {p + "attention.attention.key", &l.attn.k},
-            {p + "attention.attention.value", &l.attn.v}},
-           {});
-      Site* o = site(i, p + "attention.output.dense", {{p + "attention.output.dense", &l.attn.o}}, {&l.attn.v});
-      o->head_dim = l.attn.q.out() / l.attn.heads;
-      site(i, p + "intermediate.dense", {{p + "intermediate.dense", &l.fc1}}, {});
-      site(i, p + "output.dense", {{p + "output.dense", &l.fc2}}, {&l.fc1});
-    }
-  } else {
-    Llama& m = *model.llama;
-    {
-      LlamaLayer& l = m.layers.at(i);
-      std::string p = fmt::format("model.layers.{}.", i);
-      site(i, p + "self_attn.qkv_proj",
-           {{p + "self_attn.q_proj", &l.attn.q}, {p + "self_attn.k_proj", &l.attn.k}, {p + "self_attn.v_proj", &l.attn.v}},
-           {});
-      Site* o = site(i, p + "self_attn.o_proj", {{p + "self_attn.o_proj", &l.attn.o}}, {&l.attn.v});
-      o->head_dim = l.attn.q.out() / l.attn.heads;
-      o->heads_per_kv = l.attn.heads / l.attn.kv_heads;
-      site(i, p + "mlp.gate_up_proj", {{p + "mlp.gate_proj", &l.gate}, {p + "mlp.up_proj", &l.up}}, {});
-      site(i, p + "mlp.down_proj", {{p + "mlp.down_proj", &l.down}}, {&l.gate, &l.up});
-    }
-  }
-  return sites;
-}
+std::vector<Site> permutation_sites(Model& model, size_t i) { return model.network->block_sites(i); }
 
 bool foldable(const Site& s, const Perm& p) {
   if (s.producers.empty()) return false;

@@ -27,16 +27,8 @@
 
 namespace nmperm {
 
-struct Site {
-  std::string name;
-  size_t block = 0;                          // encoder/decoder block index
-  std::vector<std::string> consumer_names;   // Hugging Face prefixes, e.g. "model.layers.0.self_attn.q_proj"
-  std::vector<Linear*> consumers;            // layers reading the channels (pruned)
-  std::vector<Linear*> producers;            // layers writing them (rows permuted when folding)
-  int64_t channels = 0;
-  int64_t head_dim = 0;                      // attention output sites: fold only head-respecting p
-  int64_t heads_per_kv = 1;
-};
+// struct Site (models/network.h): a site's name, block, consumers and producers; each
+// architecture lists its blocks' sites (Network::block_sites).
 
 // Every site of every block, in block order. The pointers refer into `model`.
 std::vector<Site> permutation_sites(Model& model);

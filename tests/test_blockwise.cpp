@@ -29,7 +29,7 @@ struct Fixture {
     c.qkv_bias = c.o_bias = true;  // attention_bias: biases on gathered and folded layers too
     Generator g(5);
     Model m;
-    m.llama = std::make_unique<Llama>(c, g);
+    m.network = std::make_unique<Llama>(c, g);
     // Two bf16 shards, as a downloaded checkpoint comes.
     m.source_dtype = "BF16";
     m.visit([&](const std::string& name, Tensor&) {

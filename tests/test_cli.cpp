@@ -118,7 +118,7 @@ TEST(Cli, ViTsEvaluateAndPruneOnImageFolders) {
   c.num_hidden_layers = 1, c.num_attention_heads = 2;
   Generator g(0);
   Model m;
-  m.vit = std::make_unique<ViT>(c, g);
+  m.network = std::make_unique<ViT>(c, g);
   save_checkpoint(m, (nmperm.dir / "vit").string());
   fs::copy_file(fixture("images/bilinear/preprocessor_config.json"), nmperm.dir / "vit" / "preprocessor_config.json",
                 fs::copy_options::overwrite_existing);

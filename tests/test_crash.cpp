@@ -169,7 +169,7 @@ TEST(CrashSafety, FullDiskWhileSavingKeepsThePreviousCheckpoint) {
   for (auto& e : fs::recursive_directory_iterator(out))
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
   Model m = load_checkpoint((out / "step_0000014").string());
-  EXPECT_TRUE(std::isfinite(sum(m.llama->embed_tokens).item()));
+  EXPECT_TRUE(std::isfinite(sum(m.as<Llama>().embed_tokens).item()));
 }
 
 // `nmperm demo --config report.json` reruns a recorded run: on a tiny recorded run of the

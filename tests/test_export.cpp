@@ -31,7 +31,7 @@ struct Scratch {
 // RIA permutations (gathered q/k/v and gate/up sites, folded o and down) and 2:4 pruning.
 void prune(Model& m) {
   TrainData d = test::tiny_data(m, 3);
-  for (auto& t : d.tokens.train) t %= int32_t(m.llama->cfg.vocab_size);
+  for (auto& t : d.tokens.train) t %= int32_t(m.as<Llama>().cfg.vocab_size);
   auto norms = activation_norms(m, d, {.batches = 2, .batch = 4});
   PruneOptions o;
   o.method = "ria";

@@ -189,8 +189,8 @@ TEST(Half, StoredLinearWeightsEvaluateAsTheScopeDoes) {
     Model m = vit ? test::tiny_vit(1) : test::tiny_llama(1);
     TrainData data = test::tiny_data(m, 2);
     if (!vit) {
-      m.llama->cfg.tie_word_embeddings = true;
-      m.llama->lm_head.weight = m.llama->embed_tokens;
+      m.as<Llama>().cfg.tie_word_embeddings = true;
+      m.as<Llama>().lm_head.weight = m.as<Llama>().embed_tokens;
     }
     EvalResult f32 = evaluate(m, data, 0), scoped;
     {
@@ -198,7 +198,7 @@ TEST(Half, StoredLinearWeightsEvaluateAsTheScopeDoes) {
       scoped = evaluate(m, data, 0);
       int64_t linears = 0, saved = m.store_linear_weights(DType::BF16);
       m.visit_linears([&](const std::string& name, Linear& l) {
-        if (l.weight.same_data(vit ? Tensor() : m.llama->embed_tokens)) return;
+        if (l.weight.same_data(vit ? Tensor() : m.as<Llama>().embed_tokens)) return;
         EXPECT_EQ(l.weight.dtype(), DType::BF16) << name;
         linears += l.weight.numel();
       });
@@ -207,8 +207,8 @@ TEST(Half, StoredLinearWeightsEvaluateAsTheScopeDoes) {
       EXPECT_EQ(stored.loss, scoped.loss);
     }
     if (!vit) {
-      EXPECT_EQ(m.llama->lm_head.weight.dtype(), DType::F32);
-      EXPECT_TRUE(m.llama->lm_head.weight.same_data(m.llama->embed_tokens));
+      EXPECT_EQ(m.as<Llama>().lm_head.weight.dtype(), DType::F32);
+      EXPECT_TRUE(m.as<Llama>().lm_head.weight.same_data(m.as<Llama>().embed_tokens));
     }
     EXPECT_NE(scoped.loss, f32.loss);
     EXPECT_NEAR(scoped.loss, f32.loss, 0.02 * f32.loss) << (vit ? "vit" : "llama");

@@ -27,11 +27,11 @@ Tensor llama_loss(const Tensor& logits, const Tensor& ids) {
 
 Tensor model_loss(Model& m, const SafeTensors& ref, Tensor* logits_out = nullptr) {
   Tensor logits, loss;
-  if (m.vit) {
-    logits = m.vit->forward(ref.at("pixel_values"));
+  if (m.network->takes_images()) {
+    logits = m.as<ViT>().forward(ref.at("pixel_values"));
     loss = cross_entropy(logits, from_vector<int64_t>({0, 2, 1}, {3}));
   } else {
-    logits = m.llama->forward(ref.at("input_ids"));
+    logits = m.as<Llama>().forward(ref.at("input_ids"));
     loss = llama_loss(logits, ref.at("input_ids"));
   }
   if (logits_out) *logits_out = logits;
@@ -83,19 +83,19 @@ TEST(Models, MistralInTheOlderDialectMatchesTransformers) { check_against_pytorc
 
 TEST(Models, ArchitectureDetailsAreReadFromEitherDialect) {
   Model l3 = load_checkpoint(fixture("llama3_tiny"));
-  EXPECT_EQ(l3.llama->cfg.rope_scaling.type, "llama3");
-  EXPECT_EQ(l3.llama->cfg.rope_theta, 500000.0);
-  EXPECT_EQ(l3.llama->cfg.dim(), 16);
-  EXPECT_EQ(l3.llama->layers[0].attn.q.out(), 64);  // 4 heads of 16 from a hidden size of 32
+  EXPECT_EQ(l3.as<Llama>().cfg.rope_scaling.type, "llama3");
+  EXPECT_EQ(l3.as<Llama>().cfg.rope_theta, 500000.0);
+  EXPECT_EQ(l3.as<Llama>().cfg.dim(), 16);
+  EXPECT_EQ(l3.as<Llama>().layers[0].attn.q.out(), 64);  // 4 heads of 16 from a hidden size of 32
   Model old = load_checkpoint(fixture("llama_linear_old"));
-  EXPECT_EQ(old.llama->cfg.rope_scaling.type, "linear");
-  EXPECT_EQ(old.llama->cfg.rope_scaling.factor, 2.0);
+  EXPECT_EQ(old.as<Llama>().cfg.rope_scaling.type, "linear");
+  EXPECT_EQ(old.as<Llama>().cfg.rope_scaling.factor, 2.0);
   Model q = load_checkpoint(fixture("qwen2_tiny"));
-  EXPECT_TRUE(q.llama->layers[0].attn.k.bias.defined());
-  EXPECT_FALSE(q.llama->layers[0].attn.o.bias.defined());
+  EXPECT_TRUE(q.as<Llama>().layers[0].attn.k.bias.defined());
+  EXPECT_FALSE(q.as<Llama>().layers[0].attn.o.bias.defined());
   // Mistral's sliding window: windows that fit compute full attention; longer ones are refused.
   Model m = load_checkpoint(fixture("mistral_tiny"));
-  EXPECT_EQ(m.llama->cfg.sliding_window, 48);
+  EXPECT_EQ(m.as<Llama>().cfg.sliding_window, 48);
   EXPECT_THROW_MSG(m.forward(zeros({1, 49}, DType::I64)), "49 tokens exceed the sliding_window 48");
 }
 
@@ -125,7 +125,7 @@ TEST(Models, LoadsBf16Checkpoints) {
     }
   });
   EXPECT_GT(nonzero, 1000);
-  Tensor logits = m.llama->forward(from_vector<int64_t>({1, 2, 3}, {1, 3}));
+  Tensor logits = m.as<Llama>().forward(from_vector<int64_t>({1, 2, 3}, {1, 3}));
   EXPECT_TRUE(std::isfinite(sum(logits).item()));
 }
 
@@ -139,8 +139,8 @@ TEST(Models, SaveThenLoadRoundTrips) {
     ASSERT_EQ(a.size(), b.size());
     for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].to_vector<float>(), b[i].to_vector<float>());
     EXPECT_EQ(m.config_json(), back.config_json());
-    if (back.llama && back.llama->cfg.tie_word_embeddings) {
-      EXPECT_TRUE(back.llama->lm_head.weight.same_data(back.llama->embed_tokens));
+    if (!back.network->takes_images() && back.as<Llama>().cfg.tie_word_embeddings) {
+      EXPECT_TRUE(back.as<Llama>().lm_head.weight.same_data(back.as<Llama>().embed_tokens));
     }
     fs::remove_all(dir);
   }
@@ -212,7 +212,7 @@ TEST(Models, ParameterCountWithoutBuilding) {
     v.image_size = 12;
     v.num_channels = 3;
     Model mv;
-    mv.vit = std::make_unique<ViT>(v, gen);
+    mv.network = std::make_unique<ViT>(v, gen);
     EXPECT_EQ(v.parameter_count(), double(mv.num_parameters()));
     LlamaConfig l;
     l.qkv_bias = l.mlp_bias = bias;
@@ -220,7 +220,7 @@ TEST(Models, ParameterCountWithoutBuilding) {
     l.tie_word_embeddings = !bias;
     l.head_dim = bias ? 16 : 0;
     Model ml;
-    ml.llama = std::make_unique<Llama>(l, gen);
+    ml.network = std::make_unique<Llama>(l, gen);
     EXPECT_EQ(l.parameter_count(), double(ml.num_parameters()));
   }
 }
@@ -283,7 +283,7 @@ TEST(Calibration, NormsAreThoseOfEachLinearInput) {
   std::vector<int64_t> ids;
   for (int64_t w : {2, 6, 10, 14, 18, 22})
     ids.insert(ids.end(), data.tokens.train.begin() + w * T, data.tokens.train.begin() + (w + 1) * T);
-  Tensor x = m.llama->layers[0].input_norm(embedding(m.llama->embed_tokens, from_vector(ids, {6, T})));
+  Tensor x = m.as<Llama>().layers[0].input_norm(embedding(m.as<Llama>().embed_tokens, from_vector(ids, {6, T})));
   Tensor want = sqrt(sum(square(reshape(x, {6 * T, 32})), {0}));
   EXPECT_TRUE(all_close(norms.at("model.layers.0.self_attn.q_proj.weight"), want, 1e-5, 1e-5));
   EXPECT_TRUE(all_close(norms.at("model.layers.0.self_attn.k_proj.weight"), want, 1e-5, 1e-5));

@@ -27,7 +27,7 @@ std::string tmp(const std::string& name) {
 
 Tensor sample_input(const Model& m, uint64_t seed) {
   Generator g(seed);
-  if (m.vit) return rand({3, 1, 8, 8}, g);
+  if (m.network->takes_images()) return rand({3, 1, 8, 8}, g);
   std::vector<int64_t> ids(24);
   for (auto& i : ids) i = g.randint(32);
   return from_vector(ids, {3, 8});
@@ -169,7 +169,7 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
     o.learn.steps = 6;
     o.learn.eval_every = 2;
     o.learn.batch = 8;
-    o.learn.holdout = m.vit ? 64 : 8;
+    o.learn.holdout = m.network->takes_images() ? 64 : 8;
     o.learn.lr = 0.5;
     o.warm_start = std::string(method) == "learned" ? "ria" : "none";
     if (std::string(method) == "learned") o.learn.alpha = 0;  // the held-out objective is then the plain loss
@@ -201,10 +201,10 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
               mul(s.consumers[c]->weight, index_select(nm_mask(index_select(sc[s.name][c], 1, pt), o.pattern), 1, inv)));
       }
       double loss = 0;
-      if (fresh.vit) {
+      if (fresh.network->takes_images()) {
         auto at = spread_indices(d.train_images.size(), o.learn.holdout);
         Tensor ix = from_vector(at, {int64_t(at.size())});
-        Tensor logits = fresh.vit->forward(fresh.preprocess.apply(index_select(d.train_images.images, 0, ix)));
+        Tensor logits = fresh.as<ViT>().forward(fresh.preprocess.apply(index_select(d.train_images.images, 0, ix)));
         loss = cross_entropy(logits, index_select(d.train_images.labels, 0, ix)).item();
       } else {
         int64_t T = context_of(fresh, d), W = T + 1;
@@ -216,7 +216,7 @@ TEST_P(PermuteModel, LearnedMethodsReturnValidPermutationsAndKeepTheBest) {
             tg.push_back(d.tokens.train[size_t(k * W + t + 1)]);
           }
         int64_t H = int64_t(at.size());
-        Tensor logits = fresh.llama->forward(from_vector(in, {H, T}));
+        Tensor logits = fresh.as<Llama>().forward(from_vector(in, {H, T}));
         loss = cross_entropy(reshape(logits, {H * T, -1}), from_vector(tg, {H * T})).item();
       }
       EXPECT_NEAR(loss, r.learn.best_holdout, 1e-5 * std::max(1.0, loss)) << fresh.arch();
@@ -301,7 +301,7 @@ TEST_P(PermuteModel, EveryMethodIsDeterministic) {
       o.learn = learn_defaults(method.name);
       o.learn.steps = 3;
       o.learn.batch = 8;
-      o.learn.holdout = m.vit ? 64 : 8;
+      o.learn.holdout = m.network->takes_images() ? 64 : 8;
       o.search.escapes = 3;
       perms[rep] = prune_model(m, d, norms_of(m, d), o).perms;
       m.visit([&](const std::string&, Tensor& t) { weights[rep].push_back(t.to_vector<float>()); });
@@ -355,7 +355,7 @@ TEST_P(PermuteModel, WarmStartIsWhereLearningBegins) {
   o.warm_start = "ria";
   o.learn.steps = 2;
   o.learn.batch = 8;
-  o.learn.holdout = m.vit ? 64 : 8;
+  o.learn.holdout = m.network->takes_images() ? 64 : 8;
   o.learn.lr = 0.0;
   EXPECT_EQ(prune_model(m, d, norms, o).perms, ria);
 }

@@ -127,7 +127,7 @@ TEST(Training, ResumeIsExact) {
   auto fresh = [&] {
     Generator g(3);
     Model m;
-    m.llama = std::make_unique<Llama>(lc, g);
+    m.network = std::make_unique<Llama>(lc, g);
     return m;
   };
   TrainConfig cfg;
@@ -164,7 +164,7 @@ TEST(Training, ResumeIsExact) {
 Model llama_model(const LlamaConfig& lc, uint64_t seed) {
   Generator g(seed);
   Model m;
-  m.llama = std::make_unique<Llama>(lc, g);
+  m.network = std::make_unique<Llama>(lc, g);
   return m;
 }
 
@@ -190,7 +190,7 @@ TEST(Training, MixedPrecisionLearnsLikeF32WithF32Masters) {
   for (std::string precision : {"f32", "bf16", "f16"}) {
     Generator g(3);
     Model m;
-    m.llama = std::make_unique<Llama>(lc, g);
+    m.network = std::make_unique<Llama>(lc, g);
     double before = evaluate(m, data, 0).loss;
     TrainConfig cfg;
     cfg.arch = "llama";
@@ -235,7 +235,7 @@ TEST(Training, EmptyOrShortDataIsRefusedBeforeTraining) {
   vc.image_size = 8;
   Generator g(0);
   Model v;
-  v.vit = std::make_unique<ViT>(vc, g);
+  v.network = std::make_unique<ViT>(vc, g);
   TrainData images;
   EXPECT_THROW_MSG(evaluate(v, images), "the test set holds no images");
   std::string empty_idx = std::string("\x00\x00\x08\x03", 4) + be32(0) + be32(8) + be32(8);
@@ -261,7 +261,7 @@ TEST(Training, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
   train(m, cfg, data, false, false);  // leaves step 2 and step 4
   // Poison a weight and continue: the first step must stop with a message, and the
   // newest checkpoint must still be the good one.
-  m.llama->final_norm.weight.data<float>()[0] = NAN;
+  m.as<Llama>().final_norm.weight.data<float>()[0] = NAN;
   cfg.steps = 8;
   EXPECT_THROW_MSG(train(m, cfg, data, false, false), "the loss is nan at step 0");
   std::ifstream f(cfg.out_dir + "/latest");
@@ -269,7 +269,7 @@ TEST(Training, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
   f >> latest;
   EXPECT_EQ(latest, "step_0000004");
   Model back = load_checkpoint(cfg.out_dir + "/" + latest);
-  EXPECT_TRUE(std::isfinite(sum(back.llama->final_norm.weight).item()));
+  EXPECT_TRUE(std::isfinite(sum(back.as<Llama>().final_norm.weight).item()));
   fs::remove_all(cfg.out_dir);
 }
 

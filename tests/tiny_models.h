@@ -23,7 +23,7 @@ inline Model tiny_vit(uint64_t seed) {
   c.num_labels = 3;
   Generator g(seed);
   Model m;
-  m.vit = std::make_unique<ViT>(c, g);
+  m.network = std::make_unique<ViT>(c, g);
   // Larger weights than the 0.02 initialisation, so pruning changes the outputs visibly.
   m.visit([&](const std::string&, Tensor& t) { t.copy_from(mul(randn(t.shape(), g), 0.3)); });
   return m;
@@ -40,7 +40,7 @@ inline Model tiny_llama(uint64_t seed) {
   c.max_position_embeddings = 8;
   Generator g(seed);
   Model m;
-  m.llama = std::make_unique<Llama>(c, g);
+  m.network = std::make_unique<Llama>(c, g);
   m.visit([&](const std::string&, Tensor& t) { t.copy_from(mul(randn(t.shape(), g), 0.3)); });
   return m;
 }
@@ -48,7 +48,7 @@ inline Model tiny_llama(uint64_t seed) {
 inline TrainData tiny_data(const Model& m, uint64_t seed) {
   Generator g(seed);
   TrainData d;
-  if (m.vit) {
+  if (m.network->takes_images()) {
     int64_t N = 1100;
     d.train_images.images = rand({N, 1, 8, 8}, g);
     std::vector<int64_t> labels(static_cast<size_t>(N));

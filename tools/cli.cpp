@@ -56,7 +56,7 @@ TrainData load_images(const DataOptions& o, bool need_train, const Model* model)
   NMPERM_CHECK(!o.images.empty(), "--calib-images needs --images, the images to evaluate on");
   NMPERM_CHECK(!need_train || !o.calib_images.empty(),
                "--images needs --calib-images DIR: calibration images (the evaluation images are never calibrated on)");
-  NMPERM_CHECK(model && model->vit, "--images needs a ViT checkpoint");
+  NMPERM_CHECK(model && model->network->takes_images(), "--images needs a ViT checkpoint");
   // id2label is not part of the model: read it from the checkpoint's config.json.
   nlohmann::json cfg = nlohmann::json::parse(std::ifstream(fs::path(model->source_dir) / "config.json"), nullptr, false);
   std::vector<std::string> classes;
@@ -77,7 +77,7 @@ TrainData load_images(const DataOptions& o, bool need_train, const Model* model)
     }
     if (!placeholders) classes = names;
   }
-  const int64_t channels = model->vit->cfg.num_channels;
+  const int64_t channels = model->network->image_channels();
   TrainData d;
   d.test_images = load_image_folder(o.images, model->preprocess, classes, channels);
   if (need_train) d.train_images = load_image_folder(o.calib_images, model->preprocess, classes, channels);
@@ -86,9 +86,9 @@ TrainData load_images(const DataOptions& o, bool need_train, const Model* model)
 
 }  // namespace
 
-TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const Model* model) {
+TrainData load_data(DataKind kind, const DataOptions& o, bool need_train, const Model* model) {
   TrainData d;
-  if (arch == "vit") {
+  if (kind == DataKind::Images) {
     refuse(o, {"--val", "--token-format", "--text", "--calib", "--seqlen", "--calib-seed", "--cache", "--eval-windows"},
            "applies to language models; the model is a ViT");
     if (!o.images.empty() || !o.calib_images.empty()) return load_images(o, need_train, model);
@@ -134,23 +134,13 @@ TrainData load_data(const std::string& arch, const DataOptions& o, bool need_tra
 Model fresh_model(const std::string& arch, const nlohmann::json& mc, const TrainData& data, uint64_t seed) {
   Generator gen(seed);
   Model model;
-  if (arch == "vit") {
-    // The embedded default: 28x28x1, patch 4, hidden 128, 4 layers, 4 heads, MLP 512.
-    ViTConfig vc = mc.empty() ? ViTConfig{} : ViTConfig::from_json(mc);
-    const ImageSet& tr = data.train_images;
-    NMPERM_CHECK(tr.images.shape(2) == vc.image_size && tr.images.shape(1) == vc.num_channels,
-                 "the data's images are {}x{}x{}, the model expects {}x{}x{}", tr.images.shape(1), tr.images.shape(2),
-                 tr.images.shape(3), vc.num_channels, vc.image_size, vc.image_size);
-    model.vit = std::make_unique<ViT>(vc, gen);
+  model.network = architecture(arch).fresh(mc, data, gen);
+  if (model.network->takes_images()) {
     // Normalise with the training set's statistics (written to preprocessor_config.json).
+    const ImageSet& tr = data.train_images;
     double mu = mean(tr.images).item(), sd = std::sqrt(var(tr.images, {}, 0).item());
     model.preprocess.image_mean = {mu};
     model.preprocess.image_std = {sd};
-  } else {
-    // The embedded default: bytes, hidden 128, 4 layers, 4 heads / 2 kv heads, MLP 384, context 128.
-    LlamaConfig lc = mc.empty() ? LlamaConfig{} : LlamaConfig::from_json(mc);
-    if (mc.empty()) lc.vocab_size = std::max<int64_t>(lc.vocab_size, data.tokens.vocab);
-    model.llama = std::make_unique<Llama>(lc, gen);
   }
   return model;
 }

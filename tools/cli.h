@@ -28,11 +28,12 @@ std::string default_cache();
 // calibrate, prune), else only what is evaluated (eval: exactly the file given, whole).
 // model: the loaded checkpoint, whose tokenizer reads --text / --calib and whose
 // preprocessing and classes read --images (nullptr when training a fresh model). An
-// option given that this data does not use is an error naming it.
-TrainData load_data(const std::string& arch, const DataOptions& o, bool need_train, const Model* model = nullptr);
-// A freshly initialised model: the embedded default architecture, or a Hugging Face
-// config.json (model_config, may be empty). A ViT's preprocessing normalises with the
-// training images' mean and standard deviation.
+// option given that this data does not use is an error naming it. kind: what the model
+// reads (Network::data_kind(), or architecture(arch).data for a model yet to be made).
+TrainData load_data(DataKind kind, const DataOptions& o, bool need_train, const Model* model = nullptr);
+// A freshly initialised model of the architecture named `arch` (TrainConfig's arch): its
+// embedded default, or a Hugging Face config.json (model_config, may be empty). An image
+// model's preprocessing normalises with the training images' mean and standard deviation.
 Model fresh_model(const std::string& arch, const nlohmann::json& model_config, const TrainData& data, uint64_t seed);
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {

@@ -25,12 +25,16 @@ using json = nlohmann::json;
 
 namespace {
 
+// The demo's models are the embedded defaults of the architectures (by name): an image
+// model trains on Fashion-MNIST, a token model on KJV bytes.
+bool takes_images(const std::string& arch) { return architecture(arch).data == DataKind::Images; }
+
 // The embedded training recipes (README, "Embedded default models").
 TrainConfig recipe(const std::string& arch, bool quick) {
   TrainConfig c;
   c.arch = arch;
   c.seed = 0;
-  if (arch == "vit") {
+  if (takes_images(arch)) {
     c.steps = quick ? 150 : 3000;
     c.batch = 128;
     c.lr = 2e-3;
@@ -43,7 +47,7 @@ TrainConfig recipe(const std::string& arch, bool quick) {
     c.warmup = quick ? 20 : 150;
     c.min_lr_ratio = 0.1;
   }
-  c.eval_every = c.ckpt_every = quick ? 200 : arch == "vit" ? 1000 : 500;
+  c.eval_every = c.ckpt_every = quick ? 200 : takes_images(arch) ? 1000 : 500;
   return c;
 }
 
@@ -78,8 +82,8 @@ std::string cpu_model() {
 }
 
 std::string cache_dir(const TrainConfig& cfg, const std::string& cache) {
-  return (fs::path(cache) / fmt::format("{}-{}-{}steps", cfg.arch, cfg.arch == "vit" ? "fmnist55k" : "kjv", cfg.steps))
-      .string();
+  const char* data = takes_images(cfg.arch) ? "fmnist55k" : "kjv";
+  return (fs::path(cache) / fmt::format("{}-{}-{}steps", cfg.arch, data, cfg.steps)).string();
 }
 
 json read_json(const fs::path& p) {
@@ -92,10 +96,7 @@ json read_json(const fs::path& p) {
 bool embedded_default(const std::string& arch, const json& saved) {
   if (saved.is_discarded()) return false;
   try {
-    if (arch == "vit") return ViTConfig::from_json(saved).to_json() == ViTConfig{}.to_json();
-    LlamaConfig want;
-    want.vocab_size = LlamaConfig::from_json(saved).vocab_size;
-    return LlamaConfig::from_json(saved).to_json() == want.to_json();
+    return architecture(arch).embedded_default(saved);
   } catch (const Error&) {
     return false;  // not a config of this architecture: not the cached model
   }
@@ -288,7 +289,8 @@ std::string markdown(const json& report) {
   for (auto& [arch, m] : report["models"].items()) {
     if (!m.contains("comparison")) continue;
     const json& cmp = m["comparison"];
-    md += fmt::format("\n## {}\n\nModel: `{}`{}.\n\n", arch == "vit" ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
+    md += fmt::format("\n## {}\n\nModel: `{}`{}.\n\n",
+                      takes_images(arch) ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
                       m["training"]["checkpoint"].get<std::string>(),
                       m["training"]["cached"].get<bool>() ? " (cached)" : "");
     md += "Test split (reported):\n\n" + methods_table(cmp, true, Split::Test);
@@ -322,11 +324,11 @@ int run_demo(DemoCli& o) {
     size_t b = o.models.find(',', a);
     if (b == std::string::npos) b = o.models.size();
     std::string m = o.models.substr(a, b - a);
-    NMPERM_CHECK(m == "vit" || m == "llama", "--models: unknown model '{}' (vit, llama)", m);
+    NMPERM_CHECK(find_architecture(m), "--models: unknown model '{}' ({})", m, fmt::join(architecture_names(), ", "));
     models.push_back(m);
     a = b + 1;
   }
-  NMPERM_CHECK(o.vit_data.data.empty() || std::find(models.begin(), models.end(), "vit") != models.end(),
+  NMPERM_CHECK(o.vit_data.data.empty() || std::any_of(models.begin(), models.end(), takes_images),
                "--vit-data is not used: --models has no vit");
   std::string cache = o.llama_data.cache.empty() ? default_cache() : o.llama_data.cache;
   fs::create_directories(o.out);
@@ -357,9 +359,9 @@ int run_demo(DemoCli& o) {
                             : comparison(o.quick, seeds, o.seed);
     report["config"]["recipes"][arch] = rc.to_json();
     report["config"]["compare"][arch] = co.to_json();
-    DataOptions dopt = arch == "vit" ? o.vit_data : o.llama_data;
+    DataOptions dopt = takes_images(arch) ? o.vit_data : o.llama_data;
     dopt.cache = cache;
-    TrainData data = load_data(arch, dopt, true);
+    TrainData data = load_data(architecture(arch).data, dopt, true);
     json& entry = report["models"][arch];
     entry["training"] = json::object();
     std::string ckpt = ensure_model(rc, cache, data, entry["training"]);
@@ -371,7 +373,7 @@ int run_demo(DemoCli& o) {
     });
     entry["plots"] = plot(arch, cmp_slot, fs::path(o.out) / "plots");
     save();
-    std::printf("\n%s\n%s", arch == "vit" ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
+    std::printf("\n%s\n%s", takes_images(arch) ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
                 methods_table(cmp_slot, false).c_str());
   }
   report["seconds"] = seconds_since(t0);

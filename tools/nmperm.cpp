@@ -74,7 +74,7 @@ void add_precision_option(CLI::App* c, std::string& precision, const char* what)
 
 // A real checkpoint's context (131,072 tokens for Llama-3.2) makes windows nobody evaluates in.
 void warn_long_windows(const Model& m, const TrainData& d) {
-  if (m.llama && d.tokens.seqlen == 0 && context_of(m, d) > 8192)
+  if (m.network->data_kind() == DataKind::Tokens && d.tokens.seqlen == 0 && context_of(m, d) > 8192)
     warn(fmt::format("windows of {} tokens (the model's max_position_embeddings); the field evaluates with --seqlen "
                      "2048 (or 4096)", context_of(m, d)));
 }
@@ -90,11 +90,12 @@ struct TrainCli {
 int run_train(TrainCli& o) {
   if (o.threads > 0) kernels::set_num_threads(o.threads);
   TrainConfig& cfg = o.cfg;
-  NMPERM_CHECK(cfg.arch == "vit" || cfg.arch == "llama", "--arch must be vit or llama, got '{}'", cfg.arch);
+  NMPERM_CHECK(find_architecture(cfg.arch), "--arch must be {}, got '{}'", fmt::join(architecture_names(), " or "),
+               cfg.arch);
   Device device = parse_device(o.device);
   NMPERM_CHECK(o.data.text.empty() && o.data.calib.empty(),
                "train reads token files (--data) or the KJV default; --text / --calib are for eval, calibrate, prune");
-  TrainData data = load_data(cfg.arch, o.data, true);
+  TrainData data = load_data(architecture(cfg.arch).data, o.data, true);
   Model model;
   if (!o.init.empty()) {
     model = load_checkpoint(o.init);
@@ -112,7 +113,7 @@ int run_train(TrainCli& o) {
   model.to(device);
   std::printf("nmperm train: %s, %lld parameters, %s; %lld steps of batch %lld on %s\n", model.arch().c_str(),
               (long long)model.num_parameters(),
-              cfg.arch == "vit" ? fmt::format("{} training images", data.train_images.size()).c_str()
+              model.network->takes_images() ? fmt::format("{} training images", data.train_images.size()).c_str()
                                 : data.tokens.description.c_str(),
               (long long)cfg.steps, (long long)cfg.batch,
               (device_description(model.device()) + ", precision " + cfg.precision).c_str());
@@ -127,13 +128,12 @@ int run_train(TrainCli& o) {
 // now); a ViT is small and loaded whole.
 Model probe_checkpoint(const std::string& checkpoint, std::optional<CheckpointFiles>& files) {
   CheckpointFiles f = CheckpointFiles::open(checkpoint);
-  if (model_type_of(f.config, fmt::format("checkpoint '{}'", checkpoint)) == "vit") return load_checkpoint(checkpoint);
+  if (!architecture_of(f.config, fmt::format("checkpoint '{}'", checkpoint)).block_by_block)
+    return load_checkpoint(checkpoint);
   Model m = model_shell(f);
   files.emplace(std::move(f));
   return m;
 }
-
-double parameters_of(Model& m) { return m.llama ? m.llama->cfg.parameter_count() : double(m.num_parameters()); }
 
 struct EvalCli {
   std::string checkpoint, device = "cpu", pipeline = "auto", precision = "f32";
@@ -149,17 +149,20 @@ int run_eval(EvalCli& o) {
   Device device = parse_device(o.device);
   std::optional<CheckpointFiles> files;
   Model model = probe_checkpoint(o.checkpoint, files);
-  NMPERM_CHECK(!model.vit || o.windows == 0, "--windows applies to language models; the model is a ViT");
-  TrainData data = load_data(model.arch(), o.data, false, &model);
+  NMPERM_CHECK(!model.network->takes_images() || o.windows == 0,
+               "--windows applies to language models; the model is a ViT");
+  TrainData data = load_data(model.network->data_kind(), o.data, false, &model);
+  const bool tokens = model.network->data_kind() == DataKind::Tokens;
+  const bool by_block = architecture(model.arch()).block_by_block;
   warn_long_windows(model, data);
   // A decoder model is read whole when it fits in memory, else one block at a time.
   if (o.pipeline == "auto") {
     CompareOptions sizing;
     sizing.eval_windows = o.windows;
     sizing.calib.batches = sizing.calib.batch = 0;
-    o.pipeline = model.llama && whole_model_memory(model, data, sizing) / 2 > available_memory() ? "block" : "whole";
+    o.pipeline = by_block && whole_model_memory(model, data, sizing) / 2 > available_memory() ? "block" : "whole";
   }
-  NMPERM_CHECK(o.pipeline == "whole" || model.llama, "--pipeline block is for decoder models (llama, mistral, qwen2)");
+  NMPERM_CHECK(o.pipeline == "whole" || by_block, "--pipeline block is for decoder models (llama, mistral, qwen2)");
   if (o.pipeline == "whole" && files) {
     files.reset();
     model = load_checkpoint(o.checkpoint);
@@ -175,16 +178,16 @@ int run_eval(EvalCli& o) {
   j["arch"] = model.arch();
   j["seconds"] = seconds_since(t0);
   j["precision"] = o.precision;
-  bool bytes = model.llama && (o.data.data.empty() || o.data.data == "kjv") && o.data.val.empty() && o.data.text.empty();
+  bool bytes = tokens && (o.data.data.empty() || o.data.data == "kjv") && o.data.val.empty() && o.data.text.empty();
   if (bytes) j["bits_per_byte"] = r.loss / std::log(2.0);
-  if (model.llama) {
+  if (tokens) {
     j["perplexity"] = std::exp(r.loss);
     j["seqlen"] = context_of(model, data);
     j["data"] = data.tokens.description;
   }
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
-  } else if (model.vit) {
+  } else if (!tokens) {
     std::printf("%s: test accuracy %.4f, test loss %.4f (%lld images, %s)\n", o.checkpoint.c_str(), r.accuracy, r.loss,
                 (long long)r.count, o.precision.c_str());
   } else {
@@ -371,7 +374,7 @@ int run_calibrate(CalibrateCli& o) {
   std::optional<CheckpointFiles> files;
   Model model = probe_checkpoint(o.checkpoint, files);
   apply_nsamples(o.nsamples, o.data, "--batches", "--batch", o.opt);
-  TrainData data = load_data(model.arch(), o.data, true, &model);
+  TrainData data = load_data(model.network->data_kind(), o.data, true, &model);
   auto t0 = std::chrono::steady_clock::now();
   // Decoder models one block at a time (the same sums in the same order: the same norms).
   auto norms = files ? activation_norms_blockwise(o.checkpoint, data, o.opt) : activation_norms(model, data, o.opt);
@@ -381,8 +384,8 @@ int run_calibrate(CalibrateCli& o) {
                     {"batches", std::to_string(o.opt.batches)},
                     {"batch", std::to_string(o.opt.batch)}});
   std::printf("activation norms of %zu linear layers from %lld %s in %.1fs -> %s\n", tensors.size(),
-              (long long)(o.opt.batches * o.opt.batch), model.vit ? "images" : "token windows", seconds_since(t0),
-              o.out.c_str());
+              (long long)(o.opt.batches * o.opt.batch), model.network->takes_images() ? "images" : "token windows",
+              seconds_since(t0), o.out.c_str());
   return 0;
 }
 
@@ -403,7 +406,7 @@ int run_prune(PruneCli& o) {
   std::optional<CheckpointFiles> files;
   Model probe = probe_checkpoint(o.checkpoint, files);
   apply_nsamples(o.nsamples, o.data, "--calib-batches", "--calib-batch", o.cmp.calib);
-  TrainData data = load_data(probe.arch(), o.data, true, &probe);
+  TrainData data = load_data(probe.network->data_kind(), o.data, true, &probe);
   warn_long_windows(probe, data);
   o.learn.apply(o.cmp.learn);
   {
@@ -414,9 +417,10 @@ int run_prune(PruneCli& o) {
   // model where a learned method trains against it (or for a ViT).
   bool learned = false;
   for (const std::string& m : o.cmp.methods) learned |= permute_method(m).learned;
-  const bool llama = bool(probe.llama);
-  if (o.pipeline == "auto") o.pipeline = llama && !learned ? "block" : "whole";
-  NMPERM_CHECK(o.pipeline == "whole" || llama, "--pipeline block is for decoder models (llama, mistral, qwen2)");
+  const bool by_block = architecture(probe.arch()).block_by_block;
+  const bool tokens = probe.network->data_kind() == DataKind::Tokens;
+  if (o.pipeline == "auto") o.pipeline = by_block && !learned ? "block" : "whole";
+  NMPERM_CHECK(o.pipeline == "whole" || by_block, "--pipeline block is for decoder models (llama, mistral, qwen2)");
   if (o.calibration == "auto") o.calibration = o.pipeline == "block" ? "sequential" : "dense";
   NMPERM_CHECK(o.calibration == "dense" || o.pipeline == "block",
                "--calibration sequential runs block by block (--pipeline block): {}",
@@ -424,7 +428,7 @@ int run_prune(PruneCli& o) {
   NMPERM_CHECK(!o.cmp.resume || o.pipeline == "block", "--resume applies to the block pipeline");
   o.cmp.pipeline = o.pipeline;
   o.cmp.calibration = o.calibration;
-  if (llama && o.pipeline == "whole" && o.cmp.device == Device::CPU) {
+  if (by_block && o.pipeline == "whole" && o.cmp.device == Device::CPU) {
     double need = whole_model_memory(probe, data, o.cmp), avail = available_memory();
     NMPERM_CHECK(need <= avail,
                  "the whole-model pipeline holds this model twice in f32 (the dense model and each run's copy): about "
@@ -435,7 +439,7 @@ int run_prune(PruneCli& o) {
                          : "; use --pipeline block");
   }
   std::fprintf(stderr, "nmperm prune: %s (%s, %.0f parameters), %s, %s scores; models on %s; %s\n",
-               o.checkpoint.c_str(), probe.arch().c_str(), parameters_of(probe), o.cmp.pattern.c_str(),
+               o.checkpoint.c_str(), probe.arch().c_str(), probe.network->parameter_count(), o.cmp.pattern.c_str(),
                o.cmp.score.c_str(), (device_description(o.cmp.device) + ", precision " + o.cmp.precision).c_str(),
                o.pipeline == "block" ? fmt::format("block by block, {} calibration", o.calibration).c_str()
                                      : "whole model, dense calibration");
@@ -448,7 +452,7 @@ int run_prune(PruneCli& o) {
   if (report.contains("dense_val"))
     std::printf("validation split (for choosing settings):\n%s\n", methods_table(report, false, Split::Validation).c_str());
   std::string about;
-  if (llama)
+  if (tokens)
     about = fmt::format(" ({}; {} windows of {} tokens)", data.tokens.description,
                         report["dense"].value("windows", int64_t(0)), window);
   std::printf("test split%s:\n%s", about.c_str(), methods_table(report, false, Split::Test).c_str());
@@ -526,7 +530,7 @@ int main(int argc, char** argv) {
 
   TrainCli tr;
   auto* t = app.add_subcommand("train", "Train a ViT or Llama (fresh, from --init, or resumed)");
-  t->add_option("--arch", tr.cfg.arch, "vit or llama")->required()->check(CLI::IsMember({"vit", "llama"}));
+  t->add_option("--arch", tr.cfg.arch, "vit or llama")->required()->check(CLI::IsMember(architecture_names()));
   t->add_option("--out", tr.cfg.out_dir, "output folder (checkpoints, metrics.jsonl)")->required();
   t->add_option("--model-config", tr.model_config,
                 "Hugging Face config.json for a fresh model (default: the embedded default architecture)");

@@ -542,7 +542,7 @@ TEST(CudaPermute, PruningOnTheGpuFollowsTheCpu) {
       o.learn.steps = 4;
       o.learn.eval_every = 2;
       o.learn.batch = 8;
-      o.learn.holdout = on_cpu.vit ? 64 : 8;
+      o.learn.holdout = on_cpu.network->takes_images() ? 64 : 8;
       auto norms = activation_norms(on_cpu, data, {.batches = 2, .batch = 8});
       PruneResult c = prune_model(on_cpu, data, norms, o);
       PruneResult g = prune_model(on_gpu, data, activation_norms(on_gpu, data, {.batches = 2, .batch = 8}), o);

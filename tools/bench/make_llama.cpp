@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     c.source = j;
     Generator g(0);
     Model m;
-    m.llama = std::make_unique<Llama>(c, g);
+    m.network = std::make_unique<Llama>(c, g);
     m.source_dtype = "BF16";
     m.visit([&](const std::string& name, Tensor&) {
       size_t at = name.find("layers.");
