@@ -11,6 +11,10 @@ using kernels::UnaryOp;
 
 namespace {
 
+// Every unary op's backward is one fused kernel (its `grad` in kernels/elementwise_fn.h)
+// rather than tensor ops: SiLU forward + backward at (4096, 512) took 1.86 ms fused against
+// 4.15 ms composed from sigmoid and mul (2 threads; 3.71 vs 8.90 ms at 1 thread), bench_ops
+// BM_silu_fwdbwd / BM_silu_composed_fwdbwd, Xeon with AVX-512, 2026-12-05.
 struct UnaryNode : Node {
   UnaryOp op;
   double p;
