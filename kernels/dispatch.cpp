@@ -5,7 +5,6 @@
 // devices, or reaches for CUDA in a build without it, is an error naming the op and tensor.
 #include "kernels/attention.h"
 #include "kernels/cpu/launchers.h"
-#include "kernels/runtime.h"
 #include "kernels/elementwise.h"
 #include "kernels/index.h"
 #include "kernels/loss.h"
@@ -14,6 +13,7 @@
 #include "kernels/optim.h"
 #include "kernels/reduce.h"
 #include "kernels/rope.h"
+#include "kernels/runtime.h"
 #include "kernels/sinkhorn.h"
 #include "kernels/softmax.h"
 #include "kernels/topk.h"

@@ -8,8 +8,9 @@
 //                         erf: the CPU then runs it on 8 f32 lanes at a time
 //   positive_only       = true when the op is defined for x > 0 only (tests draw inputs there)
 // V is the value type (float, double, or the CPU's 8-lane f32x8), T its scalar type. The
-// math functions come from the backend as M::exp, M::erf, M::log, M::log1p, M::sqrt, M::tanh, M::pow,
-// so the CPU uses its vectorised exp/erf and the GPU its own, from the same formula.
+// math functions come from the backend as M::exp, M::erf, M::log, M::log1p, M::sqrt,
+// M::tanh and M::pow, so the CPU uses its vectorised exp/erf and the GPU its own, from
+// the same formula.
 #pragma once
 #include "core/error.h"
 #include "kernels/elementwise.h"

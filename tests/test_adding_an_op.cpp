@@ -48,7 +48,9 @@ TEST(AddingAnOp, TheDocumentShowsTheCodeAsItIs) {
     } else if (in_block && line == "```") {
       in_block = false, ++blocks;
       EXPECT_FALSE(file.empty()) << "a code block that names no file:\n" << block;
-      if (!file.empty()) EXPECT_NE(read(file).find(block), std::string::npos) << file << " lacks:\n" << block;
+      if (!file.empty()) {
+        EXPECT_NE(read(file).find(block), std::string::npos) << file << " lacks:\n" << block;
+      }
     } else if (in_block && file.empty() && block.empty() && line.rfind("// ", 0) == 0) {
       file = line.substr(3);
     } else if (in_block) {

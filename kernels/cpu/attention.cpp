@@ -14,7 +14,6 @@
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/vmath.h"
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

@@ -10,7 +10,6 @@
 
 #include "kernels/cpu/vmath.h"
 #include "kernels/elementwise_fn.h"
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

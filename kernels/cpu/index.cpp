@@ -1,7 +1,6 @@
 #include "kernels/index.h"
 #include "kernels/cpu/launchers.h"
 
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

@@ -5,7 +5,6 @@
 #include <limits>
 
 #include "kernels/cpu/vmath.h"
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

@@ -12,7 +12,6 @@
 #include <tuple>
 
 #include "kernels/cpu/blas.h"
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels {
 

@@ -10,7 +10,6 @@
 
 #include "kernels/cpu/chunks.h"
 #include "kernels/cpu/vmath.h"
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

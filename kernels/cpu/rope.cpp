@@ -4,7 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels {
 

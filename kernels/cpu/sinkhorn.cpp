@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "kernels/cpu/vmath.h"
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

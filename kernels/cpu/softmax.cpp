@@ -7,7 +7,6 @@
 #include <limits>
 
 #include "kernels/cpu/vmath.h"
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 

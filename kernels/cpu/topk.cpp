@@ -5,7 +5,6 @@
 #include <numeric>
 #include <vector>
 
-#include "kernels/runtime.h"
 
 namespace nmperm::kernels::cpu {
 
