@@ -261,6 +261,14 @@ const Registered& registered(const std::string& model_type) {
   NMPERM_FAIL("model_type '{}' is not registered", model_type);  // model_type_of refuses it first
 }
 
+// The registered model_types (only those worked block by block, when asked), for messages.
+std::string model_types(bool block_by_block_only = false) {
+  std::vector<std::string> types;
+  for (const Registered& r : kRegistry)
+    if (!block_by_block_only || r.architecture().block_by_block) types.push_back(r.model_type);
+  return fmt::format("{}", fmt::join(types, ", "));
+}
+
 struct ParsedConfig {
   std::string type;
   const Architecture* arch = nullptr;
@@ -308,10 +316,9 @@ std::string model_type_of(const json& cfg, const std::string& what) {
         break;
       }
   }
-  std::vector<std::string> types;
-  for (const Registered& r : kRegistry) types.push_back(r.model_type);
-  NMPERM_CHECK(std::find(types.begin(), types.end(), type) != types.end(),
-               "{}: model_type '{}' is not supported ({})", what, type, fmt::join(types, ", "));
+  NMPERM_CHECK(std::any_of(std::begin(kRegistry), std::end(kRegistry),
+                           [&](const Registered& r) { return type == r.model_type; }),
+               "{}: model_type '{}' is not supported ({})", what, type, model_types());
   return type;
 }
 
@@ -422,11 +429,8 @@ Tensor CheckpointFiles::read(const std::string& name) const {
 Model model_shell(const CheckpointFiles& files) {
   std::string what = fmt::format("checkpoint '{}'", files.path);
   ParsedConfig pc = parse_config(files.config, what);
-  std::vector<std::string> decoders;
-  for (const Registered& r : kRegistry)
-    if (r.architecture().block_by_block) decoders.push_back(r.model_type);
   NMPERM_CHECK(pc.arch->block_by_block, "{}: block-by-block work is for decoder models ({}), not {}", what,
-               fmt::join(decoders, ", "), pc.type);
+               model_types(true), pc.type);
   Model m;
   m.network = pc.spec.shell();
   m.source_dir = files.dir.string();

@@ -105,6 +105,7 @@ struct NetworkSpec {
 struct Architecture {
   std::string name;  // Network::name()
   DataKind data;
+  bool takes_images() const { return data == DataKind::Images; }
   // Its checkpoints can be worked one block at a time (model_shell, load_block): decoders.
   bool block_by_block = false;
   // config.json, whose model_type (one of the registry's for this architecture) is given.

@@ -48,7 +48,7 @@ TrainConfig TrainConfig::from_json(const json& j) {
 }
 
 json EvalResult::to_json(const std::string& arch, bool with_items) const {
-  const bool images = architecture(arch).data == DataKind::Images;
+  const bool images = architecture(arch).takes_images();
   json j = images ? json{{"accuracy", accuracy}, {"loss", loss}, {"examples", count}}
                          : json{{"loss", loss},
                                 {"perplexity", std::exp(loss)},

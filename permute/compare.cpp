@@ -258,7 +258,7 @@ json paired_difference(const json& report, const std::string& method, const std:
 }
 
 std::string methods_table(const json& report, bool markdown, Split split) {
-  bool vit = architecture(report.at("arch").get<std::string>()).data == DataKind::Images;
+  bool vit = architecture(report.at("arch").get<std::string>()).takes_images();
   const char* key = split == Split::Test ? "eval" : "eval_val";
   const char* dense_key = split == Split::Test ? "dense" : "dense_val";
   NMPERM_CHECK(report.contains(dense_key), "the report has no evaluation on the {} split", split_name(split));

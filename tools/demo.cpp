@@ -25,16 +25,12 @@ using json = nlohmann::json;
 
 namespace {
 
-// The demo's models are the embedded defaults of the architectures (by name): an image
-// model trains on Fashion-MNIST, a token model on KJV bytes.
-bool takes_images(const std::string& arch) { return architecture(arch).data == DataKind::Images; }
-
 // The embedded training recipes (README, "Embedded default models").
 TrainConfig recipe(const std::string& arch, bool quick) {
   TrainConfig c;
   c.arch = arch;
   c.seed = 0;
-  if (takes_images(arch)) {
+  if (architecture(arch).takes_images()) {
     c.steps = quick ? 150 : 3000;
     c.batch = 128;
     c.lr = 2e-3;
@@ -47,7 +43,7 @@ TrainConfig recipe(const std::string& arch, bool quick) {
     c.warmup = quick ? 20 : 150;
     c.min_lr_ratio = 0.1;
   }
-  c.eval_every = c.ckpt_every = quick ? 200 : takes_images(arch) ? 1000 : 500;
+  c.eval_every = c.ckpt_every = quick ? 200 : architecture(arch).takes_images() ? 1000 : 500;
   return c;
 }
 
@@ -82,7 +78,7 @@ std::string cpu_model() {
 }
 
 std::string cache_dir(const TrainConfig& cfg, const std::string& cache) {
-  const char* data = takes_images(cfg.arch) ? "fmnist55k" : "kjv";
+  const char* data = architecture(cfg.arch).takes_images() ? "fmnist55k" : "kjv";
   return (fs::path(cache) / fmt::format("{}-{}-{}steps", cfg.arch, data, cfg.steps)).string();
 }
 
@@ -290,7 +286,7 @@ std::string markdown(const json& report) {
     if (!m.contains("comparison")) continue;
     const json& cmp = m["comparison"];
     md += fmt::format("\n## {}\n\nModel: `{}`{}.\n\n",
-                      takes_images(arch) ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
+                      architecture(arch).takes_images() ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
                       m["training"]["checkpoint"].get<std::string>(),
                       m["training"]["cached"].get<bool>() ? " (cached)" : "");
     md += "Test split (reported):\n\n" + methods_table(cmp, true, Split::Test);
@@ -328,7 +324,8 @@ int run_demo(DemoCli& o) {
     models.push_back(m);
     a = b + 1;
   }
-  NMPERM_CHECK(o.vit_data.data.empty() || std::any_of(models.begin(), models.end(), takes_images),
+  auto image_model = [](const std::string& m) { return architecture(m).takes_images(); };
+  NMPERM_CHECK(o.vit_data.data.empty() || std::any_of(models.begin(), models.end(), image_model),
                "--vit-data is not used: --models has no vit");
   std::string cache = o.llama_data.cache.empty() ? default_cache() : o.llama_data.cache;
   fs::create_directories(o.out);
@@ -359,7 +356,7 @@ int run_demo(DemoCli& o) {
                             : comparison(o.quick, seeds, o.seed);
     report["config"]["recipes"][arch] = rc.to_json();
     report["config"]["compare"][arch] = co.to_json();
-    DataOptions dopt = takes_images(arch) ? o.vit_data : o.llama_data;
+    DataOptions dopt = architecture(arch).takes_images() ? o.vit_data : o.llama_data;
     dopt.cache = cache;
     TrainData data = load_data(architecture(arch).data, dopt, true);
     json& entry = report["models"][arch];
@@ -373,7 +370,7 @@ int run_demo(DemoCli& o) {
     });
     entry["plots"] = plot(arch, cmp_slot, fs::path(o.out) / "plots");
     save();
-    std::printf("\n%s\n%s", takes_images(arch) ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
+    std::printf("\n%s\n%s", architecture(arch).takes_images() ? "ViT on Fashion-MNIST" : "Llama on KJV bytes",
                 methods_table(cmp_slot, false).c_str());
   }
   report["seconds"] = seconds_since(t0);
