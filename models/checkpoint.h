@@ -23,6 +23,11 @@ struct ImagePreprocess {
   bool do_resize = false, do_center_crop = false;
   int64_t size_h = 0, size_w = 0, crop_h = 0, crop_w = 0;
   int resample = 2;
+  // The Pillow release whose resize is reproduced: 13 (and later) runs the vertical pass
+  // first when the height shrinks more than twice as much as the width; 12 (and earlier,
+  // e.g. Debian's 9.4) always runs the horizontal pass first. The two differ by one level
+  // on some pixels. Not a checkpoint setting: it follows the Pillow a reference used.
+  int pillow = 13;
   double rescale_factor = 1.0 / 255.0;
   std::vector<double> image_mean{0.5}, image_std{0.5};
   static ImagePreprocess from_json(const nlohmann::json& j);

@@ -171,15 +171,20 @@ Rgb8 band(const Rgb8& in, int64_t lo, int64_t hi, bool rows) {
 
 }  // namespace
 
-Rgb8 resize_like_pillow(const Rgb8& in, int64_t h, int64_t w, int resample) {
+Rgb8 resize_like_pillow(const Rgb8& in, int64_t h, int64_t w, int resample, int pillow) {
   NMPERM_CHECK(resample == 2 || resample == 3, "resample {} is not supported (2 bilinear, 3 bicubic)", resample);
+  NMPERM_CHECK(pillow == 12 || pillow == 13, "Pillow {}'s resize is not reproduced (12 or 13)", pillow);
   const bool horizontal = w != in.w, vertical = h != in.h;
   if (!horizontal && !vertical) return in;
   Coeffs cv = precompute(in.h, h, resample), ch = precompute(in.w, w, resample);
-  // Two passes, horizontal then vertical (Pillow's Resample.c up to 12.x); the horizontal
-  // pass covers only the rows the vertical one reads.
   if (!horizontal) return resample_pass(in, cv, h, 0, false);
   if (!vertical) return resample_pass(in, ch, w, 0, true);
+  // Pillow 13 (Resample.c) runs the vertical pass first when the height shrinks by more
+  // than twice the width's shrink (a negative width shrink is an enlargement).
+  if (pillow >= 13 && in.h - h > 0 && in.h - h > (in.w - w) * 2)
+    return resample_pass(resample_pass(in, cv, h, 0, false), ch, w, 0, true);
+  // Otherwise horizontal, then vertical; the horizontal pass covers only the rows the
+  // vertical one reads.
   int64_t y0 = cv.bounds[0], y1 = cv.bounds[size_t(2 * h - 2)] + cv.bounds[size_t(2 * h - 1)];
   return resample_pass(resample_pass(band(in, y0, y1, true), ch, w, 0, true), cv, h, y0, false);
 }
@@ -214,7 +219,7 @@ ImageSet load_image_folder(const std::string& dir, const ImagePreprocess& p, std
   std::vector<int64_t> labels;
   for (auto& [path, label] : files) {
     Rgb8 im = decode_image(path);
-    if (p.do_resize) im = resize_like_pillow(im, p.size_h, p.size_w, p.resample);
+    if (p.do_resize) im = resize_like_pillow(im, p.size_h, p.size_w, p.resample, p.pillow);
     int64_t top = 0, left = 0, h = im.h, w = im.w;
     if (p.do_center_crop) {
       NMPERM_CHECK(p.crop_h <= im.h && p.crop_w <= im.w, "'{}': {}x{} is smaller than crop_size {}x{}", path, im.h,

@@ -126,6 +126,14 @@ TEST(Cli, ViTsEvaluateAndPruneOnImageFolders) {
   CliRun e = nmperm({"eval", "--checkpoint", ckpt, "--images", folder, "--json"});
   ASSERT_EQ(e.rc, 0) << e.err;
   EXPECT_EQ(json::parse(e.out)["examples"], 8);
+  // --pillow 12 resizes two of the portrait images differently (tests/test_images.cpp): the
+  // option is honoured, and refused where no image folder is read.
+  CliRun e12 = nmperm({"eval", "--checkpoint", ckpt, "--images", folder, "--json", "--pillow", "12"});
+  ASSERT_EQ(e12.rc, 0) << e12.err;
+  EXPECT_NE(json::parse(e12.out)["loss"], json::parse(e.out)["loss"]);
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", ckpt, "--images", folder, "--pillow", "11"}), 2, "--pillow");
+  EXPECT_FAILS_WITH(nmperm({"eval", "--checkpoint", fixture("vit_tiny"), "--pillow", "12"}), 1,
+                    "--pillow applies to --images");
   CliRun p = nmperm({"prune", "--checkpoint", ckpt, "--images", folder, "--calib-images", folder, "--nsamples", "8",
                      "--permute", "none,ria"});
   EXPECT_EQ(p.rc, 0) << p.err;

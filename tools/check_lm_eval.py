@@ -17,7 +17,7 @@ writes, through the `datasets` library's json loader):
   nmperm_wiki    wiki_small.txt as one document, the shape of lm_eval's wikitext task (word and
                  byte perplexity, bits per byte) on the dense source and the pruned export.
 
-    python3 -m venv V && V/bin/pip install lm-eval transformers torch
+    python3 -m venv V && V/bin/pip install "lm-eval[hf]" transformers torch
     cmake --build build && V/bin/python tools/check_lm_eval.py
 """
 import json

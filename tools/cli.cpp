@@ -78,9 +78,11 @@ TrainData load_images(const DataOptions& o, bool need_train, const Model* model)
     if (!placeholders) classes = names;
   }
   const int64_t channels = model->network->image_channels();
+  ImagePreprocess preprocess = model->preprocess;
+  preprocess.pillow = o.pillow;
   TrainData d;
-  d.test_images = load_image_folder(o.images, model->preprocess, classes, channels);
-  if (need_train) d.train_images = load_image_folder(o.calib_images, model->preprocess, classes, channels);
+  d.test_images = load_image_folder(o.images, preprocess, classes, channels);
+  if (need_train) d.train_images = load_image_folder(o.calib_images, preprocess, classes, channels);
   return d;
 }
 
@@ -92,7 +94,7 @@ TrainData load_data(DataKind kind, const DataOptions& o, bool need_train, const 
     refuse(o, {"--val", "--token-format", "--text", "--calib", "--seqlen", "--calib-seed", "--cache", "--eval-windows"},
            "applies to language models; the model is a ViT");
     if (!o.images.empty() || !o.calib_images.empty()) return load_images(o, need_train, model);
-    refuse(o, {"--classes"}, "applies to --images");
+    refuse(o, {"--classes", "--pillow"}, "applies to --images");
     std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
     if (need_train) {
       d.train_images = load_fashion_mnist(dir, "train");
@@ -102,7 +104,8 @@ TrainData load_data(DataKind kind, const DataOptions& o, bool need_train, const 
     d.test_images = load_fashion_mnist(dir, "t10k");
     return d;
   }
-  refuse(o, {"--val-images", "--images", "--calib-images", "--classes"}, "applies to ViTs; the model is a language model");
+  refuse(o, {"--val-images", "--images", "--calib-images", "--classes", "--pillow"},
+         "applies to ViTs; the model is a language model");
   bool kjv = o.data.empty() || o.data == "kjv";
   if (!o.text.empty() || !o.calib.empty()) {
     d = load_text(o, need_train, model);

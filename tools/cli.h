@@ -17,6 +17,7 @@ struct DataOptions {
   std::string cache;  // default_cache() when empty
   std::string text, calib;  // llama: raw text evaluation / calibration corpora (the field's protocol)
   std::string images, calib_images, classes;  // vit: image folders (DIR/<class>/*.jpg|png), class list
+  int pillow = 13;  // vit, with images: the Pillow release whose resize is reproduced (ImagePreprocess::pillow)
   int64_t seqlen = 0;       // llama: window length (0: 2048 for text corpora, else the model's context)
   uint64_t calib_seed = 0;  // llama, field protocol: seed of the calibration windows' starts
   std::set<std::string> given;  // the options the user gave ("--val", ...): checked against the data

@@ -4,15 +4,18 @@ of assorted sizes and modes (RGB and grayscale JPEG, RGB, RGBA, palette and gray
 and the pixel values transformers' ViT image processor (its PIL backend, the one that decodes
 and resizes with Pillow) makes of them, for two preprocessor configs: bilinear and bicubic.
 
-Pillow 12.x resamples horizontally, then vertically (its Resample.c); Pillow 13.0 changed the
-pass order for some sizes, which moves some pixels by one level, so the reference uses 12.3.
+Pillow 12.x resamples horizontally, then vertically (its Resample.c); Pillow 13.0 runs the
+vertical pass first when the height shrinks by more than twice the width's shrink, which moves
+some pixels by one level. The references are written per Pillow release,
+reference_pillow<MAJOR>.safetensors, from the committed images (--images makes them anew):
 
-    /tmp/hfenv/bin/pip install transformers "pillow==12.3.0" numpy safetensors torch
-    /tmp/hfenv/bin/python tools/make_image_fixtures.py
+    V/bin/pip install transformers "pillow==12.3.0" numpy safetensors torch
+    V/bin/python tools/make_image_fixtures.py --images   # the images and Pillow 12's reference
+    V/bin/pip install "pillow==13.0.0" && V/bin/python tools/make_image_fixtures.py
 """
-import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import torch
@@ -38,10 +41,9 @@ def picture(rng, w, h):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-if __name__ == "__main__":
+def make_images():
     shutil.rmtree(ROOT, ignore_errors=True)
     rng = np.random.default_rng(0)
-    files = []
     for cls in ("cat", "dog"):
         os.makedirs(os.path.join(ROOT, "folder", cls))
     specs = [("cat", "a.jpg", 64, 48, "RGB"), ("cat", "b.jpeg", 17, 31, "RGB"), ("cat", "c.png", 40, 40, "RGBA"),
@@ -55,18 +57,27 @@ if __name__ == "__main__":
             im = im.convert(mode)
         path = os.path.join(ROOT, "folder", cls, name)
         im.save(path, quality=90) if name.lower().endswith(("jpg", "jpeg")) else im.save(path)
-        files.append((cls, path))
     with open(os.path.join(ROOT, "classes.txt"), "w") as f:
         f.write("dog\ncat\n")  # a class list: label 0 = dog, 1 = cat
+    for key, cfg in CONFIGS.items():
+        ViTImageProcessorPil(**cfg).save_pretrained(os.path.join(ROOT, key))
+
+
+if __name__ == "__main__":
+    if "--images" in sys.argv[1:]:
+        make_images()
+    files = sorted((cls, os.path.join(ROOT, "folder", cls, name))
+                   for cls in os.listdir(os.path.join(ROOT, "folder"))
+                   for name in os.listdir(os.path.join(ROOT, "folder", cls)))
     out = {}
     for key, cfg in CONFIGS.items():
         proc = ViTImageProcessorPil(**cfg)
-        proc.save_pretrained(os.path.join(ROOT, key))
-        for cls, path in sorted(files):
+        for cls, path in files:
             rel = os.path.relpath(path, os.path.join(ROOT, "folder"))
             pv = proc(Image.open(path).convert("RGB"), return_tensors="np")["pixel_values"][0]
             out[f"{key}/{rel}"] = torch.from_numpy(np.ascontiguousarray(pv))
     import PIL
-    save_file(out, os.path.join(ROOT, "reference.safetensors"),
+    major = PIL.__version__.split(".")[0]
+    save_file(out, os.path.join(ROOT, f"reference_pillow{major}.safetensors"),
               metadata={"made_by": "tools/make_image_fixtures.py", "pillow": PIL.__version__})
     print({k: tuple(v.shape) for k, v in out.items()})

@@ -482,6 +482,12 @@ void add_data_options(CLI::App* c, DataOptions& d, bool need_train) {
   c->add_option("--classes", d.classes,
                 "vit, with --images: class names, one per line, line i = label i (default: the checkpoint's id2label, "
                 "else the sorted folder names)");
+  c->add_option("--pillow", d.pillow,
+                "vit, with --images: resize as this Pillow release does, 13 (and later) or 12 (and earlier, e.g. "
+                "Debian's 9.4): they order the two resampling passes differently, which moves some pixels by one "
+                "level; use the Pillow your reference figures came from")
+      ->check(CLI::IsMember({12, 13}))
+      ->capture_default_str();
   if (need_train)
     c->add_option("--calib", d.calib,
                   "llama, with --text: the calibration text (same formats); --nsamples windows of --seqlen tokens at "
