@@ -50,6 +50,9 @@ struct DeviceMemoryStats {
   size_t cached_bytes = 0;  // freed blocks kept for reuse
 };
 DeviceMemoryStats cuda_memory_stats();
+// Bytes new device tensors can have: the device's free memory plus the allocator's cached
+// blocks (0 without a CUDA backend).
+size_t cuda_free_memory();
 void release_cuda_cache();  // returns every cached free block to the driver
 void cuda_synchronize();    // waits for every queued kernel (timing, benchmarks)
 // Peak memory bandwidth of device 0 in bytes/s (memory clock x bus width x 2) and its name.

@@ -17,6 +17,10 @@ constexpr size_t kSharedPerBlock = 48 * 1024;       // without the opt-in
 constexpr size_t kSharedPerBlockOptin = 227 * 1024;  // cudaFuncAttributeMaxDynamicSharedMemorySize up to this
 constexpr int kMultiProcessors = 132;
 constexpr size_t kGlobalMemory = size_t(143771) << 20;  // 140 GiB
+// The emulated device's memory: kGlobalMemory, or NMPERM_CUDA_EMU_MEMORY_MIB mebibytes
+// (read at each call, so a test can emulate a small GPU); live device allocations count
+// against it as on a real device.
+size_t device_memory();
 constexpr int kMemoryClockKhz = 3201000, kMemoryBusBits = 6144;
 
 enum class Memory { Device, PinnedHost };

@@ -3,6 +3,7 @@
 // copies and memsets that check both ranges against the live allocations, streams and
 // events (everything runs in order at once, so they only validate and time), per-kernel
 // attributes, and CUDA's error codes with a detail saying what was wrong.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -66,12 +67,25 @@ std::string describe(const void* p, size_t n) {
   return buf;
 }
 
+// Bytes of live device allocations; the caller holds the registry's lock.
+size_t device_bytes_locked() {
+  size_t n = 0;
+  for (auto& [base, entry] : registry()) n += entry.second == Memory::Device ? entry.first : 0;
+  return n;
+}
+
 cudaError_t allocate(void** ptr, size_t bytes, Memory kind) {
   if (!ptr) return fail(cudaErrorInvalidValue, "cudaMalloc: the result pointer is null");
   *ptr = nullptr;
-  if (kind == Memory::Device && bytes > kGlobalMemory)
-    return fail(cudaErrorMemoryAllocation,
-                "cudaMalloc: " + std::to_string(bytes) + " bytes is more than the emulated device's memory");
+  if (kind == Memory::Device) {
+    std::lock_guard lock(registry_mutex());
+    const size_t total = device_memory(), used = device_bytes_locked();
+    if (bytes > total - std::min(used, total))
+      return fail(cudaErrorMemoryAllocation, "cudaMalloc: " + std::to_string(bytes) +
+                                                 " bytes is more than the emulated device has free (" +
+                                                 std::to_string(total - std::min(used, total)) + " of " +
+                                                 std::to_string(total) + ")");
+  }
   void* p = nullptr;
   size_t canary = kind == Memory::Device ? kCanary : 0;
   if (posix_memalign(&p, 256, bytes + canary) != 0 || (!p && bytes > 0))
@@ -129,6 +143,14 @@ const char* kind_name(cudaMemcpyKind k) {
 }
 
 }  // namespace
+
+size_t device_memory() {
+  const char* e = std::getenv("NMPERM_CUDA_EMU_MEMORY_MIB");
+  if (!e || !*e) return kGlobalMemory;
+  char* end = nullptr;
+  unsigned long long mib = std::strtoull(e, &end, 10);
+  return *end == 0 && mib > 0 ? size_t(mib) << 20 : kGlobalMemory;
+}
 
 Allocation find_allocation(const void* p, size_t bytes) {
   const char* c = static_cast<const char*>(p);
@@ -212,7 +234,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   if (device != 0) return fail(cudaErrorInvalidDevice, "cudaGetDeviceProperties: no device " + std::to_string(device));
   *p = {};
   std::snprintf(p->name, sizeof p->name, "NVIDIA H200 (nmperm CUDA emulator)");
-  p->totalGlobalMem = kGlobalMemory;
+  p->totalGlobalMem = device_memory();
   p->sharedMemPerBlock = kSharedPerBlock;
   p->sharedMemPerBlockOptin = kSharedPerBlockOptin;
   p->sharedMemPerMultiprocessor = 228 * 1024;
@@ -311,6 +333,14 @@ const char* cudaGetErrorString(cudaError_t err) {
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) { return allocate(ptr, bytes, Memory::Device); }
+
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+  if (!free || !total) return fail(cudaErrorInvalidValue, "cudaMemGetInfo: null pointer");
+  std::lock_guard lock(registry_mutex());
+  *total = device_memory();
+  *free = *total - std::min(device_bytes_locked(), *total);
+  return cudaSuccess;
+}
 cudaError_t cudaFree(void* ptr) { return release(ptr, Memory::Device, "cudaFree"); }
 cudaError_t cudaMallocHost(void** ptr, size_t bytes) { return allocate(ptr, bytes, Memory::PinnedHost); }
 cudaError_t cudaFreeHost(void* ptr) { return release(ptr, Memory::PinnedHost, "cudaFreeHost"); }

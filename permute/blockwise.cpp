@@ -252,7 +252,8 @@ std::string MemoryEstimate::str() const {
                      total / kGiB, block / kGiB, embeddings / kGiB, activations / kGiB, working / kGiB);
 }
 
-double available_memory() {
+double available_memory(Device d) {
+  if (d == Device::CUDA) return double(cuda_free_memory());
   std::ifstream f("/proc/meminfo");
   std::string key;
   double kb = 0;
@@ -286,6 +287,20 @@ MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const
 double whole_model_memory(const Model& model, const TrainData& data, const CompareOptions& o) {
   // The dense model and each run's copy, both whole, plus one batch in flight.
   return 2 * model.network->parameter_count() * 4 + blockwise_memory(model, data, o).working + 0.25 * kGiB;
+}
+
+std::string auto_eval_pipeline(const Model& model, const TrainData& data, int64_t windows, Device d, std::string& why) {
+  CompareOptions sizing;
+  sizing.eval_windows = windows;
+  sizing.calib.batches = sizing.calib.batch = 0;
+  const double need = whole_model_memory(model, data, sizing) / 2;  // evaluation holds one copy
+  const double host = available_memory(Device::CPU);
+  const double gpu = d == Device::CUDA ? available_memory(Device::CUDA) : INFINITY;
+  const bool whole = need <= host && need <= gpu;
+  why = fmt::format("the whole model needs about {:.2f} GiB; {:.2f} GiB available on the host", need / kGiB,
+                    host / kGiB);
+  if (d == Device::CUDA) why += fmt::format(", {:.2f} GiB free on the GPU", gpu / kGiB);
+  return whole ? "whole" : "block";
 }
 
 EvalResult evaluate_blockwise(const std::string& checkpoint, const TrainData& data, int64_t max_windows, Split split,
@@ -336,14 +351,17 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
       pattern.check_fits(channels, fmt::format("site 'model.layers.0.{}'", what));
   }
   MemoryEstimate need = blockwise_memory(pass.model, data, o);
-  double avail = available_memory();
-  NMPERM_CHECK(o.device != Device::CPU || need.total <= avail,
-               "block-by-block pruning of this model needs {} of memory, and {:.1f} GiB is available: use fewer "
+  const double avail = available_memory(o.device);
+  NMPERM_CHECK(need.total <= avail,
+               "block-by-block pruning of this model needs {} of memory, and {:.1f} GiB is available{}: use fewer "
                "--nsamples, a shorter --seqlen or fewer --eval-windows",
-               need.str(), avail / kGiB);
+               need.str(), avail / kGiB, o.device == Device::CUDA ? " on the GPU" : "");
   if (o.progress)
-    std::fprintf(stderr, "block by block: %zu blocks, %s calibration; peak memory %s\n", L.layers.size(),
-                 sequential ? "sequential" : "dense (one-shot)", need.str().c_str());
+    std::fprintf(stderr, "block by block: %zu blocks, %s calibration; peak memory %s%s\n", L.layers.size(),
+                 sequential ? "sequential" : "dense (one-shot)", need.str().c_str(),
+                 o.device == Device::CUDA ? fmt::format(" on the GPU ({:.1f} GiB free); blocks move there one at a time",
+                                                        avail / kGiB).c_str()
+                                          : "");
 
   const json fingerprint = fingerprint_of(checkpoint, data, o);
   const fs::path state_dir = fs::path(o.out_dir) / ".resume";

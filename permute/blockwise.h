@@ -29,8 +29,8 @@
 
 namespace nmperm {
 
-// Estimated peak host memory in bytes of the two pipelines for a decoder model and data
-// under these options, and what is available (MemAvailable of /proc/meminfo).
+// Estimated peak memory in bytes of the two pipelines for a decoder model and data under
+// these options (on the device they run on), and what a device has available.
 struct MemoryEstimate {
   double block = 0, embeddings = 0;  // one block in f32 (with its pruning temporaries); the embeddings
   double activations = 0;            // the hidden states of every calibration and evaluation window
@@ -40,7 +40,13 @@ struct MemoryEstimate {
 };
 MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const CompareOptions& o);
 double whole_model_memory(const Model& model, const TrainData& data, const CompareOptions& o);
-double available_memory();
+// The host's MemAvailable (/proc/meminfo) for the CPU; the GPU's free memory plus the
+// allocator's cached blocks for CUDA.
+double available_memory(Device d = Device::CPU);
+// What `eval --pipeline auto` runs for a decoder model: "whole" when the model fits where
+// it runs (host memory to load it, and the GPU's for CUDA), else "block"; `why` gives the
+// figures behind the choice.
+std::string auto_eval_pipeline(const Model& model, const TrainData& data, int64_t windows, Device d, std::string& why);
 
 // compare_methods with pipeline "block" (see compare.h for the report).
 nlohmann::json compare_blockwise(const std::string& checkpoint, const TrainData& data, const CompareOptions& o,

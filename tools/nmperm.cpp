@@ -155,13 +155,17 @@ int run_eval(EvalCli& o) {
   const bool tokens = model.network->data_kind() == DataKind::Tokens;
   const bool by_block = architecture(model.arch()).block_by_block;
   warn_long_windows(model, data);
-  // A decoder model is read whole when it fits in memory, else one block at a time.
-  if (o.pipeline == "auto") {
-    CompareOptions sizing;
-    sizing.eval_windows = o.windows;
-    sizing.calib.batches = sizing.calib.batch = 0;
-    o.pipeline = by_block && whole_model_memory(model, data, sizing) / 2 > available_memory() ? "block" : "whole";
+  // A decoder model is read whole when it fits where it runs, else one block at a time.
+  if (o.pipeline == "auto" && by_block) {
+    std::string why;
+    o.pipeline = auto_eval_pipeline(model, data, o.windows, device, why);
+    std::fprintf(stderr, "eval: pipeline %s (%s)\n",
+                 o.pipeline == "whole"    ? (device == Device::CUDA ? "whole, the model on the GPU" : "whole")
+                 : device == Device::CUDA ? "block, each block moved to the GPU as it runs"
+                                          : "block",
+                 why.c_str());
   }
+  if (o.pipeline == "auto") o.pipeline = "whole";
   NMPERM_CHECK(o.pipeline == "whole" || by_block, "--pipeline block is for decoder models (llama, mistral, qwen2)");
   if (o.pipeline == "whole" && files) {
     files.reset();
@@ -428,12 +432,12 @@ int run_prune(PruneCli& o) {
   NMPERM_CHECK(!o.cmp.resume || o.pipeline == "block", "--resume applies to the block pipeline");
   o.cmp.pipeline = o.pipeline;
   o.cmp.calibration = o.calibration;
-  if (by_block && o.pipeline == "whole" && o.cmp.device == Device::CPU) {
-    double need = whole_model_memory(probe, data, o.cmp), avail = available_memory();
+  if (by_block && o.pipeline == "whole") {
+    double need = whole_model_memory(probe, data, o.cmp), avail = available_memory(o.cmp.device);
     NMPERM_CHECK(need <= avail,
                  "the whole-model pipeline holds this model twice in f32 (the dense model and each run's copy): about "
-                 "{:.1f} GiB, and {:.1f} GiB is available{}",
-                 need / (1 << 30), avail / (1 << 30),
+                 "{:.1f} GiB, and {:.1f} GiB is available{}{}",
+                 need / (1 << 30), avail / (1 << 30), o.cmp.device == Device::CUDA ? " on the GPU" : "",
                  learned ? "; the learned methods need the whole model (they do not run block by block yet): run the "
                            "search methods alone, which prune block by block"
                          : "; use --pipeline block");
@@ -572,7 +576,8 @@ int main(int argc, char** argv) {
   e->add_flag("--json", ev.json, "print one JSON object");
   e->add_option("--pipeline", ev.pipeline,
                 "llama: 'whole' (the model in memory, f32) or 'block' (one block in memory at a time, read from the "
-                "mapped shards: any size); auto: whole when it fits in the available memory")
+                "mapped shards: any size); auto: whole when it fits in the available memory (and, with --device cuda, in "
+                "the GPU's free memory), printed with the figures")
       ->capture_default_str()->check(CLI::IsMember({"auto", "whole", "block"}));
   add_precision_option(e, ev.precision, "inference");
   add_data_options(e, ev.data, false);

@@ -141,6 +141,14 @@ DeviceMemoryStats cuda_memory_stats() {
   return c.stats;
 }
 
+size_t cuda_free_memory() {
+  size_t free = 0, total = 0;
+  NMPERM_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  DeviceCache& c = cache();
+  std::lock_guard lock(c.mu);
+  return free + c.stats.cached_bytes;
+}
+
 void release_cuda_cache() {
   DeviceCache& c = cache();
   std::lock_guard lock(c.mu);

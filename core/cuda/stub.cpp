@@ -11,6 +11,7 @@ void cuda_free(void*) {}
 void set_cuda_caching(bool) {}
 bool cuda_caching() { return false; }
 DeviceMemoryStats cuda_memory_stats() { return {}; }
+size_t cuda_free_memory() { return 0; }
 void release_cuda_cache() {}
 void cuda_synchronize() {}
 double cuda_peak_bandwidth() { return 0; }

@@ -599,6 +599,46 @@ TEST(CudaPermute, BlockByBlockPruningOnTheGpuFollowsTheCpu) {
   fs::remove_all(dir);
 }
 
+// `eval --pipeline auto` on the GPU: the whole model when it fits in the GPU's free memory,
+// else block by block; both give the CPU's figures. The small GPU is the emulator's
+// (NMPERM_CUDA_EMU_MEMORY_MIB); on a real GPU only the first half runs. The block pipeline
+// of prune refuses, before any work, a GPU too small for one block and its activations.
+TEST(CudaPermute, EvaluationTakesTheWholeModelOnTheGpuWhenItFitsElseBlockByBlock) {
+  REQUIRE_GPU();
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_cuda_auto_{}", getpid());
+  Model m = test::tiny_llama(5);
+  save_checkpoint(m, (dir / "dense").string());
+  TrainData data = test::tiny_data(m, 6);
+  const double cpu = evaluate(m, data, 0).loss;
+  std::string why;
+  ASSERT_EQ(auto_eval_pipeline(m, data, 0, Device::CUDA, why), "whole") << why;
+  EXPECT_NE(why.find("free on the GPU"), std::string::npos) << why;
+  Model g = load_checkpoint((dir / "dense").string());
+  g.to(Device::CUDA);
+  EXPECT_NEAR(evaluate(g, data, 0).loss, cpu, 1e-4);
+  if (cuda_device_name().find("emulator") != std::string::npos) {
+    setenv("NMPERM_CUDA_EMU_MEMORY_MIB", "64", 1);  // less than the 0.25 GiB the estimates reserve
+    struct Restore {
+      ~Restore() { unsetenv("NMPERM_CUDA_EMU_MEMORY_MIB"); }
+    } restore;
+    EXPECT_LE(available_memory(Device::CUDA), 64.0 * (1 << 20));
+    EXPECT_EQ(auto_eval_pipeline(m, data, 0, Device::CUDA, why), "block") << why;
+    EXPECT_NEAR(evaluate_blockwise((dir / "dense").string(), data, 0, Split::Test, Device::CUDA, false).loss, cpu,
+                1e-4);
+    CompareOptions o;
+    o.methods = {"none"};
+    o.calib = {.batches = 2, .batch = 8};
+    o.pipeline = "block";
+    o.progress = false;
+    o.device = Device::CUDA;
+    o.out_dir = (dir / "pruned").string();
+    EXPECT_THROW_MSG(compare_methods((dir / "dense").string(), data, o), "is available on the GPU");
+    EXPECT_FALSE(fs::exists(dir / "pruned"));
+  }
+  fs::remove_all(dir);
+}
+
 // The op table of the CPU gradient checks, run on both devices in f64: outputs and the
 // gradients of every input (for the upstream gradient of a seeded random tensor) agree.
 class CudaOpTable : public ::testing::TestWithParam<test::OpCase> {};
