@@ -165,6 +165,36 @@ TEST(Sinkhorn, FusedMatchesUnrolledValuesAndGradients) {
   EXPECT_TRUE(test::all_close(a.grad(), b.grad(), 1e-10, 1e-8));
 }
 
+// Blocks wide enough for the kernel to split rows and columns among threads (n^2 >= 2^16),
+// with a width that leaves a tail after the 8-lane vectors: f32 and f64 follow the
+// unrolled form, and the results are bitwise the same at 1 and 2 threads.
+TEST(Sinkhorn, WideBlocksSplitAmongThreadsFollowTheUnrolledFormAtAnyThreadCount) {
+  for (DType dt : {DType::F32, DType::F64}) {
+    Generator g(9);
+    Tensor base = mul(randn({2, 261, 261}, g, dt), 2.0), u = randn({2, 261, 261}, g, dt);
+    auto run = [&] {
+      Tensor a = base.clone().set_requires_grad();
+      Tensor p = sinkhorn(a, 7);
+      backward(p, u);
+      return std::pair{p.to_vector<double>(), a.grad().to_vector<double>()};
+    };
+    auto one = test::at_threads(1, run), two = test::at_threads(2, run);
+    EXPECT_EQ(one.first, two.first) << dtype_name(dt);
+    EXPECT_EQ(one.second, two.second) << dtype_name(dt);
+    Tensor b = base.clone().set_requires_grad();
+    Tensor pb = sinkhorn_unrolled(b, 7);
+    backward(pb, u);
+    const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
+    EXPECT_TRUE(test::all_close(test::at_threads(2, [&] { return sinkhorn(base, 7); }), pb, tol, tol)) << dtype_name(dt);
+    Tensor a = base.clone().set_requires_grad();
+    test::at_threads(2, [&] {
+      backward(sinkhorn(a, 7), u);
+      return 0;
+    });
+    EXPECT_TRUE(test::all_close(a.grad(), b.grad(), 100 * tol, 100 * tol)) << dtype_name(dt);
+  }
+}
+
 TEST(Sinkhorn, ReachesDoublyStochastic) {
   Generator g(8);
   Tensor l = randn({2, 16, 16}, g);

@@ -1,9 +1,10 @@
 // Permutation methods on one wide site: a seeded (n, n) weight with log-normal activation
 // norms and Wanda scores (default n = 4096).
 //   1. One learning step of the learned method for that site, for G = 4 and G = 1:
-//      Sinkhorn (20 iterations) -> assignment -> W_eff with straight-through paths ->
-//      Smooth-L1 between dense and pruned outputs on 128 random input rows -> backward
-//      -> AdamW on the costs. Median of the timed steps, with the share of each part.
+//      Sinkhorn (20 iterations) -> assignment -> W_eff with the method's straight-through
+//      path (the gradient reaches P only through the mask) -> Smooth-L1 between dense and
+//      pruned outputs on 128 random input rows -> backward -> AdamW on the costs. Median
+//      of the timed steps, with the share of each part.
 //   2. Wall time of every search method (none, random, channel-swap, ria) with the kept
 //      Wanda fraction, and for the learned methods 300 x their measured step time.
 // usage: bench_permute [n] [steps] [sweeps] [escapes] [--device cpu|cuda]
@@ -31,7 +32,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 }
 
 struct StepTimes {
-  double total = 0, sinkhorn = 0, assignment = 0;
+  double total = 0, sinkhorn = 0, assignment = 0, backward = 0;  // sinkhorn: its forward
 };
 
 // One learning step of a site with G groups; returns the median of `steps` timed steps.
@@ -69,9 +70,13 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
     auto ta = std::chrono::steady_clock::now();
     Perm hard = assignment_permutation(cost, false);
     t.assignment = since(ta);
-    Tensor weff = effective_weight(w, scores, hard, soft, NMPattern{}, scale, false);
+    Tensor weff = effective_weight(w, scores, hard, soft, NMPattern{}, scale, true);
     Tensor loss = smooth_l1(linear(x, weff), dense);
+    sync();
+    auto tb = std::chrono::steady_clock::now();
     backward(loss);
+    sync();
+    t.backward = since(tb);
     adam.step();
     sync();
     t.total = since(t0);
@@ -112,17 +117,18 @@ int main(int argc, char** argv) {
     Tensor w_dev = w.to(device), scores_dev = scores.to(device);
 
     std::printf("\nlearning step (median of %lld, after one warm-up step):\n", (long long)steps);
-    std::printf("  %-6s %10s %12s %12s\n", "G", "step s", "sinkhorn s", "assign s");
+    std::printf("  %-6s %10s %12s %12s %12s\n", "G", "step s", "sinkhorn s", "assign s", "backward s");
     double step_g4 = 0;
     for (int64_t G : {4, 1}) {
       StepTimes t = learning_step(w_dev, scores_dev, G, steps, 20);
       if (G == 4) step_g4 = t.total;
-      std::printf("  %-6lld %10.3f %12.3f %12.3f\n", (long long)G, t.total, t.sinkhorn, t.assignment);
+      std::printf("  %-6lld %10.3f %12.3f %12.3f %12.3f\n", (long long)G, t.total, t.sinkhorn, t.assignment,
+                  t.backward);
       std::fflush(stdout);
     }
     StepTimes permllm = learning_step(w_dev, scores_dev, n / 64, steps, 5);
-    std::printf("  %-6s %10.3f %12.3f %12.3f  (PermLLM: blocks of 64, 5 Sinkhorn iterations)\n", "n/64", permllm.total,
-                permllm.sinkhorn, permllm.assignment);
+    std::printf("  %-6s %10.3f %12.3f %12.3f %12.3f  (PermLLM: blocks of 64, 5 Sinkhorn iterations)\n", "n/64",
+                permllm.total, permllm.sinkhorn, permllm.assignment, permllm.backward);
     if (device == Device::CUDA) return 0;
 
     std::printf("\nmethods on the whole matrix (at most %lld sweeps / rounds, %lld escapes):\n  %-14s %10s %10s\n",
