@@ -52,10 +52,6 @@ template <class V, class T> V load(const T* x, int64_t j) {
     return v;
   }
 }
-template <class V> V vexp_any(V x) {
-  if constexpr (std::is_same_v<V, double>) return std::exp(x);
-  else return exp_v(x);
-}
 
 // Row step on rows [lo, hi): r[i] = logsumexp(X[i, :]); X[i, :] -= r[i].
 template <class T> void row_step(T* X, T* r, int64_t n, int64_t lo, int64_t hi) {
@@ -84,7 +80,7 @@ template <class T> void column_step(T* X, T* c, T* m, T* s, int64_t n, int64_t l
     const T* x = X + i * n;
     // An all -inf column keeps its sum 0 (its max is -inf; exp(-inf - -inf) would be NaN).
     each(lo, hi, s, [&]<class V>(int64_t j) {
-      V mm = load<V>(m, j), e = vexp_any<V>(load<V>(x, j) - mm);
+      V mm = load<V>(m, j), e = vexp<V>(load<V>(x, j) - mm);
       return load<V>(s, j) + (mm == -std::numeric_limits<float>::infinity() ? V{} * 0 : e);
     });
   }
@@ -121,7 +117,7 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
 #pragma omp barrier
         }
         for (int64_t i = rlo; i < rhi; ++i) each(0, n, X + i * n, [&]<class V>(int64_t j) {
-            return vexp_any<V>(load<V>(X + i * n, j));
+            return vexp<V>(load<V>(X + i * n, j));
           });
       }
     }
@@ -160,7 +156,7 @@ void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tenso
           const T *l = L + i * n, *dpi = dP + i * n;
           const T ri = R[size_t(i)];
           each(0, n, D + i * n, [&]<class V>(int64_t j) {
-            return load<V>(dpi, j) * vexp_any<V>(load<V>(l, j) - ri - load<V>(C.data(), j));
+            return load<V>(dpi, j) * vexp<V>(load<V>(l, j) - ri - load<V>(C.data(), j));
           });
         }
 #pragma omp barrier
@@ -176,7 +172,7 @@ void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tenso
             T* d = D + i * n;
             const T ri = R[size_t(i)];
             each(clo, chi, d, [&]<class V>(int64_t j) {
-              return load<V>(d, j) - vexp_any<V>(load<V>(l, j) - ri - load<V>(C.data(), j)) * load<V>(s.data(), j);
+              return load<V>(d, j) - vexp<V>(load<V>(l, j) - ri - load<V>(C.data(), j)) * load<V>(s.data(), j);
             });
           }
           for (int64_t j = clo; j < chi; ++j) C[size_t(j)] -= c_all[it * n + j];
@@ -187,7 +183,7 @@ void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tenso
             T* d = D + i * n;
             const T ri = R[size_t(i)], rs = dot(d, static_cast<const T*>(nullptr), n);
             each(0, n, d, [&]<class V>(int64_t j) {
-              return load<V>(d, j) - vexp_any<V>(load<V>(l, j) - ri - load<V>(C.data(), j)) * rs;
+              return load<V>(d, j) - vexp<V>(load<V>(l, j) - ri - load<V>(C.data(), j)) * rs;
             });
             R[size_t(i)] -= r_all[it * n + i];
           }

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace nmperm::kernels {
 
@@ -161,9 +162,10 @@ template <class T> inline T sum_sq_dev(const T* x, T m, int64_t n) {
   return s;
 }
 
+// exp for float, f32x8 (the polynomial above) or double (std::exp, gradcheck precision).
 template <class T> inline T vexp(T x) {
-  if constexpr (sizeof(T) == 4) return exp_f32(x);
-  else return std::exp(x);
+  if constexpr (std::is_same_v<T, double>) return std::exp(x);
+  else return exp_v(x);
 }
 
 }  // namespace nmperm::kernels
