@@ -4,10 +4,13 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/profile.h"
+
 namespace nmperm {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) NMPERM_CHECK(d >= 0, "negative dimension in shape {}", shape);
+  profile::Scope timed(profile::Family::Allocation);
   Tensor t;
   t.storage_ = Storage::allocate(size_t(nmperm::numel(shape)) * dtype_size(dtype), device);
   t.shape_ = shape;
@@ -179,6 +182,7 @@ const std::shared_ptr<Node>& Tensor::grad_fn() const {
 Tensor full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor t = Tensor::empty(shape, dtype, Device::CPU);
   int64_t n = t.numel();
+  profile::Scope timed(profile::Family::Allocation);  // zeros() is part of allocating a gradient
   dispatch_all(dtype, [&]<class T>() {
     T* p = t.data<T>();
     std::fill(p, p + n, T(value));

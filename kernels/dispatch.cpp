@@ -3,6 +3,7 @@
 // the CUDA kernels (kernels/cuda/, declared in kernels/cuda/launchers.h), which have the
 // same signatures. The tensors of one call must all be on one device: a call that mixes
 // devices, or reaches for CUDA in a build without it, is an error naming the op and tensor.
+#include "core/profile.h"
 #include "kernels/attention.h"
 #include "kernels/cpu/launchers.h"
 #include "kernels/elementwise.h"
@@ -44,12 +45,16 @@ Device device_of(const char* op, std::initializer_list<const Tensor*> ts) {
 
 }  // namespace
 
-// NMPERM_RUN(op, {tensors...}, launcher(args...)): the launcher of the tensors' backend.
+// NMPERM_RUN(op, {tensors...}, launcher(args...)): the launcher of the tensors' backend, timed into
+// its op family while profiling is on (core/profile.h).
 #ifdef NMPERM_WITH_CUDA
-#define NMPERM_RUN(op, tensors, ...) \
+#define NMPERM_RUN(op, tensors, ...)      \
+  profile::Scope nmperm_profile_scope(op); \
   return device_of(op, std::initializer_list<const Tensor*> tensors) == Device::CUDA ? cuda::__VA_ARGS__ : cpu::__VA_ARGS__
 #else
-#define NMPERM_RUN(op, tensors, ...) return (device_of(op, std::initializer_list<const Tensor*> tensors), cpu::__VA_ARGS__)
+#define NMPERM_RUN(op, tensors, ...)      \
+  profile::Scope nmperm_profile_scope(op); \
+  return (device_of(op, std::initializer_list<const Tensor*> tensors), cpu::__VA_ARGS__)
 #endif
 
 void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {

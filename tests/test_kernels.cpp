@@ -1,6 +1,7 @@
 // Kernel behaviour the op-level tests do not pin down: matmul layouts against a naive
 // loop, top-k ordering and ties, AdamW against its formula, clipping, thread-count
 // independence of reductions.
+#include "core/profile.h"
 #include "helpers.h"
 #include "kernels/runtime.h"
 #include "kernels/optim.h"
@@ -11,6 +12,47 @@ namespace {
 
 using test::all_close;
 using test::randn64;
+
+// The profile charges each launcher to its family, an op inside a Region to the region's
+// family, and nothing while it is off.
+TEST(Profile, ChargesLaunchersToTheirFamiliesAndRegionsToTheirOwn) {
+  Generator gen(1);
+  Tensor a = randn({256, 256}, gen), w = ones({256}), b = zeros({256});
+  auto run = [&] {
+    Tensor c = matmul(a, a);
+    Tensor y = layer_norm(c, w, b, 1e-5);
+    return sum(y).item();
+  };
+  profile::reset();
+  run();
+  for (double t : profile::totals()) EXPECT_EQ(t, 0.0);
+  {
+    profile::Enabled on;
+    run();
+  }
+  auto t = profile::totals();
+  auto at = [&](profile::Family f) { return t[size_t(f)]; };
+  EXPECT_GT(at(profile::Family::Matmul), 0.0);
+  EXPECT_GT(at(profile::Family::Norm), 0.0);
+  EXPECT_GT(at(profile::Family::Allocation), 0.0);
+  EXPECT_GT(at(profile::Family::Reduce), 0.0);
+  EXPECT_EQ(at(profile::Family::Optimizer), 0.0);
+  EXPECT_EQ(at(profile::Family::Sinkhorn), 0.0);
+
+  profile::reset();
+  {
+    profile::Enabled on;
+    profile::Region opt(profile::Family::Optimizer);
+    run();
+  }
+  t = profile::totals();
+  EXPECT_GT(at(profile::Family::Optimizer), 0.0);
+  EXPECT_EQ(at(profile::Family::Matmul), 0.0);
+  EXPECT_EQ(at(profile::Family::Norm), 0.0);
+  EXPECT_FALSE(profile::enabled());
+  EXPECT_STREQ(profile::family_name(profile::family_of("layer_norm_backward")), "norms");
+  EXPECT_STREQ(profile::family_name(profile::family_of("gelu")), "elementwise");
+}
 
 Tensor naive_matmul(const Tensor& a, const Tensor& b) {  // 2-d
   int64_t M = a.shape(0), K = a.shape(1), N = b.shape(1);

@@ -1,8 +1,14 @@
 // Training-step benchmark of the embedded default models: forward + backward + gradient
 // clipping + AdamW, on synthetic data of the real shapes (ViT: 128 images of 28x28x1;
 // Llama: 32 windows of 128 bytes). Prints one JSON object with the median step time of
-// each model; tools/bench/compare_train.py runs the same steps in PyTorch beside it.
+// each model, and of the Llama's evaluation (forward and loss without gradients, the
+// unit of `nmperm eval`); tools/bench/compare_train.py runs the same steps in PyTorch
+// beside it.
+// --profile adds, per model, the host milliseconds per step in each op family
+// (core/profile.h), measured over separate steps after the timed ones; "autograd and
+// other" is the rest of the step (graph building and walking, views, the loop itself).
 //   NMPERM_THREADS=N bench_train [--steps 10] [--warmup 3] [--device cpu|cuda] [--precision f32|bf16|f16]
+//                                [--profile]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/profile.h"
 #include "core/storage.h"
 #include "kernels/runtime.h"
 #include "models/checkpoint.h"
@@ -36,15 +43,43 @@ template <class F> double median_step_ms(int warmup, int steps, F&& step) {
   return ms[ms.size() / 2];
 }
 
+// {"family": ms per step, ...} over `steps` profiled steps, the rest of the step as
+// "autograd and other".
+template <class F> std::string profile_json(int steps, F&& step) {
+  profile::reset();
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    profile::Enabled on;
+    for (int i = 0; i < steps; ++i) step();
+  }
+  double wall = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps;
+  std::string out = "{";
+  double inside = 0;
+  auto t = profile::totals();
+  for (int f = 0; f < profile::kFamilies; ++f) {
+    double ms = t[size_t(f)] * 1e3 / steps;
+    inside += ms;
+    if (ms > 0) out += fmt::format("\"{}\": {:.3f}, ", profile::family_name(profile::Family(f)), ms);
+  }
+  return out + fmt::format("\"autograd and other\": {:.3f}, \"step\": {:.3f}}}", wall - inside, wall);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   kernels::select_blas_kernels(argv);
   if (const char* t = std::getenv("NMPERM_THREADS")) kernels::set_num_threads(std::atoi(t));
   int steps = 10, warmup = 3;
+  bool profiled = false;
   std::string precision = "f32";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
+  for (int i = 1; i < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--profile")) {
+      profiled = true;
+      --i;
+    } else if (i + 1 == argc) {
+      std::fprintf(stderr, "bench_train: %s needs a value\n", argv[i]);
+      return 2;
+    } else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--device")) on_gpu = !std::strcmp(argv[i + 1], "cuda");
     else if (!std::strcmp(argv[i], "--precision")) precision = argv[i + 1];
@@ -54,6 +89,10 @@ int main(int argc, char** argv) {
     }
   }
   LinearPrecision scope(precision_dtype(precision));  // mixed precision: f32 masters, 16-bit linear layers
+  if (profiled && on_gpu) {
+    std::fprintf(stderr, "bench_train: --profile times the host side only; CUDA kernels run asynchronously\n");
+    return 2;
+  }
   if (on_gpu && !cuda_available()) {
     std::fprintf(stderr, "bench_train: --device cuda but no CUDA device is available\n");
     return 1;
@@ -76,13 +115,19 @@ int main(int argc, char** argv) {
   std::vector<int64_t> lab(128);
   for (int64_t i = 0; i < 128; ++i) lab[size_t(i)] = i % 10;
   Tensor labels = from_vector(lab, {128}).to(dev);
-  double vit_ms = median_step_ms(warmup, steps, [&] {
-    vopt.zero_grad();
+  auto vit_step = [&] {
+    {
+      profile::Region opt(profile::Family::Optimizer);
+      vopt.zero_grad();
+    }
     Tensor loss = cross_entropy(vit.forward(images), labels);
     backward(loss);
+    profile::Region opt(profile::Family::Optimizer);
     clip_grad_norm(vp, 1.0);
     vopt.step();
-  });
+  };
+  double vit_ms = median_step_ms(warmup, steps, vit_step);
+  std::string vit_profile = profiled ? profile_json(steps, vit_step) : "";
 
   Llama llama(LlamaConfig{}, gen);
   std::vector<Tensor> lp;
@@ -97,16 +142,27 @@ int main(int argc, char** argv) {
   for (auto& t : toks) t = gen.randint(256);
   Tensor w = from_vector(toks, {B, T + 1}).to(dev);
   Tensor x = contiguous(narrow(w, 1, 0, T)), y = reshape(contiguous(narrow(w, 1, 1, T)), {B * T});
-  double llama_ms = median_step_ms(warmup, steps, [&] {
-    lopt.zero_grad();
+  auto llama_step = [&] {
+    {
+      profile::Region opt(profile::Family::Optimizer);
+      lopt.zero_grad();
+    }
     Tensor loss = cross_entropy(reshape(llama.forward(x), {B * T, 256}), y);
     backward(loss);
+    profile::Region opt(profile::Family::Optimizer);
     clip_grad_norm(lp, 1.0);
     lopt.step();
+  };
+  double llama_ms = median_step_ms(warmup, steps, llama_step);
+  std::string llama_profile = profiled ? profile_json(steps, llama_step) : "";
+  double llama_eval_ms = median_step_ms(warmup, steps, [&] {
+    NoGradGuard no_grad;
+    (void)cross_entropy(reshape(llama.forward(x), {B * T, 256}), y).item();
   });
-  std::printf("{\"vit_ms\": %.3f, \"llama_ms\": %.3f, \"threads\": %d, \"blas\": \"%s\", \"device\": \"%s\", "
-              "\"precision\": \"%s\"}\n",
-              vit_ms, llama_ms, kernels::num_threads(), kernels::blas_core().c_str(),
-              on_gpu ? cuda_device_name().c_str() : "cpu", precision.c_str());
+  std::string extra = profiled ? fmt::format(", \"vit_profile\": {}, \"llama_profile\": {}", vit_profile, llama_profile) : "";
+  std::printf("{\"vit_ms\": %.3f, \"llama_ms\": %.3f, \"llama_eval_ms\": %.3f, \"threads\": %d, \"blas\": \"%s\", \"device\": \"%s\", "
+              "\"precision\": \"%s\"%s}\n",
+              vit_ms, llama_ms, llama_eval_ms, kernels::num_threads(), kernels::blas_core().c_str(),
+              on_gpu ? cuda_device_name().c_str() : "cpu", precision.c_str(), extra.c_str());
   return 0;
 }

@@ -7,6 +7,8 @@ same batch, same thread count, alternating the two sides in fresh processes; med
     python3 tools/bench/compare_train.py --bench build-gpu/bench_train --device cuda   (GPU, both sides)
     python3 tools/bench/compare_train.py --precision bf16   (mixed precision: nmperm --precision bf16
                                                              against PyTorch's bf16 autocast)
+    python3 tools/bench/compare_train.py --profile    (also: milliseconds per step in each op family,
+                                                       nmperm's core/profile.h against torch.profiler)
 
 The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
 with the same sizes. Their attention is PyTorch's best CPU setting, scaled_dot_product_attention
@@ -14,6 +16,8 @@ with the same sizes. Their attention is PyTorch's best CPU setting, scaled_dot_p
 eager form (--attention eager forces it anywhere).
 """
 import argparse
+import collections
+import contextlib
 import json
 import math
 import os
@@ -30,6 +34,60 @@ import torch.nn.functional as F  # noqa: E402
 
 
 ATTENTION = "sdpa" if hasattr(F, "scaled_dot_product_attention") else "eager"
+PROFILING = False  # the optimizer's work is marked as a region only while profiling
+
+
+def optimizer_region():
+    return torch.profiler.record_function("optimizer") if PROFILING else contextlib.nullcontext()
+
+
+# PyTorch's ops by family, as nmperm's core/profile.h groups its kernels (self time of each
+# op; everything under the "optimizer" region counts as optimizer).
+FAMILIES = [
+    ("attention", ("scaled_dot_product", "_flash_attention", "_efficient_attention")),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "conv", "mkldnn_convolution")),
+    ("norms", ("layer_norm",)),
+    ("loss", ("cross_entropy", "log_softmax", "nll_loss")),
+    ("softmax", ("softmax",)),
+    ("index/embedding", ("embedding", "index_select", "gather", "scatter", "aten::index")),
+    ("copies", ("copy_", "clone", "contiguous", "aten::cat", "repeat_interleave", "_to_copy", "aten::to")),
+    ("allocation", ("aten::empty", "aten::zeros", "zeros_like", "new_zeros", "new_empty", "aten::fill_",
+                    "aten::zero_", "resize_")),
+    ("reductions", ("aten::sum", "aten::mean", "aten::amax", "aten::max")),
+    ("elementwise", ("aten::add", "aten::mul", "aten::div", "aten::sub", "aten::neg", "aten::pow", "aten::rsqrt",
+                     "gelu", "silu", "aten::cos", "aten::sin", "masked_fill", "aten::where", "threshold", "aten::exp",
+                     "aten::sqrt", "aten::reciprocal", "aten::sigmoid")),
+]
+
+
+def torch_family(ev):
+    p = ev
+    while p is not None:
+        if p.name == "optimizer":
+            return "optimizer"
+        p = p.cpu_parent
+    for fam, keys in FAMILIES:
+        if any(k in ev.name for k in keys):
+            return fam
+    return "autograd and other"
+
+
+def profile_steps(fn, steps):
+    """{family: ms per step} of `steps` steps under torch.profiler; "step" is their wall time
+    (which includes the profiler's own overhead)."""
+    global PROFILING
+    PROFILING = True
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        wall = (time.perf_counter() - t0) * 1e3 / steps
+    PROFILING = False
+    fam = collections.Counter()
+    for ev in prof.events():
+        fam[torch_family(ev)] += ev.self_cpu_time_total / 1e3 / steps
+    fam["autograd and other"] = wall - sum(v for k, v in fam.items() if k != "autograd and other")
+    return dict(fam, step=wall)
 
 
 class Attention(nn.Module):
@@ -121,9 +179,8 @@ class Llama(nn.Module):
         return self.head(self.norm(x))
 
 
-def torch_steps(steps, warmup, device="cpu", precision="f32"):
+def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False):
     """Median step times; precision bf16 runs forward and loss under torch.autocast(bf16)."""
-    import contextlib
     cast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     torch.manual_seed(0)
     out = {}
@@ -133,24 +190,32 @@ def torch_steps(steps, warmup, device="cpu", precision="f32"):
     x, y = torch.randn(128, 1, 28, 28, device=device), torch.arange(128, device=device) % 10
 
     def vstep():
-        opt.zero_grad(set_to_none=True)
+        with optimizer_region():
+            opt.zero_grad(set_to_none=True)
         with cast():
             loss = F.cross_entropy(vit(x), y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
-        opt.step()
+        with optimizer_region():
+            torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
+            opt.step()
     llama = Llama().to(device)
     lopt = torch.optim.AdamW(llama.parameters(), lr=1e-3, weight_decay=0.05)
     w = torch.randint(0, 256, (32, 129), device=device)
 
     def lstep():
-        lopt.zero_grad(set_to_none=True)
+        with optimizer_region():
+            lopt.zero_grad(set_to_none=True)
         with cast():
             loss = F.cross_entropy(llama(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
-        lopt.step()
-    for name, fn in (("vit_ms", vstep), ("llama_ms", lstep)):
+        with optimizer_region():
+            torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
+            lopt.step()
+
+    def leval():
+        with torch.inference_mode(), cast():
+            F.cross_entropy(llama(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1)).item()
+    for name, fn in (("vit_ms", vstep), ("llama_ms", lstep), ("llama_eval_ms", leval)):
         for _ in range(warmup):
             fn()
         ms = []
@@ -161,6 +226,8 @@ def torch_steps(steps, warmup, device="cpu", precision="f32"):
             sync()
             ms.append((time.perf_counter() - t0) * 1e3)
         out[name] = median(ms)
+        if profiled and name != "llama_eval_ms":
+            out[name.replace("_ms", "_profile")] = profile_steps(fn, steps)
     out["params"] = {"vit": sum(p.numel() for p in vit.parameters()),
                      "llama": sum(p.numel() for p in llama.parameters())}
     return out
@@ -178,16 +245,20 @@ def main():
                     help="bf16: nmperm's mixed precision against PyTorch's bf16 autocast")
     ap.add_argument("--attention", choices=["sdpa", "eager"], default=ATTENTION,
                     help=f"PyTorch's attention (default here: {ATTENTION}; sdpa needs PyTorch >= 2.0)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print milliseconds per step in each op family on both sides (CPU only)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.attention == "sdpa" and not hasattr(F, "scaled_dot_product_attention"):
         ap.error(f"--attention sdpa: PyTorch {torch.__version__} has no scaled_dot_product_attention")
     ATTENTION = a.attention
+    if a.profile and a.device != "cpu":
+        ap.error("--profile times host-side work: CPU only")
     if a.worker:
         n = int(os.environ["OMP_NUM_THREADS"])
         torch.set_num_threads(n)
         set_blas_threads(n)
-        r = torch_steps(a.steps, 3, a.device, a.precision)
+        r = torch_steps(a.steps, 3, a.device, a.precision, a.profile)
         r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__, attention=ATTENTION,
                  device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
         print(json.dumps(r))
@@ -196,14 +267,15 @@ def main():
         env = dict(os.environ, NMPERM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    OPENBLAS_NUM_THREADS=str(threads))
         ours, theirs = [], []
+        prof = ["--profile"] if a.profile else []
         for _ in range(a.rounds):
             ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps), "--device", a.device,
-                                                   "--precision", a.precision], env=env,
+                                                   "--precision", a.precision] + prof, env=env,
                                                   check=True, capture_output=True, text=True).stdout))
             theirs.append(json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                                                      "--steps", str(a.steps), "--device", a.device,
-                                                     "--precision", a.precision, "--attention", a.attention], env=env,
-                                                    check=True, capture_output=True, text=True).stdout))
+                                                     "--precision", a.precision, "--attention", a.attention] + prof,
+                                                    env=env, check=True, capture_output=True, text=True).stdout))
         if a.device == "cuda":
             print(f"device: nmperm {ours[0]['device']}, PyTorch {theirs[0]['torch']} {theirs[0]['device']}")
         else:
@@ -211,11 +283,30 @@ def main():
                   f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']}, {theirs[0]['attention']} attention)")
         print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side); "
               f"precision {a.precision}" + (" (nmperm --precision bf16, PyTorch bf16 autocast)" if a.precision == "bf16" else ""))
-        print(f"{'model':8} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
-        for key, name in (("vit_ms", "ViT"), ("llama_ms", "Llama")):
+        print(f"{'model':16} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
+        for key, name in (("vit_ms", "ViT"), ("llama_ms", "Llama"), ("llama_eval_ms", "Llama evaluation")):
             o, t = median([r[key] for r in ours]), median([r[key] for r in theirs])
-            print(f"{name:8} {o:15.1f} {t:16.1f} {o / t:7.2f}")
+            tps = f"   ({32 * 128 / o * 1e3:,.0f} against {32 * 128 / t * 1e3:,.0f} tokens/s)" if "eval" in key else ""
+            print(f"{name:16} {o:15.1f} {t:16.1f} {o / t:7.2f}{tps}")
+        if a.profile:
+            print_profiles(ours, theirs, threads)
     return 0
+
+
+def print_profiles(ours, theirs, threads):
+    """Per family, the median over rounds of ms per step on each side."""
+    for key, name in (("vit_profile", "ViT"), ("llama_profile", "Llama")):
+        fams = []
+        for r in ours + theirs:
+            fams += [f for f in r[key] if f not in fams and f not in ("autograd and other", "step")]
+        fams += ["autograd and other", "step"]
+        print(f"\n{name} step by op family, {threads} thread(s), ms per step (profiled steps; "
+              f"PyTorch's include torch.profiler's overhead)")
+        print(f"{'family':20} {'nmperm':>9} {'PyTorch':>9}")
+        for f in fams:
+            o = median([r[key].get(f, 0.0) for r in ours])
+            t = median([r[key].get(f, 0.0) for r in theirs])
+            print(f"{f:20} {o:9.1f} {t:9.1f}")
 
 
 if __name__ == "__main__":
