@@ -7,6 +7,9 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <vector>
+
+#include <omp.h>
 
 #include "kernels/cpu/vmath.h"
 #include "kernels/elementwise_fn.h"
@@ -71,8 +74,10 @@ template <class Op, class T> void unary_grad_loop(const T* x, const T* y, const 
   });
 }
 
-// Runs f(out_index, offsets...) over all elements of `shape`, parallel over the outer
-// index, with the inputs' strides. Each thread restarts its index from its first row.
+// Runs f(out_index, len, offsets, inner strides) for every row (last dimension) of
+// `shape`, with each input's offsets from its strides. Rows are split into one contiguous
+// chunk per thread; a thread works out the index of its first row once and then steps it
+// like an odometer (no division per row: the head splits of attention copy rows of 32).
 template <size_t N, class F>
 void strided_loop(const Shape& shape, const std::array<const Shape*, N>& strides, const std::array<int64_t, N>& base,
                   F&& f) {
@@ -80,18 +85,40 @@ void strided_loop(const Shape& shape, const std::array<const Shape*, N>& strides
   if (n == 0) return;
   int64_t nd = int64_t(shape.size());
   int64_t inner = nd ? shape[nd - 1] : 1, rows = n / std::max<int64_t>(inner, 1);
-#pragma omp parallel for if (n > kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
+  std::array<int64_t, N> inner_stride;
+  for (size_t k = 0; k < N; ++k) inner_stride[k] = nd ? (*strides[k])[nd - 1] : 0;
+#pragma omp parallel if (n > kParallelGrain)
+  {
+    int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    int64_t r0 = rows * t / threads, r1 = rows * (t + 1) / threads;
+    std::vector<int64_t> idx(size_t(std::max<int64_t>(nd - 1, 0)));
     std::array<int64_t, N> off = base;
-    int64_t rem = r;
+    int64_t rem = r0;
     for (int64_t d = nd - 2; d >= 0; --d) {
-      int64_t i = rem % shape[d];
+      idx[size_t(d)] = rem % shape[d];
       rem /= shape[d];
-      for (size_t k = 0; k < N; ++k) off[k] += i * (*strides[k])[d];
+      for (size_t k = 0; k < N; ++k) off[k] += idx[size_t(d)] * (*strides[k])[d];
     }
-    std::array<int64_t, N> inner_stride;
-    for (size_t k = 0; k < N; ++k) inner_stride[k] = nd ? (*strides[k])[nd - 1] : 0;
-    f(r * inner, inner, off, inner_stride);
+    for (int64_t r = r0; r < r1; ++r) {
+      f(r * inner, inner, off, inner_stride);
+      for (int64_t d = nd - 2; d >= 0; --d) {  // next row
+        for (size_t k = 0; k < N; ++k) off[k] += (*strides[k])[d];
+        if (++idx[size_t(d)] < shape[d]) break;
+        for (size_t k = 0; k < N; ++k) off[k] -= shape[d] * (*strides[k])[d];
+        idx[size_t(d)] = 0;
+      }
+    }
+  }
+}
+
+// Calls f.template operator()<OP>() for the runtime op, so each loop is compiled for one
+// op (a switch per element keeps the loop scalar).
+template <class F> void with_binary_op(BinaryOp op, F&& f) {
+  switch (op) {
+#define NMPERM_CASE(OP, name) \
+  case BinaryOp::OP: return f.template operator()<BinaryOp::OP>();
+    NMPERM_BINARY_OPS(NMPERM_CASE)
+#undef NMPERM_CASE
   }
 }
 
@@ -139,34 +166,38 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   NMPERM_CHECK(a.shape() == out.shape() && b.shape() == out.shape() && out.is_contiguous(),
                "{}: inputs must be expanded to the output shape", binary_name(op));
   dispatch_float(a.dtype(), [&]<class T>() {
-    T* o = out.data<T>();
-    const T* ap = static_cast<const T*>(a.storage()->data);
-    const T* bp = static_cast<const T*>(b.storage()->data);
-    int64_t n = out.numel();
-    if (a.is_contiguous() && b.is_contiguous()) {
-      ap += a.offset();
-      bp += b.offset();
+    with_binary_op(op, [&]<BinaryOp OP>() {
+      auto fn = [](T x, T y) { return binary_fn<T>(OP, x, y); };
+      T* o = out.data<T>();
+      const T* ap = static_cast<const T*>(a.storage()->data);
+      const T* bp = static_cast<const T*>(b.storage()->data);
+      int64_t n = out.numel();
+      if (a.is_contiguous() && b.is_contiguous()) {
+        ap += a.offset();
+        bp += b.offset();
 #pragma omp parallel for if (n > kParallelGrain) schedule(static)
-      for (int64_t i = 0; i < n; ++i) o[i] = binary_fn<T>(op, ap[i], bp[i]);
-      return;
-    }
-    strided_loop<2>(out.shape(), {&a.strides(), &b.strides()}, {a.offset(), b.offset()},
-                    [&](int64_t start, int64_t len, const std::array<int64_t, 2>& off, const std::array<int64_t, 2>& st) {
-                      const T* pa = ap + off[0];
-                      const T* pb = bp + off[1];
-                      T* po = o + start;
-                      if (st[0] == 1 && st[1] == 0) {
-                        T bv = *pb;
-                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, pa[i], bv);
-                      } else if (st[0] == 0 && st[1] == 1) {
-                        T av = *pa;
-                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, av, pb[i]);
-                      } else if (st[0] == 1 && st[1] == 1) {
-                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, pa[i], pb[i]);
-                      } else {
-                        for (int64_t i = 0; i < len; ++i) po[i] = binary_fn<T>(op, pa[i * st[0]], pb[i * st[1]]);
-                      }
-                    });
+        for (int64_t i = 0; i < n; ++i) o[i] = fn(ap[i], bp[i]);
+        return;
+      }
+      strided_loop<2>(out.shape(), {&a.strides(), &b.strides()}, {a.offset(), b.offset()},
+                      [&](int64_t start, int64_t len, const std::array<int64_t, 2>& off,
+                          const std::array<int64_t, 2>& st) {
+                        const T* pa = ap + off[0];
+                        const T* pb = bp + off[1];
+                        T* po = o + start;
+                        if (st[0] == 1 && st[1] == 0) {
+                          T bv = *pb;
+                          for (int64_t i = 0; i < len; ++i) po[i] = fn(pa[i], bv);
+                        } else if (st[0] == 0 && st[1] == 1) {
+                          T av = *pa;
+                          for (int64_t i = 0; i < len; ++i) po[i] = fn(av, pb[i]);
+                        } else if (st[0] == 1 && st[1] == 1) {
+                          for (int64_t i = 0; i < len; ++i) po[i] = fn(pa[i], pb[i]);
+                        } else {
+                          for (int64_t i = 0; i < len; ++i) po[i] = fn(pa[i * st[0]], pb[i * st[1]]);
+                        }
+                      });
+    });
   });
 }
 

@@ -1,15 +1,19 @@
-// CPU matmul: one sgemm/dgemm call when the batch folds into M, otherwise a loop of
-// gemm calls. Small per-batch products run one gemm per OpenMP thread with OpenBLAS set
-// to a single thread; large ones let OpenBLAS thread each call.
+// CPU matmul: one gemm call when the batch folds into M, otherwise a loop of gemm calls
+// (f32 through oneDNN's matmul, f64 through OpenBLAS). Small per-batch products run one
+// OpenBLAS gemm per OpenMP thread with OpenBLAS set to a single thread; large ones let
+// the library thread each call.
 #include "kernels/matmul.h"
 #include "kernels/cpu/launchers.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <dnnl.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 
 #include "kernels/cpu/blas.h"
 
@@ -40,8 +44,8 @@ namespace cpu {
 
 namespace {
 
-// bf16 products through oneDNN's matmul primitive, which runs on AMX tile units (or
-// AVX512-BF16) and accumulates in f32: 3-7x OpenBLAS's f32 sgemm at model shapes on an
+// f32 and bf16 products through oneDNN's matmul primitive; bf16 runs on AMX tile units
+// (or AVX512-BF16) and accumulates in f32: 3-7x OpenBLAS's f32 sgemm at model shapes on an
 // AMX CPU. (Debian's OpenBLAS declares cblas_sbgemm but is built without it.) A primitive
 // is made once per shape and layout and kept; executing one is thread-safe. oneDNN 2.6
 // has no f16 matmul on CPUs, nor bf16 below AVX512: those operands are widened (exactly)
@@ -50,7 +54,8 @@ struct DnnlKey {
   int64_t M, N, K, lda, ldb, ldc;
   bool ta, tb;
   float alpha, beta;
-  auto tie() const { return std::tie(M, N, K, lda, ldb, ldc, ta, tb, alpha, beta); }
+  bool f32_in;  // f32 operands (oneDNN's sgemm) instead of bf16
+  auto tie() const { return std::tie(M, N, K, lda, ldb, ldc, ta, tb, alpha, beta, f32_in); }
   bool operator<(const DnnlKey& o) const { return tie() < o.tie(); }
 };
 
@@ -62,7 +67,7 @@ dnnl::engine& dnnl_engine() {
 struct DnnlGemm {
   dnnl::memory::desc a, b, c;
   dnnl::matmul prim;
-  bool ok = true;  // false: oneDNN has no bf16 matmul on this CPU (no AVX512)
+  bool ok = true;  // false: oneDNN has no such matmul on this CPU (bf16 without AVX512)
 };
 
 // Shared so that clearing the cache cannot pull a primitive from under a running call.
@@ -74,7 +79,7 @@ std::shared_ptr<const DnnlGemm> dnnl_gemm(const DnnlKey& k) {
   if (it != cache.end()) return it->second;
   if (cache.size() >= 512) cache.clear();  // shapes of a run are few; this only bounds odd workloads
   using dt = dnnl::memory::data_type;
-  dt in = dt::bf16;
+  dt in = k.f32_in ? dt::f32 : dt::bf16;
   // A (M, K) and B (K, N) as row-major or transposed (column-major) views.
   dnnl::memory::desc ad({k.M, k.K}, in, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
   dnnl::memory::desc bd({k.K, k.N}, in, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
@@ -95,24 +100,41 @@ std::shared_ptr<const DnnlGemm> dnnl_gemm(const DnnlKey& k) {
   return cache[k] = std::make_shared<const DnnlGemm>(DnnlGemm{ad, bd, cd, dnnl::matmul(pd)});
 }
 
-bool bf16_matmul(const Tensor& a, const Tensor& b, Tensor& c, const MatView& va, const MatView& vb, double alpha,
-                 double beta) {
-  int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
-  std::shared_ptr<const DnnlGemm> gp =
-      dnnl_gemm({M, N, K, va.ld, vb.ld, c.stride(1), va.trans, vb.trans, float(alpha), float(beta)});
+// C_i = alpha * A_i B_i + beta * C_i for i < batch through oneDNN (operands f32 or bf16, C
+// f32); false when oneDNN has no such matmul on this CPU.
+bool dnnl_matmul(bool f32_in, bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha,
+                 const void* a, int64_t lda, int64_t a_bstride, const void* b, int64_t ldb, int64_t b_bstride,
+                 double beta, float* c, int64_t ldc, int64_t c_bstride) {
+  std::shared_ptr<const DnnlGemm> gp = dnnl_gemm({M, N, K, lda, ldb, ldc, ta, tb, float(alpha), float(beta), f32_in});
   const DnnlGemm& g = *gp;
   if (!g.ok) return false;
+  size_t esize = f32_in ? 4 : 2;
   dnnl::stream s(dnnl_engine());
-  const char* A = static_cast<const char*>(a.raw_data());
-  const char* B = static_cast<const char*>(b.raw_data());
+  const char* A = static_cast<const char*>(a);
+  const char* B = static_cast<const char*>(b);
   for (int64_t i = 0; i < batch; ++i) {
-    dnnl::memory am(g.a, dnnl_engine(), const_cast<char*>(A + 2 * i * va.bstride));
-    dnnl::memory bm(g.b, dnnl_engine(), const_cast<char*>(B + 2 * i * vb.bstride));
-    dnnl::memory cm(g.c, dnnl_engine(), c.data<float>() + i * c.stride(0));
+    dnnl::memory am(g.a, dnnl_engine(), const_cast<char*>(A + esize * i * a_bstride));
+    dnnl::memory bm(g.b, dnnl_engine(), const_cast<char*>(B + esize * i * b_bstride));
+    dnnl::memory cm(g.c, dnnl_engine(), c + i * c_bstride);
     g.prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   }
   s.wait();
   return true;
+}
+
+// Which library runs f32 products: oneDNN (default) or OpenBLAS (NMPERM_SGEMM=openblas).
+// At the models' skinny shapes (thousands of tokens by 128-512 features) oneDNN's sgemm
+// took 17-20% less time than OpenBLAS's in a training step on an AVX-512 Xeon (the
+// README's performance section); at square 4096 shapes the two are level. Either is
+// bitwise repeatable at a fixed thread count. f64 stays on OpenBLAS.
+bool f32_through_onednn() {
+  static const bool on = [] {
+    const char* e = std::getenv("NMPERM_SGEMM");
+    std::string v = e ? e : "onednn";
+    NMPERM_CHECK(v == "onednn" || v == "openblas", "NMPERM_SGEMM={} is not one of onednn, openblas", v);
+    return v == "onednn";
+  }();
+  return on;
 }
 
 }  // namespace
@@ -132,20 +154,32 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     });
     return;
   }
-  if (a.dtype() == DType::BF16 && bf16_matmul(a, b, c, va, vb, alpha, beta)) return;
+  if (a.dtype() == DType::BF16 &&
+      dnnl_matmul(false, va.trans, vb.trans, batch, M, N, K, alpha, a.raw_data(), va.ld, va.bstride, b.raw_data(), vb.ld,
+                  vb.bstride, beta, c.data<float>(), c.stride(1), c.stride(0)))
+    return;
   if (is_half(a.dtype())) return matmul(a.to(DType::F32), b.to(DType::F32), c, alpha, beta);
   dispatch_float(a.dtype(), [&]<class T>() {
     const T* A = static_cast<const T*>(a.storage()->data) + a.offset();
     const T* B = static_cast<const T*>(b.storage()->data) + b.offset();
     T* C = c.data<T>();
     int64_t ldc = c.stride(1), cbs = c.stride(0);
+    constexpr bool f32 = std::is_same_v<T, float>;
     // Fold the batch into M when A is row-major and packed across batches and B is shared.
     if (batch > 1 && vb.bstride == 0 && !va.trans && va.bstride == M * va.ld && va.ld == K && cbs == M * ldc &&
         ldc == N) {
+      if (f32 && f32_through_onednn() &&
+          dnnl_matmul(true, false, vb.trans, 1, batch * M, N, K, alpha, A, va.ld, 0, B, vb.ld, 0, beta,
+                      reinterpret_cast<float*>(C), ldc, 0))
+        return;
       gemm<T>(false, vb.trans, batch * M, N, K, T(alpha), A, va.ld, B, vb.ld, T(beta), C, ldc);
       return;
     }
     if (batch == 1 || 2.0 * double(M) * double(N) * double(K) > 4e6) {
+      if (f32 && f32_through_onednn() &&
+          dnnl_matmul(true, va.trans, vb.trans, batch, M, N, K, alpha, A, va.ld, va.bstride, B, vb.ld, vb.bstride, beta,
+                      reinterpret_cast<float*>(C), ldc, cbs))
+        return;
       for (int64_t i = 0; i < batch; ++i)
         gemm<T>(va.trans, vb.trans, M, N, K, T(alpha), A + i * va.bstride, va.ld, B + i * vb.bstride, vb.ld, T(beta),
                 C + i * cbs, ldc);

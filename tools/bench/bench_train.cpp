@@ -155,11 +155,14 @@ int main(int argc, char** argv) {
   };
   double llama_ms = median_step_ms(warmup, steps, llama_step);
   std::string llama_profile = profiled ? profile_json(steps, llama_step) : "";
-  double llama_eval_ms = median_step_ms(warmup, steps, [&] {
+  auto llama_eval = [&] {
     NoGradGuard no_grad;
     (void)cross_entropy(reshape(llama.forward(x), {B * T, 256}), y).item();
-  });
-  std::string extra = profiled ? fmt::format(", \"vit_profile\": {}, \"llama_profile\": {}", vit_profile, llama_profile) : "";
+  };
+  double llama_eval_ms = median_step_ms(warmup, steps, llama_eval);
+  std::string extra = profiled ? fmt::format(", \"vit_profile\": {}, \"llama_profile\": {}, \"llama_eval_profile\": {}",
+                                             vit_profile, llama_profile, profile_json(steps, llama_eval))
+                               : "";
   std::printf("{\"vit_ms\": %.3f, \"llama_ms\": %.3f, \"llama_eval_ms\": %.3f, \"threads\": %d, \"blas\": \"%s\", \"device\": \"%s\", "
               "\"precision\": \"%s\"%s}\n",
               vit_ms, llama_ms, llama_eval_ms, kernels::num_threads(), kernels::blas_core().c_str(),

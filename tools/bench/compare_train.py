@@ -226,7 +226,7 @@ def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False):
             sync()
             ms.append((time.perf_counter() - t0) * 1e3)
         out[name] = median(ms)
-        if profiled and name != "llama_eval_ms":
+        if profiled:
             out[name.replace("_ms", "_profile")] = profile_steps(fn, steps)
     out["params"] = {"vit": sum(p.numel() for p in vit.parameters()),
                      "llama": sum(p.numel() for p in llama.parameters())}
@@ -295,12 +295,13 @@ def main():
 
 def print_profiles(ours, theirs, threads):
     """Per family, the median over rounds of ms per step on each side."""
-    for key, name in (("vit_profile", "ViT"), ("llama_profile", "Llama")):
+    for key, name in (("vit_profile", "ViT step"), ("llama_profile", "Llama step"),
+                      ("llama_eval_profile", "Llama evaluation (32 x 128 tokens)")):
         fams = []
         for r in ours + theirs:
             fams += [f for f in r[key] if f not in fams and f not in ("autograd and other", "step")]
         fams += ["autograd and other", "step"]
-        print(f"\n{name} step by op family, {threads} thread(s), ms per step (profiled steps; "
+        print(f"\n{name} by op family, {threads} thread(s), ms per step (profiled steps; "
               f"PyTorch's include torch.profiler's overhead)")
         print(f"{'family':20} {'nmperm':>9} {'PyTorch':>9}")
         for f in fams:
