@@ -124,7 +124,7 @@ case "$cmd" in
     for py in "$venv/bin/python" /usr/bin/python3; do
       echo "setup: peers from $py: $("$py" -c 'import torch, scipy; print("PyTorch", torch.__version__, "SciPy", scipy.__version__)')"
       "$py" tools/bench/compare.py --bench "${BUILD_DIR:-build}/bench_ops" "$@"
-      "$py" tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" --threads 2 1
+      "$py" tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" --threads 2 1 --profile
       "$py" tools/bench/compare_assignment.py --bench "${BUILD_DIR:-build}/bench_assignment"
     done ;;
   build)

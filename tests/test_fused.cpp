@@ -80,6 +80,19 @@ TEST(Fused, AttentionMatchesComposed) {
   }
 }
 
+// Long enough for the CPU kernel's causal row blocks (32 query rows each, each against
+// only the keys its last row sees): several blocks, grouped heads, more keys than queries.
+TEST(Fused, AttentionMatchesComposedAcrossCausalRowBlocks) {
+  for (bool causal : {false, true}) {
+    agree([=](auto& x) { return scaled_dot_product_attention(x[0], x[1], x[2], causal, 0.3); },
+          [=](auto& x) { return composed_attention(x[0], x[1], x[2], causal, 0.3); },
+          {g({1, 4, 70, 4}, 13), g({1, 2, 75, 4}, 14), g({1, 2, 75, 4}, 15)});
+    agree([=](auto& x) { return scaled_dot_product_attention(x[0], x[1], x[2], causal, 0.3); },
+          [=](auto& x) { return composed_attention(x[0], x[1], x[2], causal, 0.3); },
+          {g({2, 2, 64, 3}, 16), g({2, 2, 64, 3}, 17), g({2, 2, 64, 3}, 18)});
+  }
+}
+
 TEST(Fused, CrossEntropyMatchesComposed) {
   Tensor target = from_vector<int64_t>({1, 4, -100, 0, 2, 3, 3}, {7});
   Tensor keep = from_vector<double>({1, 1, 0, 1, 1, 1, 1}, {7, 1});

@@ -1,5 +1,8 @@
-// CPU attention: per (batch, head) the (T, S) score block lives only in a thread-local
-// buffer; two gemms and a row softmax make the forward, four gemms the backward.
+// CPU attention: per (batch, head) the score block lives only in a thread-local buffer;
+// two gemms and a row softmax make the forward, four gemms the backward. Causal attention
+// goes in blocks of kRowBlock query rows, each multiplied only against the keys its last
+// row can see, so the masked upper triangle is not computed (about 40% of the products
+// at T = S = 128).
 // The backward runs per (batch, kv head) so one thread owns each dk/dv block (GQA sums
 // over the query heads of a group without races or atomics).
 #include "kernels/attention.h"
@@ -9,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -21,12 +25,30 @@ namespace {
 
 using Dims = AttentionDims;
 
-// P = softmax(scale * Q K^T) into p (T, S) with row lse; masked entries are exactly 0.
+constexpr int64_t kRowBlock = 32;
+
+// Query rows [t0, t1) of one head and the keys they may see, [0, visible of row t1 - 1).
+struct RowBlock {
+  int64_t t0, t1, keys;
+};
+
+template <class F> void for_row_blocks(const Dims& d, bool causal, F&& f) {
+  if (!causal) return f(RowBlock{0, d.T, d.S});
+  for (int64_t t0 = 0; t0 < d.T; t0 += kRowBlock) {
+    int64_t t1 = std::min(d.T, t0 + kRowBlock);
+    f(RowBlock{t0, t1, std::clamp<int64_t>(t1 + d.shift, 0, d.S)});
+  }
+}
+
+// P = softmax(scale * Q K^T) for the rows of `rb` into p (rows, rb.keys; leading dim S)
+// with their lse (computed, or given by the forward when have_lse); masked entries are 0.
 template <class T>
-void scores(const Dims& d, const T* qh, const T* kh, T scale, bool causal, T* p, T* lse, bool have_lse) {
-  gemm<T>(false, true, d.T, d.S, d.D, scale, qh, d.D, kh, d.D, T(0), p, d.S);
-  for (int64_t t = 0; t < d.T; ++t) {
-    T* row = p + t * d.S;
+void scores(const Dims& d, const RowBlock& rb, const T* qh, const T* kh, T scale, bool causal, T* p, T* lse,
+            bool have_lse) {
+  int64_t rows = rb.t1 - rb.t0;
+  if (rb.keys > 0) gemm<T>(false, true, rows, rb.keys, d.D, scale, qh + rb.t0 * d.D, d.D, kh, d.D, T(0), p, d.S);
+  for (int64_t t = rb.t0; t < rb.t1; ++t) {
+    T* row = p + (t - rb.t0) * d.S;
     int64_t visible = causal ? std::clamp<int64_t>(t + d.shift + 1, 0, d.S) : d.S;
     if (have_lse) {
       exp_shift_sum<T>(row, lse[t], row, visible);
@@ -37,7 +59,7 @@ void scores(const Dims& d, const T* qh, const T* kh, T scale, bool causal, T* p,
       for (int64_t s = 0; s < visible; ++s) row[s] *= inv;
       lse[t] = visible > 0 ? m + std::log(sum) : -std::numeric_limits<T>::infinity();
     }
-    for (int64_t s = visible; s < d.S; ++s) row[s] = 0;
+    for (int64_t s = visible; s < rb.keys; ++s) row[s] = 0;
   }
 }
 
@@ -51,9 +73,14 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, T
     int64_t BH = d.B * d.H;
     auto one = [&](int64_t bh, std::vector<T>& buf) {
       int64_t b = bh / d.H, h = bh % d.H, kvh = b * d.Hkv + h / d.group;
-      scores<T>(d, qp + bh * d.T * d.D, kp + kvh * d.S * d.D, T(scale), causal, buf.data(), lp + bh * d.T, false);
-      gemm<T>(false, false, d.T, d.D, d.S, T(1), buf.data(), d.S, vp + kvh * d.S * d.D, d.D, T(0),
-              op + bh * d.T * d.D, d.D);
+      const T *qh = qp + bh * d.T * d.D, *kh = kp + kvh * d.S * d.D, *vh = vp + kvh * d.S * d.D;
+      T* oh = op + bh * d.T * d.D;
+      for_row_blocks(d, causal, [&](const RowBlock& rb) {
+        scores<T>(d, rb, qh, kh, T(scale), causal, buf.data(), lp + bh * d.T, false);
+        int64_t rows = rb.t1 - rb.t0;
+        if (rb.keys == 0) std::memset(oh + rb.t0 * d.D, 0, sizeof(T) * size_t(rows * d.D));
+        else gemm<T>(false, false, rows, d.D, rb.keys, T(1), buf.data(), d.S, vh, d.D, T(0), oh + rb.t0 * d.D, d.D);
+      });
     };
     if (BH >= omp_get_max_threads() && BH > 1) {
       BlasSingleThread single;
@@ -82,23 +109,34 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       int64_t b = bk / d.Hkv, kh = bk % d.Hkv;
       const T *kb = kp + bk * d.S * d.D, *vb = vp + bk * d.S * d.D;
       T *dkb = dkp + bk * d.S * d.D, *dvb = dvp + bk * d.S * d.D;
+      // dK and dV sum over the query heads of the group and over the row blocks.
+      std::memset(dkb, 0, sizeof(T) * size_t(d.S * d.D));
+      std::memset(dvb, 0, sizeof(T) * size_t(d.S * d.D));
       for (int64_t g = 0; g < d.group; ++g) {
         int64_t bh = b * d.H + kh * d.group + g;
         const T *qh = qp + bh * d.T * d.D, *oh = op + bh * d.T * d.D, *gh = gp + bh * d.T * d.D;
         T* dqh = dqp + bh * d.T * d.D;
-        scores<T>(d, qh, kb, T(scale), causal, p.data(), const_cast<T*>(lp + bh * d.T), true);
-        // dV += P^T dO ; dP = dO V^T
-        gemm<T>(true, false, d.S, d.D, d.T, T(1), p.data(), d.S, gh, d.D, g == 0 ? T(0) : T(1), dvb, d.D);
-        gemm<T>(false, true, d.T, d.S, d.D, T(1), gh, d.D, vb, d.D, T(0), dp.data(), d.S);
-        // dS = P * (dP - rowsum(dO * O))
-        for (int64_t t = 0; t < d.T; ++t) {
-          T di = dot(gh + t * d.D, oh + t * d.D, d.D);
-          T *pr = p.data() + t * d.S, *dr = dp.data() + t * d.S;
-          for (int64_t s = 0; s < d.S; ++s) dr[s] = pr[s] * (dr[s] - di);
-        }
-        // dQ = scale dS K ; dK += scale dS^T Q
-        gemm<T>(false, false, d.T, d.D, d.S, T(scale), dp.data(), d.S, kb, d.D, T(0), dqh, d.D);
-        gemm<T>(true, false, d.S, d.D, d.T, T(scale), dp.data(), d.S, qh, d.D, g == 0 ? T(0) : T(1), dkb, d.D);
+        for_row_blocks(d, causal, [&](const RowBlock& rb) {
+          int64_t rows = rb.t1 - rb.t0;
+          if (rb.keys == 0) {
+            std::memset(dqh + rb.t0 * d.D, 0, sizeof(T) * size_t(rows * d.D));
+            return;
+          }
+          const T *qr = qh + rb.t0 * d.D, *orow = oh + rb.t0 * d.D, *gr = gh + rb.t0 * d.D;
+          scores<T>(d, rb, qh, kb, T(scale), causal, p.data(), const_cast<T*>(lp + bh * d.T), true);
+          // dV += P^T dO ; dP = dO V^T
+          gemm<T>(true, false, rb.keys, d.D, rows, T(1), p.data(), d.S, gr, d.D, T(1), dvb, d.D);
+          gemm<T>(false, true, rows, rb.keys, d.D, T(1), gr, d.D, vb, d.D, T(0), dp.data(), d.S);
+          // dS = P * (dP - rowsum(dO * O))
+          for (int64_t t = 0; t < rows; ++t) {
+            T di = dot(gr + t * d.D, orow + t * d.D, d.D);
+            T *pr = p.data() + t * d.S, *dr = dp.data() + t * d.S;
+            for (int64_t s = 0; s < rb.keys; ++s) dr[s] = pr[s] * (dr[s] - di);
+          }
+          // dQ = scale dS K ; dK += scale dS^T Q
+          gemm<T>(false, false, rows, d.D, rb.keys, T(scale), dp.data(), d.S, kb, d.D, T(0), dqh + rb.t0 * d.D, d.D);
+          gemm<T>(true, false, rb.keys, d.D, rows, T(scale), dp.data(), d.S, qr, d.D, T(1), dkb, d.D);
+        });
       }
     };
     if (BK >= omp_get_max_threads() && BK > 1) {

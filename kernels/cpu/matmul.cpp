@@ -7,11 +7,11 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <string>
 #include <dnnl.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <type_traits>
 

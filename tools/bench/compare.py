@@ -9,7 +9,9 @@ alternating call by call (bench_ops --interleaved-matmul).
 Run it with Debian's python3-torch. PyTorch's CPU speed depends on the libblas.so.3 it
 loads: compare only when that is OpenBLAS (printed below), never the reference BLAS.
 PyTorch 1.13 has no fused scaled_dot_product_attention or rms_norm: its attention and
-RMSNorm here are the composed forms Hugging Face models run on that version.
+RMSNorm here are the composed forms Hugging Face models run on that version; from 2.4 on
+RMSNorm is F.rms_norm (PyTorch's best form, though transformers' LlamaRMSNorm still
+composes it).
 """
 import argparse
 import json
@@ -87,7 +89,10 @@ def t_rms_norm(R, C, bwd):
     x, w, g = torch.randn(R, C, requires_grad=bwd), torch.randn(C, requires_grad=bwd), torch.randn(R, C)
 
     def f():
-        y = w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+        if hasattr(F, "rms_norm"):
+            y = F.rms_norm(x, (C,), w, 1e-6)
+        else:
+            y = w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
         if bwd:
             y.backward(g)
             x.grad = w.grad = None

@@ -9,6 +9,8 @@ same batch, same thread count, alternating the two sides in fresh processes; med
                                                              against PyTorch's bf16 autocast)
     python3 tools/bench/compare_train.py --profile    (also: milliseconds per step in each op family,
                                                        nmperm's core/profile.h against torch.profiler)
+    python3 tools/bench/compare_train.py --compile    (PyTorch >= 2.0: its models under torch.compile,
+                                                       compiled during the warm-up steps)
 
 The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
 with the same sizes. Their attention is PyTorch's best CPU setting, scaled_dot_product_attention
@@ -179,34 +181,37 @@ class Llama(nn.Module):
         return self.head(self.norm(x))
 
 
-def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False):
-    """Median step times; precision bf16 runs forward and loss under torch.autocast(bf16)."""
+def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False, compiled=False):
+    """Median step times; precision bf16 runs forward and loss under torch.autocast(bf16);
+    compiled wraps both models in torch.compile (the warm-up steps compile them)."""
     cast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     torch.manual_seed(0)
     out = {}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     vit = ViT().to(device)
     opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, weight_decay=0.05)
+    vit_fwd = torch.compile(vit) if compiled else vit
     x, y = torch.randn(128, 1, 28, 28, device=device), torch.arange(128, device=device) % 10
 
     def vstep():
         with optimizer_region():
             opt.zero_grad(set_to_none=True)
         with cast():
-            loss = F.cross_entropy(vit(x), y)
+            loss = F.cross_entropy(vit_fwd(x), y)
         loss.backward()
         with optimizer_region():
             torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
             opt.step()
     llama = Llama().to(device)
     lopt = torch.optim.AdamW(llama.parameters(), lr=1e-3, weight_decay=0.05)
+    llama_fwd = torch.compile(llama) if compiled else llama
     w = torch.randint(0, 256, (32, 129), device=device)
 
     def lstep():
         with optimizer_region():
             lopt.zero_grad(set_to_none=True)
         with cast():
-            loss = F.cross_entropy(llama(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
+            loss = F.cross_entropy(llama_fwd(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
         loss.backward()
         with optimizer_region():
             torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
@@ -214,7 +219,7 @@ def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False):
 
     def leval():
         with torch.inference_mode(), cast():
-            F.cross_entropy(llama(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1)).item()
+            F.cross_entropy(llama_fwd(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1)).item()
     for name, fn in (("vit_ms", vstep), ("llama_ms", lstep), ("llama_eval_ms", leval)):
         for _ in range(warmup):
             fn()
@@ -247,18 +252,22 @@ def main():
                     help=f"PyTorch's attention (default here: {ATTENTION}; sdpa needs PyTorch >= 2.0)")
     ap.add_argument("--profile", action="store_true",
                     help="also print milliseconds per step in each op family on both sides (CPU only)")
+    ap.add_argument("--compile", action="store_true",
+                    help="run PyTorch's models under torch.compile (PyTorch >= 2.0; compiled in the warm-up)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.attention == "sdpa" and not hasattr(F, "scaled_dot_product_attention"):
         ap.error(f"--attention sdpa: PyTorch {torch.__version__} has no scaled_dot_product_attention")
     ATTENTION = a.attention
+    if a.compile and not hasattr(torch, "compile"):
+        ap.error(f"--compile: PyTorch {torch.__version__} has no torch.compile")
     if a.profile and a.device != "cpu":
         ap.error("--profile times host-side work: CPU only")
     if a.worker:
         n = int(os.environ["OMP_NUM_THREADS"])
         torch.set_num_threads(n)
         set_blas_threads(n)
-        r = torch_steps(a.steps, 3, a.device, a.precision, a.profile)
+        r = torch_steps(a.steps, 3, a.device, a.precision, a.profile, a.compile)
         r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__, attention=ATTENTION,
                  device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
         print(json.dumps(r))
@@ -268,19 +277,21 @@ def main():
                    OPENBLAS_NUM_THREADS=str(threads))
         ours, theirs = [], []
         prof = ["--profile"] if a.profile else []
+        comp = ["--compile"] if a.compile else []
         for _ in range(a.rounds):
             ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps), "--device", a.device,
                                                    "--precision", a.precision] + prof, env=env,
                                                   check=True, capture_output=True, text=True).stdout))
             theirs.append(json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                                                      "--steps", str(a.steps), "--device", a.device,
-                                                     "--precision", a.precision, "--attention", a.attention] + prof,
+                                                     "--precision", a.precision, "--attention", a.attention] + prof + comp,
                                                     env=env, check=True, capture_output=True, text=True).stdout))
         if a.device == "cuda":
             print(f"device: nmperm {ours[0]['device']}, PyTorch {theirs[0]['torch']} {theirs[0]['device']}")
         else:
             print(f"threads: nmperm {ours[0]['threads']} (OpenBLAS {ours[0]['blas']}), "
-                  f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']}, {theirs[0]['attention']} attention)")
+                  f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']}, {theirs[0]['attention']} attention"
+                  + (", torch.compile" if a.compile else "") + ")")
         print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side); "
               f"precision {a.precision}" + (" (nmperm --precision bf16, PyTorch bf16 autocast)" if a.precision == "bf16" else ""))
         print(f"{'model':16} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
