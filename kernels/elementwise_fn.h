@@ -211,6 +211,18 @@ template <class F> decltype(auto) with_unary_fn(UnaryOp op, F&& f) {
   NMPERM_FAIL("unary op {} is not in the list", int(op));
 }
 
+// Calls f.template operator()<OP>() for the runtime binary op, so a kernel's loop is
+// compiled for one op (a switch per element keeps a CPU loop scalar).
+template <class F> decltype(auto) with_binary_op(BinaryOp op, F&& f) {
+  switch (op) {
+#define NMPERM_CASE(OP, name) \
+  case BinaryOp::OP: return f.template operator()<BinaryOp::OP>();
+    NMPERM_BINARY_OPS(NMPERM_CASE)
+#undef NMPERM_CASE
+  }
+  NMPERM_FAIL("binary op {} is not in the list", int(op));
+}
+
 // Whether op is defined for x > 0 only.
 inline bool unary_positive_only(UnaryOp op) {
   return with_unary_fn(op, [](auto fn) { return decltype(fn)::positive_only; });

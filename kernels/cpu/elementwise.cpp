@@ -111,17 +111,6 @@ void strided_loop(const Shape& shape, const std::array<const Shape*, N>& strides
   }
 }
 
-// Calls f.template operator()<OP>() for the runtime op, so each loop is compiled for one
-// op (a switch per element keeps the loop scalar).
-template <class F> void with_binary_op(BinaryOp op, F&& f) {
-  switch (op) {
-#define NMPERM_CASE(OP, name) \
-  case BinaryOp::OP: return f.template operator()<BinaryOp::OP>();
-    NMPERM_BINARY_OPS(NMPERM_CASE)
-#undef NMPERM_CASE
-  }
-}
-
 }  // namespace
 
 void copy(const Tensor& src, Tensor& dst) {

@@ -164,22 +164,22 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     const T* B = static_cast<const T*>(b.storage()->data) + b.offset();
     T* C = c.data<T>();
     int64_t ldc = c.stride(1), cbs = c.stride(0);
-    constexpr bool f32 = std::is_same_v<T, float>;
+    // f32 products of `nb` matrices of `rows` rows through oneDNN unless OpenBLAS is asked for.
+    auto onednn = [&](int64_t nb, int64_t rows, int64_t a_bstride, int64_t b_bstride, int64_t c_bstride) {
+      if constexpr (std::is_same_v<T, float>)
+        return f32_through_onednn() && dnnl_matmul(true, va.trans, vb.trans, nb, rows, N, K, alpha, A, va.ld, a_bstride,
+                                                   B, vb.ld, b_bstride, beta, C, ldc, c_bstride);
+      return false;
+    };
     // Fold the batch into M when A is row-major and packed across batches and B is shared.
     if (batch > 1 && vb.bstride == 0 && !va.trans && va.bstride == M * va.ld && va.ld == K && cbs == M * ldc &&
         ldc == N) {
-      if (f32 && f32_through_onednn() &&
-          dnnl_matmul(true, false, vb.trans, 1, batch * M, N, K, alpha, A, va.ld, 0, B, vb.ld, 0, beta,
-                      reinterpret_cast<float*>(C), ldc, 0))
-        return;
+      if (onednn(1, batch * M, 0, 0, 0)) return;
       gemm<T>(false, vb.trans, batch * M, N, K, T(alpha), A, va.ld, B, vb.ld, T(beta), C, ldc);
       return;
     }
     if (batch == 1 || 2.0 * double(M) * double(N) * double(K) > 4e6) {
-      if (f32 && f32_through_onednn() &&
-          dnnl_matmul(true, va.trans, vb.trans, batch, M, N, K, alpha, A, va.ld, va.bstride, B, vb.ld, vb.bstride, beta,
-                      reinterpret_cast<float*>(C), ldc, cbs))
-        return;
+      if (onednn(batch, M, va.bstride, vb.bstride, cbs)) return;
       for (int64_t i = 0; i < batch; ++i)
         gemm<T>(va.trans, vb.trans, M, N, K, T(alpha), A + i * va.bstride, va.ld, B + i * vb.bstride, vb.ld, T(beta),
                 C + i * cbs, ldc);
