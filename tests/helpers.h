@@ -1,14 +1,23 @@
 // Shared test helpers: seeded inputs and closeness checks that report the worst element.
 #pragma once
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
 
 #include "autograd/ops.h"
 #include "kernels/runtime.h"
 
 namespace nmperm::test {
+
+// A path in the temporary directory that no other test process shares: ctest runs tests as
+// parallel processes, and a name shared by two tests lets one remove the other's files
+// mid-test. The process id comes first so that an extension in `name` stays last.
+inline std::filesystem::path scratch_path(const std::string& name) {
+  return std::filesystem::temp_directory_path() / ("nmperm_" + std::to_string(getpid()) + "_" + name);
+}
 
 inline Tensor randn64(const Shape& s, uint64_t seed) {
   Generator g(seed);

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 struct Fixture {
-  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_blockwise_{}", getpid());
+  fs::path dir = test::scratch_path("blockwise");
   std::string ckpt = (dir / "dense").string();
   TrainData data;
   Fixture() {

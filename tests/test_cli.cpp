@@ -34,7 +34,7 @@ std::string slurp(const fs::path& p) {
 }
 
 struct Cli {
-  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_cli_{}", getpid());
+  fs::path dir = test::scratch_path("cli");
   Cli() {
     fs::remove_all(dir);
     fs::create_directories(dir);

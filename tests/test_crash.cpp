@@ -31,7 +31,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 struct Scratch {
-  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_crash_{}", getpid());
+  fs::path dir = test::scratch_path("crash");
   Scratch() {
     fs::remove_all(dir);
     fs::create_directories(dir);
@@ -176,7 +176,7 @@ TEST(CrashSafety, FullDiskWhileSavingKeepsThePreviousCheckpoint) {
 // Llama (a 4-step model, every method, short learning, a few windows) the rerun reproduces
 // every figure of the report; only wall times and the "cached" flag of the model differ.
 TEST(Demo, ConfigReproducesEveryFigureOfARecordedRun) {
-  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_demo_{}", getpid());
+  fs::path dir = test::scratch_path("demo");
   fs::remove_all(dir);
   fs::create_directories(dir);
   json recipe = {{"arch", "llama"}, {"steps", 4},      {"batch", 4},          {"warmup", 1},

@@ -23,7 +23,7 @@ using json = nlohmann::json;
 std::string fixture(const std::string& name) { return std::string(NMPERM_FIXTURES) + "/" + name; }
 
 struct Scratch {
-  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_export_{}", ::testing::UnitTest::GetInstance()->random_seed());
+  fs::path dir = test::scratch_path("export");
   Scratch() { fs::remove_all(dir), fs::create_directories(dir); }
   ~Scratch() { fs::remove_all(dir); }
 };

@@ -66,7 +66,7 @@ TEST(Images, ClassListsAndBadFoldersAreClear) {
   EXPECT_THROW_MSG(load_image_folder(fixture("folder"), p, {}, 1), "is a colour image; the model reads one channel");
   ImagePreprocess no_resize;
   EXPECT_THROW_MSG(load_image_folder(fixture("folder"), no_resize, {}, 3), "without do_resize images must share one size");
-  fs::path bad = fs::temp_directory_path() / "nmperm_bad_images" / "x";
+  fs::path bad = test::scratch_path("bad_images") / "x";
   fs::create_directories(bad);
   std::ofstream(bad / "broken.jpg") << "\xff\xd8\xff\xe0 not really";
   EXPECT_THROW_MSG(load_image_folder(bad.parent_path().string(), p, {}, 3), "corrupt JPEG");

@@ -132,7 +132,7 @@ TEST(Models, LoadsBf16Checkpoints) {
 TEST(Models, SaveThenLoadRoundTrips) {
   for (const char* name : {"vit_tiny", "llama_tiny_tied"}) {
     Model m = load_checkpoint(fixture(name));
-    std::string dir = (fs::temp_directory_path() / fmt::format("nmperm_rt_{}_{}", getpid(), name)).string();
+    std::string dir = test::scratch_path(std::string("rt_") + name).string();
     save_checkpoint(m, dir, {{"note", "round trip"}});
     Model back = load_checkpoint(dir);
     auto a = m.parameters(), b = back.parameters();
@@ -149,7 +149,7 @@ TEST(Models, SaveThenLoadRoundTrips) {
 // A copy of a fixture checkpoint with its tensors edited, for the error tests.
 std::string edited_copy(const std::string& name,
                         const std::function<void(std::vector<std::pair<std::string, Tensor>>&)>& edit) {
-  std::string dir = (fs::temp_directory_path() / fmt::format("nmperm_bad_{}_{}", getpid(), name)).string();
+  std::string dir = test::scratch_path("bad_" + name).string();
   fs::remove_all(dir);
   fs::copy(fixture(name), dir);
   SafeTensors st = load_safetensors(dir + "/model.safetensors");
@@ -195,7 +195,7 @@ TEST(ModelsBadCheckpoint, NonFiniteWeightIsNamed) {
 }
 
 TEST(ModelsBadCheckpoint, WrongArchitectureIsRefused) {
-  std::string dir = (fs::temp_directory_path() / fmt::format("nmperm_arch_{}", getpid())).string();
+  std::string dir = test::scratch_path("arch").string();
   fs::remove_all(dir);
   fs::copy(fixture("llama_tiny"), dir);
   fs::copy_file(fixture("vit_tiny/config.json"), dir + "/config.json", fs::copy_options::overwrite_existing);

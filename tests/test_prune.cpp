@@ -22,7 +22,7 @@ using test::tiny_llama;
 using test::tiny_vit;
 
 std::string tmp(const std::string& name) {
-  return (fs::temp_directory_path() / fmt::format("nmperm_prune_{}_{}", getpid(), name)).string();
+  return test::scratch_path("prune_" + name).string();
 }
 
 Tensor sample_input(const Model& m, uint64_t seed) {

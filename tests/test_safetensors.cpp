@@ -16,7 +16,7 @@ namespace {
 using json = nlohmann::json;
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / fmt::format("nmperm_test_{}_{}", getpid(), name)).string();
+  return test::scratch_path("test_" + name).string();
 }
 
 // A file from a header object and a data section.

@@ -71,7 +71,7 @@ TEST(Tokenizer, SentencePieceMatchesSentencepiece) {
 }
 
 TEST(Tokenizer, UnsupportedKindsAndBadTextAreRefusedByName) {
-  fs::path dir = fs::temp_directory_path() / "nmperm_tok_kind";
+  fs::path dir = test::scratch_path("tok_kind");
   fs::create_directories(dir);
   std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "WordPiece", "vocab": {}}, "pre_tokenizer": null})";
   EXPECT_THROW_MSG(load_tokenizer(dir.string()), "tokenizer kind 'WordPiece' is not supported");
@@ -88,7 +88,7 @@ TEST(Tokenizer, UnsupportedKindsAndBadTextAreRefusedByName) {
 }
 
 TEST(Tokenizer, TextFilesFollowTheFieldsConventions) {
-  fs::path dir = fs::temp_directory_path() / "nmperm_text";
+  fs::path dir = test::scratch_path("text");
   fs::create_directories(dir);
   std::ofstream(dir / "wiki.txt") << "\n = Title = \n\n Body line .\n";
   EXPECT_EQ(read_documents((dir / "wiki.txt").string()),

@@ -14,7 +14,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string tmp(const std::string& name) {
-  return (fs::temp_directory_path() / fmt::format("nmperm_train_{}_{}", getpid(), name)).string();
+  return test::scratch_path("train_" + name).string();
 }
 
 void write_bytes(const std::string& path, const std::string& bytes) {

@@ -569,7 +569,7 @@ TEST(CudaPermute, PruningOnTheGpuFollowsTheCpu) {
 TEST(CudaPermute, BlockByBlockPruningOnTheGpuFollowsTheCpu) {
   REQUIRE_GPU();
   namespace fs = std::filesystem;
-  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_cuda_blockwise_{}", getpid());
+  fs::path dir = test::scratch_path("cuda_blockwise");
   Model m = test::tiny_llama(5);
   save_checkpoint(m, (dir / "dense").string());
   TrainData data = test::tiny_data(m, 6);
@@ -606,7 +606,7 @@ TEST(CudaPermute, BlockByBlockPruningOnTheGpuFollowsTheCpu) {
 TEST(CudaPermute, EvaluationTakesTheWholeModelOnTheGpuWhenItFitsElseBlockByBlock) {
   REQUIRE_GPU();
   namespace fs = std::filesystem;
-  fs::path dir = fs::temp_directory_path() / fmt::format("nmperm_cuda_auto_{}", getpid());
+  fs::path dir = test::scratch_path("cuda_auto");
   Model m = test::tiny_llama(5);
   save_checkpoint(m, (dir / "dense").string());
   TrainData data = test::tiny_data(m, 6);
@@ -690,7 +690,7 @@ TEST(CudaModels, TrainingAndEvaluationFollowTheCpu) {
     cfg.eval_every = 3;
     cfg.ckpt_every = 3;
     cfg.eval_windows = 8;
-    auto dir = [&](const char* d) { return (std::filesystem::temp_directory_path() / fmt::format("nmperm_cuda_{}_{}", arch, d)).string(); };
+    auto dir = [&](const char* d) { return test::scratch_path(fmt::format("cuda_{}_{}", arch, d)).string(); };
     cfg.out_dir = dir("cpu");
     EvalResult c = train(on_cpu, cfg, data, false, false);
     cfg.out_dir = dir("gpu");
@@ -740,7 +740,7 @@ TEST(CudaModels, TrainingIsBitwiseRepeatable) {
       cfg.batch = 8;
       cfg.eval_every = cfg.ckpt_every = 5;
       cfg.eval_windows = 4;
-      cfg.out_dir = (std::filesystem::temp_directory_path() / fmt::format("nmperm_cuda_det_{}_{}", arch, rep)).string();
+      cfg.out_dir = test::scratch_path(fmt::format("cuda_det_{}_{}", arch, rep)).string();
       train(m, cfg, data, false, false);
       for (Tensor& p : m.parameters()) runs[rep].push_back(cpu(p).to_vector<float>());
       std::filesystem::remove_all(cfg.out_dir);
