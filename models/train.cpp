@@ -191,14 +191,18 @@ int64_t restore_training_state(Model& model, AdamW& opt, const TrainConfig& cfg)
 
 }  // namespace
 
+std::vector<int64_t> epoch_batch(int64_t N, int64_t batch, uint64_t seed, int64_t step) {
+  NMPERM_CHECK(batch > 0 && N >= batch, "{} examples is fewer than one batch of {}", N, batch);
+  int64_t per_epoch = N / batch, epoch = step / per_epoch, pos = step % per_epoch;
+  std::vector<int64_t> order = epoch_order(N, seed, epoch);
+  return std::vector<int64_t>(order.begin() + pos * batch, order.begin() + (pos + 1) * batch);
+}
+
 Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step) {
   if (model.network->takes_images()) {
-    int64_t N = data.train_images.size(), per_epoch = std::max<int64_t>(N / batch, 1);
+    int64_t N = data.train_images.size();
     NMPERM_CHECK(N >= batch, "{} training images is fewer than one batch of {}", N, batch);
-    int64_t epoch = step / per_epoch, pos = step % per_epoch;
-    std::vector<int64_t> order = epoch_order(N, seed, epoch);
-    std::vector<int64_t> idx(order.begin() + pos * batch, order.begin() + (pos + 1) * batch);
-    Tensor ix = from_vector(idx, {batch});
+    Tensor ix = from_vector(epoch_batch(N, batch, seed, step), {batch});
     Device d = model.device();
     return {model.preprocess.apply(index_select(data.train_images.images, 0, ix).to(d)),
             index_select(data.train_images.labels, 0, ix).to(d)};

@@ -84,6 +84,9 @@ std::vector<Batch> lm_eval_batches(const Model& model, const TrainData& data, in
                                    Split split);
 void score_lm_batch(EvalResult& r, const Tensor& logits, const Tensor& target);
 void finish_lm_eval(EvalResult& r);
+// Rows of step `step` when N examples are drawn `batch` at a time, each epoch in its own
+// seeded order (a pure function of the arguments; images, and learning from block states).
+std::vector<int64_t> epoch_batch(int64_t N, int64_t batch, uint64_t seed, int64_t step);
 // The batch of step `step` (a pure function of seed and step), as batch_loss uses it.
 Batch train_batch(const Model& model, const TrainData& data, int64_t batch, uint64_t seed, int64_t step);
 // Mean cross-entropy of logits against the batch's targets (optionally label-smoothed).

@@ -93,6 +93,49 @@ struct Pass {
   }
 };
 
+// A learned method on block i: the warm start's search, then costs that learn against the
+// block's output on its calibration inputs. The blocks' results accumulate in `acc`: the
+// curve (each point names its block as "stage"), the sums over blocks of the starting and
+// best held-out objectives, the first block's soft permutation.
+std::map<std::string, Perm> learn_block(Pass& pass, size_t i, std::vector<Site>& sites, const SiteScores& scores,
+                                        const std::vector<Tensor>& calib, const PruneOptions& po, LearnResult& acc,
+                                        int64_t first_site, int64_t total_sites) {
+  std::map<std::string, Perm> warm;
+  if (po.warm_start != "none") {
+    NMPERM_CHECK(!permute_method(po.warm_start).learned, "--warm-start must be a search method, got '{}'", po.warm_start);
+    warm = search_sites(po.warm_start, sites, scores, po, first_site, total_sites);
+  }
+  LearnOptions lo = po.learn;
+  lo.seed = po.seed;
+  lo.progress = po.progress;
+  LearnResult r = learn_block_permutations(pass.model, i, sites, scores, po.pattern, cat(calib, 0), lo, warm);
+  for (json& point : r.curve) acc.curve.push_back(point);
+  acc.start_holdout += r.start_holdout;
+  acc.best_holdout += r.best_holdout;
+  acc.best_step = r.best_step;
+  acc.seconds += r.seconds;
+  if (!acc.soft_block.defined()) acc.soft_block = r.soft_block.to(Device::CPU);
+  return r.perms;
+}
+
+// What an interrupted learned run keeps of `acc` in its state, and back.
+json learn_state(const LearnResult& r) {
+  return {{"curve", r.curve},         {"start_holdout", r.start_holdout}, {"best_holdout", r.best_holdout},
+          {"best_step", r.best_step}, {"seconds", r.seconds},             {"soft_block", r.soft_block.to_vector<float>()}};
+}
+LearnResult learn_from_state(const json& j) {
+  LearnResult r;
+  r.curve = j.at("curve");
+  r.start_holdout = j.at("start_holdout");
+  r.best_holdout = j.at("best_holdout");
+  r.best_step = j.at("best_step");
+  r.seconds = j.at("seconds");
+  std::vector<float> soft = j.at("soft_block");
+  const auto B = int64_t(std::lround(std::sqrt(double(soft.size()))));
+  r.soft_block = from_vector(soft, {B, B});
+  return r;
+}
+
 std::vector<Tensor> inputs_of(const std::vector<Batch>& batches) {
   std::vector<Tensor> out;
   for (const Batch& b : batches) out.push_back(b.input);
@@ -248,8 +291,9 @@ std::map<std::string, Tensor> activation_norms_blockwise(const std::string& chec
 }
 
 std::string MemoryEstimate::str() const {
-  return fmt::format("about {:.1f} GiB (one block {:.1f}, embeddings {:.1f}, hidden states {:.1f}, one batch {:.1f})",
-                     total / kGiB, block / kGiB, embeddings / kGiB, activations / kGiB, working / kGiB);
+  return fmt::format("about {:.1f} GiB (one block {:.1f}, embeddings {:.1f}, hidden states {:.1f}, one batch {:.1f}{})",
+                     total / kGiB, block / kGiB, embeddings / kGiB, activations / kGiB, working / kGiB,
+                     learning > 0 ? fmt::format(", learning {:.1f}", learning / kGiB) : "");
 }
 
 double available_memory(Device d) {
@@ -280,7 +324,23 @@ MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const
   e.embeddings = V * C * 4;
   e.working = working + double(std::max<int64_t>(1, 2048 / T) * T) * V * 4 * 2;  // and one batch's logits
   e.activations = (calib_tokens + eval_tokens) * C * 4;
-  e.total = e.activations + e.working + std::max(e.block, e.embeddings) + 0.25 * kGiB;
+  // A learned method's block: its calibration inputs twice more (gathered into one tensor,
+  // and the dense outputs they learn towards), every consumer's W_eff with its
+  // straight-through chain (about 8 weight-sized tensors), every site's costs with their
+  // gradients, Adam moments and Sinkhorn states (about 10 copies of G B^2), and one
+  // learning batch's activations kept for the backward.
+  for (const std::string& m : o.methods) {
+    if (!permute_method(m).learned) continue;
+    const LearnOptions lo = run_prune_options(o, m, o.seed).learn;
+    const NMPattern pattern = NMPattern::parse(o.pattern);
+    double costs = 0;
+    for (auto [channels, sites] : {std::pair{c.hidden_size, 3.0}, {c.intermediate_size, 1.0}})
+      costs += sites * double(channels) * double(channels) / double(site_groups(channels, lo, pattern));
+    const double batch = double((lo.batch > 0 ? lo.batch : 16) * T);
+    e.learning = std::max(e.learning, 2 * calib_tokens * C * 4 + layer_parameters(c) * 4 * 8 + costs * 4 * 10 +
+                                          batch * 4 * (4 * I + 8 * C) * 3);
+  }
+  e.total = e.activations + e.working + e.learning + std::max(e.block, e.embeddings) + 0.25 * kGiB;
   return e;
 }
 
@@ -329,10 +389,14 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
   const bool sequential = o.calibration == "sequential";
   NMPERM_CHECK(o.seeds > 0, "seeds must be positive");
   for (const std::string& m : o.methods) {
-    NMPERM_CHECK(!permute_method(m).learned,
-                 "--permute {}: the learned methods train against the whole model and do not run block by block yet; "
-                 "use the whole-model pipeline (--pipeline whole), which needs the whole model in memory",
-                 m);
+    if (!permute_method(m).learned) continue;
+    Objective obj = run_prune_options(o, m, o.seed).learn.objective;
+    NMPERM_CHECK(obj == Objective::Block || obj == Objective::LayerCosine,
+                 "--permute {} block by block learns each block against its own output: the '{}' objective trains "
+                 "against the whole model; use --objective block (or --learn-set objective=block|layer-cosine), or "
+                 "the whole-model pipeline "
+                 "(--pipeline whole), which needs the whole model in memory",
+                 m, name_of(obj));
   }
   NMPERM_CHECK(parse_layout(o.layout) == Layout::Original,
                "--layout permuted is written by the whole-model pipeline only; block by block writes the original "
@@ -437,6 +501,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
           r.pruned_weights = state.at("pruned_weights");
           r.nm_violations = state.at("nm_violations");
           r.perms = state.at("perms").get<std::map<std::string, Perm>>();
+          if (state.contains("learn")) r.learn = learn_from_state(state["learn"]);
           seconds_before = state.at("seconds").get<double>();
           if (o.progress) std::fprintf(stderr, "  resuming after block %zu of %zu\n", start, blocks);
         }
@@ -445,10 +510,13 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
       if (keep_state)
         out = std::make_unique<Output>(files, dir, std::map<std::string, std::string>{{"format", "pt"}, {"layout", "original"}, {"pruned", o.pattern}, {"permute", method}},
                                        start > 0);
+      // The learned methods learn each block from its calibration inputs, whichever the
+      // convention: the pruned blocks' outputs (sequential) or the dense ones.
+      const bool learned = permute_method(method).learned;
       if (start == 0) {
         s.test = pass.embed(inputs_of(test));
         s.val = pass.embed(inputs_of(val));
-        if (sequential) s.calib = pass.embed(calib_ids);
+        if (sequential || learned) s.calib = pass.embed(calib_ids);
       }
       Progress bar(o.progress);
       auto last_save = std::chrono::steady_clock::now();
@@ -461,7 +529,13 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
           block_norms = pass.calibrate(i, dense_out);
         }
         SiteScores scores = site_scores(sites, sequential ? block_norms : norms, score);
-        std::map<std::string, Perm> perms = search_sites(method, sites, scores, po, 4 * i, 4 * blocks);
+        std::map<std::string, Perm> perms;
+        if (learned) {
+          perms = learn_block(pass, i, sites, scores, s.calib, po, r.learn, 4 * i, 4 * blocks);
+          if (!sequential) pass.through(i, s.calib);  // the dense block's outputs feed the next
+        } else {
+          perms = search_sites(method, sites, scores, po, 4 * i, 4 * blocks);
+        }
         prune_sites(sites, scores, perms, po, r);
         r.perms.insert(perms.begin(), perms.end());
         if (sequential) pass.through(i, s.calib);
@@ -480,6 +554,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
                         {"sites", r.sites}, {"zero_weights", r.zero_weights}, {"pruned_weights", r.pruned_weights},
                         {"nm_violations", r.nm_violations}, {"perms", r.perms},
                         {"seconds", seconds_before + since(t1)}};
+          if (learned) state["learn"] = learn_state(r.learn);
           save_state(state_path, state, s);
           last_save = std::chrono::steady_clock::now();
         }

@@ -35,6 +35,7 @@ struct MemoryEstimate {
   double block = 0, embeddings = 0;  // one block in f32 (with its pruning temporaries); the embeddings
   double activations = 0;            // the hidden states of every calibration and evaluation window
   double working = 0;                // one batch in flight: its intermediates and logits
+  double learning = 0;               // learned methods: one block's learning state (below)
   double total = 0;
   std::string str() const;  // "about 3.1 GiB (one block 0.9, embeddings 1.0, ...)"
 };

@@ -398,12 +398,27 @@ namespace {
 
 class Learner : LearnTask {
  public:
+  // Against the whole model, learning from the training split of `data`.
   Learner(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern, const TrainData& data,
           const LearnOptions& opt, const std::map<std::string, Perm>& warm)
+      : Learner(model, sites, scores, pattern, opt, warm, costs_seed(opt)) {
+    split_data(data);
+  }
+  // Against block `block` alone, learning from its input states (N, T, hidden).
+  Learner(Model& model, size_t block, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern,
+          const Tensor& inputs, const LearnOptions& opt, const std::map<std::string, Perm>& warm)
+      : Learner(model, sites, scores, pattern, opt, warm, costs_seed(opt) + 1000003 * (block + 1)) {
+    by_block_ = true;
+    block_ = block;
+    split_states(inputs);
+  }
+
+ private:
+  Learner(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern, const LearnOptions& opt,
+          const std::map<std::string, Perm>& warm, uint64_t seed)
       : model_(model), pattern_(pattern), opt_(opt) {
     check_options(opt);
-    split_data(data);
-    Generator gen(costs_seed(opt));
+    Generator gen(seed);
     for (Site& s : sites) {
       SiteState st;
       st.site = &s;
@@ -432,11 +447,12 @@ class Learner : LearnTask {
     }
   }
 
+ public:
   LearnResult run() {
     LearnResult r;
     Progress bar(opt_.progress);
     std::vector<std::vector<SiteState*>> stages;
-    if (opt_.objective == Objective::Block) {
+    if (opt_.objective == Objective::Block && !by_block_) {
       for (size_t b = 0; b < model_.num_blocks(); ++b) {
         std::vector<SiteState*> st;
         for (auto& s : states_)
@@ -461,11 +477,11 @@ class Learner : LearnTask {
     int64_t total = opt_.steps * int64_t(stages.size()), done = 0;
     for (size_t si = 0; si < stages.size(); ++si) {
       stage_ = stages[si];
-      stage_index_ = si;
       block_ = stage_[0]->site->block;
+      stage_index_ = by_block_ ? block_ : si;  // a block's batches do not depend on where a run starts
       std::vector<Costs*> costs(stage_.begin(), stage_.end());
-      std::string label = stages.size() > 1 ? fmt::format("block {}", block_) : std::string("learn");
-      r.best_holdout = train_costs(costs, *this, opt_, r, bar, done, total, label, si);
+      std::string label = stages.size() > 1 || by_block_ ? fmt::format("block {}", block_) : std::string("learn");
+      r.best_holdout = train_costs(costs, *this, opt_, r, bar, done, total, label, stage_index_);
     }
     for (auto& s : states_) r.perms[s.site->name] = s.permutation(s.best);
     if (!states_.empty()) {
@@ -486,10 +502,16 @@ class Learner : LearnTask {
   std::vector<SiteState> states_;
   std::vector<SiteState*> stage_;
   size_t stage_index_ = 0, block_ = 0;
+  // Block by block: the block's input states and its dense outputs on them (N, T, hidden),
+  // and which of the N windows make the learning batches (the rest are held out).
+  bool by_block_ = false;
+  Tensor inputs_, targets_;
+  std::vector<int64_t> fit_rows_;
 
   // LearnTask: the stage's consumers hold W_eff (with the soft paths) for one step.
   Tensor loss(int64_t step, const std::vector<Tensor>& soft) override {
-    Batch b = train_batch(model_, fit_, batch_size(), batch_seed(opt_, stage_index_), step);
+    Batch b = by_block_ ? state_batch(fit_batch(step))
+                        : train_batch(model_, fit_, batch_size(), batch_seed(opt_, stage_index_), step);
     OnExit restore{[&] { restore_weights(); }};
     for (size_t i = 0; i < stage_.size(); ++i) set_effective(*stage_[i], soft[i]);
     return objective(b);
@@ -497,7 +519,55 @@ class Learner : LearnTask {
   double holdout() override { return holdout_objective(); }
   double kept() override { return mean_kept(); }
 
-  int64_t batch_size() const { return opt_.batch > 0 ? opt_.batch : model_.network->takes_images() ? 128 : 16; }
+  int64_t batch_size() const {
+    int64_t b = opt_.batch > 0 ? opt_.batch : model_.network->takes_images() ? 128 : 16;
+    return by_block_ ? std::min<int64_t>(b, int64_t(fit_rows_.size())) : b;
+  }
+
+  // Block by block: `holdout` windows of the N (spread evenly; by default a quarter) score
+  // the hard permutations, the rest make the learning batches. The targets are the dense
+  // block's outputs, computed once.
+  void split_states(const Tensor& inputs) {
+    NMPERM_CHECK(opt_.objective == Objective::Block || opt_.objective == Objective::LayerCosine,
+                 "learned permutations block by block: the '{}' objective needs the whole model; learn with the "
+                 "block or layer-cosine objective, or against the whole model",
+                 name_of(opt_.objective));
+    NMPERM_CHECK(inputs.ndim() == 3, "learned permutations block by block: inputs must be (windows, tokens, hidden), got {}",
+                 describe(inputs));
+    const int64_t N = inputs.shape(0), H = opt_.holdout > 0 ? opt_.holdout : N / 4;
+    NMPERM_CHECK(H >= 1 && H < N,
+                 "learned permutations block by block hold out {} of the {} calibration windows to choose the best "
+                 "permutation and learn from the rest: give at least 2 windows (--nsamples) and a holdout below their "
+                 "number",
+                 H, N);
+    std::vector<int64_t> held = spread_indices(N, H);
+    for (int64_t i = 0, k = 0; i < N; ++i)
+      if (k < H && held[size_t(k)] == i) ++k;
+      else fit_rows_.push_back(i);
+    inputs_ = inputs;
+    if (opt_.objective == Objective::Block) {
+      NoGradGuard ng;
+      std::vector<Tensor> out;
+      for (int64_t at = 0; at < N; at += batch_size())
+        out.push_back(model_.block(block_, narrow(inputs, 0, at, std::min(batch_size(), N - at))));
+      targets_ = cat(out, 0);
+    }
+    for (int64_t at = 0; at < H; at += batch_size())
+      holdout_.push_back(state_batch(std::vector<int64_t>(held.begin() + at, held.begin() + std::min(H, at + batch_size()))));
+  }
+
+  // Rows of the learning batch of step `step`.
+  std::vector<int64_t> fit_batch(int64_t step) const {
+    std::vector<int64_t> rows = epoch_batch(int64_t(fit_rows_.size()), batch_size(), batch_seed(opt_, block_), step);
+    for (int64_t& r : rows) r = fit_rows_[size_t(r)];
+    return rows;
+  }
+
+  // The input states of windows `rows` and their targets (when the objective has them).
+  Batch state_batch(const std::vector<int64_t>& rows) const {
+    Tensor ix = from_vector(rows, {int64_t(rows.size())}).to(inputs_.device());
+    return {index_select(inputs_, 0, ix), targets_.defined() ? index_select(targets_, 0, ix) : Tensor()};
+  }
 
   // The held-out examples that score the hard permutations are spread evenly over the
   // whole training split (images, or windows of the context); the learning batches come
@@ -596,6 +666,7 @@ class Learner : LearnTask {
       return sub(ones({}, x.dtype(), x.device()), mean(row_cosine(reshape(x, {-1, x.shape(-1)}),
                                                                   reshape(ref, {-1, ref.shape(-1)}))));
     }
+    if (by_block_ && opt_.objective == Objective::Block) return smooth_l1(model_.block(block_, b.input), b.target);
     if (opt_.objective == Objective::Block) {
       Tensor in, target;
       dense([&] {
@@ -637,7 +708,8 @@ class Learner : LearnTask {
     dense([&] {
       set_linear_observer(&cap);
       OnExit detach{[] { set_linear_observer(nullptr); }};
-      model_.forward(b.input);
+      if (by_block_) model_.block(block_, b.input);
+      else model_.forward(b.input);
     });
     Tensor total;
     for (SiteState* s : stage_)
@@ -658,7 +730,7 @@ class Learner : LearnTask {
     double sum = 0;
     int64_t n = 0;
     for (const Batch& b : holdout_) {
-      int64_t rows = b.target.numel();
+      int64_t rows = by_block_ ? b.input.shape(0) : b.target.numel();
       sum += objective(b).item() * double(rows);
       n += rows;
     }
@@ -683,6 +755,13 @@ LearnResult learn_permutations(Model& model, std::vector<Site>& sites, const Sit
                                const TrainData& data, const LearnOptions& opt, const std::map<std::string, Perm>& warm) {
   NMPERM_CHECK(!sites.empty(), "learned permutations: no sites to learn");
   return Learner(model, sites, scores, pattern, data, opt, warm).run();
+}
+
+LearnResult learn_block_permutations(Model& model, size_t block, std::vector<Site>& sites, const SiteScores& scores,
+                                     NMPattern pattern, const Tensor& inputs, const LearnOptions& opt,
+                                     const std::map<std::string, Perm>& warm) {
+  NMPERM_CHECK(!sites.empty(), "learned permutations: no sites to learn in block {}", block);
+  return Learner(model, block, sites, scores, pattern, inputs, opt, warm).run();
 }
 
 namespace {

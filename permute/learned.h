@@ -78,7 +78,7 @@ struct LearnOptions {
   CostParam param = CostParam::Cost;
   Anneal anneal = Anneal::Geometric;  // eps from eps_start to eps_end
   bool raw_mask_scores = false;      // soft mask softmax(S P) of the raw scores (PermLLM), not S P / mean S
-  int64_t holdout = 0;  // held-out images (ViT) or windows (Llama); 0: 1024 images or 128 windows
+  int64_t holdout = 0;  // held-out images (ViT) or windows (Llama); 0: 1024 images or 128 windows (block by block: a quarter of the calibration windows)
   uint64_t seed = 0;
   bool progress = true;
   nlohmann::json to_json() const;
@@ -123,6 +123,16 @@ struct LearnResult {
 LearnResult learn_permutations(Model& model, std::vector<Site>& sites, const SiteScores& scores, NMPattern pattern,
                                const TrainData& data, const LearnOptions& opt,
                                const std::map<std::string, Perm>& warm = {});
+
+// Learns permutations for the sites of block `block` alone (block-by-block pruning,
+// permute/blockwise.h), from the block's input states `inputs` (N windows, T, hidden): a
+// holdout of them (LearnOptions::holdout windows, spread evenly; 0: a quarter) scores the
+// hard permutations, the rest make the learning batches. The objective is the block's own:
+// block (Smooth-L1 between the block's output with W_eff and the dense block's output on
+// the same input) or layer-cosine; the others need the whole model and are refused.
+LearnResult learn_block_permutations(Model& model, size_t block, std::vector<Site>& sites, const SiteScores& scores,
+                                     NMPattern pattern, const Tensor& inputs, const LearnOptions& opt,
+                                     const std::map<std::string, Perm>& warm = {});
 
 // One matrix without a model or data (nmperm permute-matrix): the costs learn against
 // the expected output error of the pruned matrix for inputs whose channels have the

@@ -189,7 +189,7 @@ TEST(Cli, OptionsTheDataDoesNotUseAreRefusedByName) {
                     "--resume needs --out");
   EXPECT_FAILS_WITH(nmperm({"prune", "--checkpoint", fixture("llama_tiny"), "--permute", "learned", "--pipeline",
                             "block"}),
-                    1, "do not run block by block");
+                    1, "the 'task' objective trains against the whole model; use --objective block");
   // A tokenizer whose ids the embedding cannot hold; a text shorter than one window.
   fs::copy(fixture("llama_tiny"), nmperm.dir / "mismatch");
   fs::copy(fixture("llama3_tok/tokenizer.json"), nmperm.dir / "mismatch");

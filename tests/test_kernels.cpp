@@ -220,6 +220,23 @@ TEST(Kernels, ResultsDoNotDependOnThreadCount) {
   }
 }
 
+// f32 softmax over rows shorter than a vector (the learned method's soft mask, groups of
+// M = 4) runs chunks of rows as one vector run: every length 1-7, over several chunks,
+// with masked entries, against the f64 softmax, and the same bits at 1 and 2 threads.
+TEST(Kernels, SoftmaxOfShortRowsMatchesFloat64AtAnyThreadCount) {
+  for (int64_t K = 1; K < 8; ++K) {
+    Generator g(static_cast<uint64_t>(K));
+    Tensor x = mul(randn({1100, K}, g), 4.0);
+    if (K > 1) x.data<float>()[5 * K] = -INFINITY;  // one masked entry: exactly 0 out
+    auto run = [&] { return softmax(x, 1).to_vector<float>(); };
+    std::vector<float> one = test::at_threads(1, run), two = test::at_threads(2, run);
+    EXPECT_EQ(one, two) << K;
+    Tensor want = softmax(x.to(DType::F64), 1);
+    EXPECT_TRUE(all_close(from_vector(one, {1100, K}).to(DType::F64), want, 1e-7, 1e-6)) << K;
+    if (K > 1) EXPECT_EQ(one[size_t(5 * K)], 0.0f) << K;
+  }
+}
+
 TEST(Kernels, IndexErrorsNameTheBadIndex) {
   Tensor w = zeros({5, 3});
   EXPECT_THROW_MSG(embedding(w, from_vector<int64_t>({0, 5}, {2})), "index 5 out of range [0, 5)");

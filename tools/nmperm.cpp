@@ -243,11 +243,12 @@ void add_learn_options(CLI::App* c, LearnCli& l, bool with_model) {
   c->add_option("--learn-batch", l.batch, "learned/permllm: images or token windows per step (default 128 / 16)");
   c->add_option("--holdout", l.holdout,
                 "learned/permllm: training images / token windows held out to pick the best permutation "
-                "(default 1024 / 128)")
+                "(default 1024 / 128; block by block: calibration windows, default a quarter of them)")
       ->check(CLI::PositiveNumber);
   c->add_option("--objective", l.objective,
                 "learned: 'task' (end to end: cross-entropy + alpha * relative squared error of block outputs, "
-                "default), 'block' (block by block: Smooth-L1 of each block's output on the dense input), "
+                "default), 'block' (block by block: Smooth-L1 of each block's output on its input, the dense one or "
+                "with --pipeline block the calibration convention's), "
                 "'layer-cosine' (1 - cos of each layer's output) or 'output-cosine' (1 - cos of the last block's "
                 "output, PermLLM's default)")
       ->check(CLI::IsMember({"task", "block", "layer-cosine", "output-cosine"}));
@@ -418,7 +419,9 @@ int run_prune(PruneCli& o) {
     merge_learn_options(check, o.cmp.learn);
   }
   // The pipeline: block by block for decoder models pruned by search methods; the whole
-  // model where a learned method trains against it (or for a ViT).
+  // model where a learned method runs (or for a ViT): its default objective trains against
+  // the whole model. `--pipeline block` learns block by block (objective block or
+  // layer-cosine).
   bool learned = false;
   for (const std::string& m : o.cmp.methods) learned |= permute_method(m).learned;
   const bool by_block = architecture(probe.arch()).block_by_block;
@@ -428,7 +431,7 @@ int run_prune(PruneCli& o) {
   if (o.calibration == "auto") o.calibration = o.pipeline == "block" ? "sequential" : "dense";
   NMPERM_CHECK(o.calibration == "dense" || o.pipeline == "block",
                "--calibration sequential runs block by block (--pipeline block): {}",
-               learned ? "the learned methods train on the whole model's dense activations" : "use --pipeline block");
+               "use --pipeline block");
   NMPERM_CHECK(!o.cmp.resume || o.pipeline == "block", "--resume applies to the block pipeline");
   o.cmp.pipeline = o.pipeline;
   o.cmp.calibration = o.calibration;
@@ -438,8 +441,7 @@ int run_prune(PruneCli& o) {
                  "the whole-model pipeline holds this model twice in f32 (the dense model and each run's copy): about "
                  "{:.1f} GiB, and {:.1f} GiB is available{}{}",
                  need / (1 << 30), avail / (1 << 30), o.cmp.device == Device::CUDA ? " on the GPU" : "",
-                 learned ? "; the learned methods need the whole model (they do not run block by block yet): run the "
-                           "search methods alone, which prune block by block"
+                 learned ? "; the learned methods learn block by block with --pipeline block --objective block"
                          : "; use --pipeline block");
   }
   std::fprintf(stderr, "nmperm prune: %s (%s, %.0f parameters), %s, %s scores; models on %s; %s\n",
@@ -663,13 +665,15 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)->excludes("--calib-batches");
   pc->add_option("--pipeline", pr.pipeline,
                  "'block': one transformer block in memory at a time, read from the mapped shards and written out as "
-                 "it is pruned (decoder models, search methods; any size); 'whole': the whole model in memory twice "
-                 "(f32; every method, ViTs). auto: block for decoder models unless a learned method runs")
+                 "it is pruned (decoder models, any size; a learned method learns each block against its own output: "
+                 "--objective block, or --learn-set objective=layer-cosine for permllm); 'whole': the whole model in memory "
+                 "twice (f32; every method and objective, ViTs). auto: block for decoder models unless a learned "
+                 "method runs")
       ->capture_default_str()->check(CLI::IsMember({"auto", "whole", "block"}));
   pc->add_option("--calibration", pr.calibration,
                  "inputs each block is calibrated on: 'sequential' (the outputs of the pruned blocks before it, as "
-                 "Wanda and SparseGPT run; block pipeline) or 'dense' (the dense model's, one-shot; what the learned "
-                 "methods need). auto: sequential block by block, else dense")
+                 "Wanda and SparseGPT run; block pipeline; a learned method learns from them too) or 'dense' (the "
+                 "dense model's, one-shot). auto: sequential block by block, else dense")
       ->capture_default_str()->check(CLI::IsMember({"auto", "dense", "sequential"}));
   pc->add_flag("--resume", pr.cmp.resume,
                "block pipeline with --out: continue an interrupted run after the last block it saved (the result "
