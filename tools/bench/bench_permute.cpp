@@ -7,16 +7,18 @@
 //      of the timed steps, with the share of each part.
 //   2. Wall time of every search method (none, random, channel-swap, ria) with the kept
 //      Wanda fraction, and for the learned methods 300 x their measured step time.
-// usage: bench_permute [n] [steps] [sweeps] [escapes] [--device cpu|cuda]
+// usage: bench_permute [n] [steps] [sweeps] [escapes] [--device cpu|cuda] [--profile]
 //   sweeps / escapes: the channel-swap and ria limits. With --device cuda the learning
 //   steps run on the GPU (the assignment on the host) and part 2 is skipped: the searches
-//   are CPU code.
+//   are CPU code. --profile adds, per learning step, the host milliseconds in each op
+//   family (core/profile.h), over separate steps after the timed ones (CPU only).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "core/profile.h"
 #include "core/storage.h"
 #include "kernels/runtime.h"
 #include "models/optim.h"
@@ -36,7 +38,7 @@ struct StepTimes {
 };
 
 // One learning step of a site with G groups; returns the median of `steps` timed steps.
-StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_t steps, int64_t iters) {
+StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_t steps, int64_t iters, bool profiled) {
   int64_t n = w.shape(1), B = n / G;
   Device device = w.device();
   auto sync = [&] {  // kernels queue asynchronously: time whole parts
@@ -58,8 +60,7 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
     dense = linear(x, w);
   }
   double scale = mean(scores).item();
-  std::vector<StepTimes> all;
-  for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
+  auto step = [&] {
     StepTimes t;
     auto t0 = std::chrono::steady_clock::now();
     adam.zero_grad();
@@ -80,7 +81,24 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
     adam.step();
     sync();
     t.total = since(t0);
+    return t;
+  };
+  std::vector<StepTimes> all;
+  for (int64_t s = 0; s <= steps; ++s) {  // step 0 warms up
+    StepTimes t = step();
     if (s > 0) all.push_back(t);
+  }
+  if (profiled) {  // separate steps, so that the timed ones carry no profiling
+    profile::reset();
+    {
+      profile::Enabled on;
+      for (int64_t s = 0; s < steps; ++s) step();
+    }
+    auto t = profile::totals();
+    std::printf("    profile, ms per step:");
+    for (int f = 0; f < profile::kFamilies; ++f)
+      if (t[size_t(f)] > 0) std::printf(" %s %.1f", profile::family_name(profile::Family(f)), t[size_t(f)] * 1e3 / double(steps));
+    std::printf("\n");
   }
   std::sort(all.begin(), all.end(), [](const StepTimes& a, const StepTimes& b) { return a.total < b.total; });
   return all[all.size() / 2];
@@ -92,14 +110,21 @@ int main(int argc, char** argv) {
   kernels::select_blas_kernels(argv);
   std::vector<int64_t> num{4096, 3, 100, 20};  // n, steps, sweeps, escapes
   Device device = Device::CPU;
+  bool profiled = false;
   for (int i = 1, k = 0; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--device") && i + 1 < argc) {
+    if (!std::strcmp(argv[i], "--profile")) {
+      profiled = true;
+    } else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) {
       device = !std::strcmp(argv[++i], "cuda") ? Device::CUDA : Device::CPU;
     } else if (k < 4) {
       num[size_t(k++)] = std::atoll(argv[i]);
     }
   }
   int64_t n = num[0], steps = num[1], sweeps = num[2], escapes = num[3];
+  if (profiled && device == Device::CUDA) {
+    std::fprintf(stderr, "bench_permute: --profile times the host side only; CUDA kernels run asynchronously\n");
+    return 2;
+  }
   try {
     if (device == Device::CUDA) {
       NMPERM_CHECK(cuda_available(), "--device cuda: no CUDA device is available");
@@ -120,13 +145,13 @@ int main(int argc, char** argv) {
     std::printf("  %-6s %10s %12s %12s %12s\n", "G", "step s", "sinkhorn s", "assign s", "backward s");
     double step_g4 = 0;
     for (int64_t G : {4, 1}) {
-      StepTimes t = learning_step(w_dev, scores_dev, G, steps, 20);
+      StepTimes t = learning_step(w_dev, scores_dev, G, steps, 20, profiled);
       if (G == 4) step_g4 = t.total;
       std::printf("  %-6lld %10.3f %12.3f %12.3f %12.3f\n", (long long)G, t.total, t.sinkhorn, t.assignment,
                   t.backward);
       std::fflush(stdout);
     }
-    StepTimes permllm = learning_step(w_dev, scores_dev, n / 64, steps, 5);
+    StepTimes permllm = learning_step(w_dev, scores_dev, n / 64, steps, 5, profiled);
     std::printf("  %-6s %10.3f %12.3f %12.3f %12.3f  (PermLLM: blocks of 64, 5 Sinkhorn iterations)\n", "n/64",
                 permllm.total, permllm.sinkhorn, permllm.assignment, permllm.backward);
     if (device == Device::CUDA) return 0;
