@@ -121,7 +121,8 @@ std::map<std::string, Perm> learn_block(Pass& pass, size_t i, std::vector<Site>&
 // What an interrupted learned run keeps of `acc` in its state, and back.
 json learn_state(const LearnResult& r) {
   return {{"curve", r.curve},         {"start_holdout", r.start_holdout}, {"best_holdout", r.best_holdout},
-          {"best_step", r.best_step}, {"seconds", r.seconds},             {"soft_block", r.soft_block.to_vector<float>()}};
+          {"best_step", r.best_step}, {"seconds", r.seconds},             {"soft_block", r.soft_block.to_vector<float>()},
+          {"soft_block_size", r.soft_block.shape(0)}};
 }
 LearnResult learn_from_state(const json& j) {
   LearnResult r;
@@ -130,9 +131,8 @@ LearnResult learn_from_state(const json& j) {
   r.best_holdout = j.at("best_holdout");
   r.best_step = j.at("best_step");
   r.seconds = j.at("seconds");
-  std::vector<float> soft = j.at("soft_block");
-  const auto B = int64_t(std::lround(std::sqrt(double(soft.size()))));
-  r.soft_block = from_vector(soft, {B, B});
+  const int64_t B = j.at("soft_block_size");
+  r.soft_block = from_vector(j.at("soft_block").get<std::vector<float>>(), {B, B});
   return r;
 }
 
@@ -329,10 +329,10 @@ MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const
   // straight-through chain (about 8 weight-sized tensors), every site's costs with their
   // gradients, Adam moments and Sinkhorn states (about 10 copies of G B^2), and one
   // learning batch's activations kept for the backward.
+  const NMPattern pattern = NMPattern::parse(o.pattern);
   for (const std::string& m : o.methods) {
     if (!permute_method(m).learned) continue;
     const LearnOptions lo = run_prune_options(o, m, o.seed).learn;
-    const NMPattern pattern = NMPattern::parse(o.pattern);
     double costs = 0;
     for (auto [channels, sites] : {std::pair{c.hidden_size, 3.0}, {c.intermediate_size, 1.0}})
       costs += sites * double(channels) * double(channels) / double(site_groups(channels, lo, pattern));
@@ -394,8 +394,7 @@ json compare_blockwise(const std::string& checkpoint, const TrainData& data, con
     NMPERM_CHECK(obj == Objective::Block || obj == Objective::LayerCosine,
                  "--permute {} block by block learns each block against its own output: the '{}' objective trains "
                  "against the whole model; use --objective block (or --learn-set objective=block|layer-cosine), or "
-                 "the whole-model pipeline "
-                 "(--pipeline whole), which needs the whole model in memory",
+                 "the whole-model pipeline (--pipeline whole), which needs the whole model in memory",
                  m, name_of(obj));
   }
   NMPERM_CHECK(parse_layout(o.layout) == Layout::Original,

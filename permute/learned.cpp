@@ -145,6 +145,15 @@ template <class F> struct OnExit {
 };
 template <class F> OnExit(F) -> OnExit<F>;
 
+// The rows 0..N-1 that are not in `held` (ascending, as spread_indices gives them).
+std::vector<int64_t> rows_not_held(int64_t N, const std::vector<int64_t>& held) {
+  std::vector<int64_t> rest;
+  for (int64_t i = 0, k = 0; i < N; ++i)
+    if (k < int64_t(held.size()) && held[size_t(k)] == i) ++k;
+    else rest.push_back(i);
+  return rest;
+}
+
 // Every seed a learned method derives from its own: the initial costs, and the training
 // batches of stage (block) `stage`.
 uint64_t costs_seed(const LearnOptions& opt) { return opt.seed * 7919 + 17; }
@@ -541,9 +550,7 @@ class Learner : LearnTask {
                  "number",
                  H, N);
     std::vector<int64_t> held = spread_indices(N, H);
-    for (int64_t i = 0, k = 0; i < N; ++i)
-      if (k < H && held[size_t(k)] == i) ++k;
-      else fit_rows_.push_back(i);
+    fit_rows_ = rows_not_held(N, held);
     inputs_ = inputs;
     if (opt_.objective == Objective::Block) {
       NoGradGuard ng;
@@ -579,10 +586,7 @@ class Learner : LearnTask {
       int64_t H = opt_.holdout > 0 ? opt_.holdout : 1024;
       NMPERM_CHECK(s.size() >= H + batch_size(), "learned permutations need {} training images, the data has {}",
                    H + batch_size(), s.size());
-      std::vector<int64_t> held = spread_indices(s.size(), H), rest;
-      for (int64_t i = 0, k = 0; i < s.size(); ++i)
-        if (k < H && held[size_t(k)] == i) ++k;
-        else rest.push_back(i);
+      std::vector<int64_t> held = spread_indices(s.size(), H), rest = rows_not_held(s.size(), held);
       Tensor ri = from_vector(rest, {int64_t(rest.size())});
       fit_.train_images = {index_select(s.images, 0, ri), index_select(s.labels, 0, ri)};
       for (int64_t at = 0; at < H; at += 256) {
