@@ -66,6 +66,33 @@ TEST(Assignment, MatchesScipyOnRandomTiedAndAdversarialCosts) {
   EXPECT_GE(checked, 10);
 }
 
+// Adding a constant to a row or a column adds it to every assignment, so the optimum moves
+// by the sum of the offsets. Large row offsets (one channel better than another for every
+// group, as in RIA's gains) are where column reduction alone matches few rows and the
+// augmenting row reduction does most of the work; small integer noise adds ties.
+TEST(Assignment, RowAndColumnOffsetsShiftTheOptimumByTheirSum) {
+  Generator g(3);
+  for (int64_t n : {2, 3, 17, 64, 200})
+    for (bool ties : {false, true}) {
+      std::vector<double> noise(size_t(n * n)), shifted(size_t(n * n)), r(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+      for (auto& x : noise) x = ties ? double(g.randint(3)) : g.uniform();
+      for (auto& x : r) x = g.uniform() * 1000;
+      for (auto& x : c) x = g.uniform() * 10;
+      double offsets = std::accumulate(r.begin(), r.end(), 0.0) + std::accumulate(c.begin(), c.end(), 0.0);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) shifted[size_t(i * n + j)] = noise[size_t(i * n + j)] + r[size_t(i)] + c[size_t(j)];
+      for (bool maximize : {false, true}) {
+        auto p = linear_assignment(noise.data(), n, maximize), q = linear_assignment(shifted.data(), n, maximize);
+        ASSERT_TRUE(is_permutation(q));
+        EXPECT_NEAR(assignment_cost(shifted.data(), n, q), assignment_cost(noise.data(), n, p) + offsets, 1e-9 * offsets)
+            << "n " << n << (ties ? " tied" : "") << (maximize ? " max" : " min");
+        if (n <= 8) {
+          EXPECT_NEAR(assignment_cost(noise.data(), n, p), brute_force(noise, n, maximize), 1e-9);
+        }
+      }
+    }
+}
+
 TEST(Assignment, BatchedEqualsOneByOne) {
   Generator g(2);
   Tensor costs = randn({5, 13, 13}, g, DType::F64);

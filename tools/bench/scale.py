@@ -40,6 +40,7 @@ LLAMA_8B = dict(LLAMA_1B, hidden_size=4096, intermediate_size=14336, num_hidden_
 MODELS = {"1b": LLAMA_1B, "8b": LLAMA_8B}
 for n in (1, 2, 4, 8):
     MODELS[f"1b-l{n}"] = dict(LLAMA_1B, num_hidden_layers=n)
+MODELS["8b-l1"] = dict(LLAMA_8B, num_hidden_layers=1)  # one 8B block: per-block times at that width
 
 
 def make(folder, config, shard_bytes=2 << 30):
