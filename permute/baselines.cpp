@@ -86,8 +86,9 @@ struct SlotValues {
 // conversions) within a run, and the runs' sums add up in f64. These sums only rank
 // candidate moves; the searches value every move they make exactly (group_value), so f32
 // here can cost a near-tie, never a wrong total. Compiled twice: AVX-512 where the CPU has
-// it (16 lanes), the build's baseline otherwise.
-#if defined(__x86_64__) && defined(__GNUC__)
+// it (16 lanes), the build's baseline otherwise (GCC on x86-64; not under ThreadSanitizer,
+// whose runtime is not up yet when the choice is made at load time).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("avx512f", "default")))
 #endif
 void hinge_sums(const float* const* x, int64_t nx, const float* const* t, int64_t nt, int64_t O, double* h) {
