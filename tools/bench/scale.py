@@ -4,7 +4,7 @@
 Builds (once) checkpoints of real shapes with random bf16 weights from their transformers
 configs -- Llama-3.2-1B (16 layers, hidden 2048, 32/8 heads, MLP 8192, vocab 128256, tied),
 the same with 1, 2, 4 and 8 layers, and Llama-3-8B (32 layers, hidden 4096, 32/8 heads,
-MLP 14336, untied) -- tensor by tensor, so that making an 8B folder never holds it in
+MLP 14336, untied; 8b-l1 is one block of it, for per-block times) -- tensor by tensor, so that making an 8B folder never holds it in
 memory. The tokenizer is the fixture byte-level BPE with Llama-3's pre-tokenizer (its ids
 fit the 128,256 embeddings). Then runs, each as its own process with its peak RSS taken
 from wait4():
@@ -13,7 +13,8 @@ from wait4():
     nmperm eval --seqlen 512 --windows 16 --pipeline block
 
 and prints one line per run (and appends it as JSON to --results), with the machine, the
-thread count and the nmperm build.
+thread count and the nmperm build; each run's output, with elapsed seconds, goes to
+ROOT/logs/MODEL-RUN-PRECISION.log as it comes.
 
     /tmp/hfenv/bin/python tools/bench/scale.py --root /tmp/nmperm-scale --text kjv.txt \\
         [--models 1b,1b-l1,1b-l2,1b-l4,1b-l8,8b] [--runs eval,none,ria,channel-swap] [--threads 2]
@@ -87,13 +88,21 @@ def make(folder, config, shard_bytes=2 << 30):
     print(f"made {folder} ({total / 2**30:.1f} GiB bf16) in {time.time() - t0:.0f}s", flush=True)
 
 
-def run(cmd):
-    """Wall seconds, peak RSS in GiB and the output of one process."""
+def run(cmd, log):
+    """Wall seconds, peak RSS in GiB and the output of one process. The output also goes to
+    the file log as it comes, each line after its elapsed seconds, so a run stopped from
+    outside leaves its progress (per block, with the time) behind."""
     t0 = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = p.stdout.read()
+    lines = []
+    with open(log, "a") as f:
+        f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+        for line in p.stdout:
+            lines.append(line)
+            f.write(f"{time.time() - t0:9.1f}  {line}")
+            f.flush()
     _, status, usage = os.wait4(p.pid, 0)
-    return time.time() - t0, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status), out
+    return time.time() - t0, usage.ru_maxrss / 2**20, os.waitstatus_to_exitcode(status), "".join(lines)
 
 
 if __name__ == "__main__":
@@ -107,7 +116,9 @@ if __name__ == "__main__":
     ap.add_argument("--results", default="scale_results.jsonl")
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"],
                     help="nmperm --precision of every run (linear layers in 16 bits, f32 accumulation)")
-    ap.add_argument("--keep", action="store_true", help="write the pruned checkpoints under ROOT/MODEL-pruned")
+    ap.add_argument("--keep", action="store_true",
+                    help="write the pruned checkpoints under ROOT/MODEL-pruned; a prune stopped before it ended "
+                         "(its process killed) continues from its last saved block when run again (--resume)")
     a = ap.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 2**20
@@ -125,9 +136,10 @@ if __name__ == "__main__":
                 cmd = [a.nmperm, "prune", "--checkpoint", folder, *data, "--calib", a.text, "--nsamples", "16",
                        "--eval-windows", "16", "--permute", what]
                 if a.keep:
-                    cmd += ["--out", folder + "-pruned"]
+                    cmd += ["--out", folder + "-pruned", "--resume"]
             cmd += ["--threads", str(a.threads), "--precision", a.precision]
-            secs, rss, rc, out = run(cmd)
+            os.makedirs(os.path.join(a.root, "logs"), exist_ok=True)
+            secs, rss, rc, out = run(cmd, os.path.join(a.root, "logs", f"{name}-{what}-{a.precision}.log"))
             tail = out.strip().splitlines()[-6:]
             rec = {"model": name, "run": what, "precision": a.precision, "layers": MODELS[name]["num_hidden_layers"], "seconds": round(secs, 1),
                    "peak_rss_gib": round(rss, 2), "rc": rc, "threads": a.threads, "cpu": cpu, "nmperm": version,
