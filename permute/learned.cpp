@@ -484,14 +484,21 @@ class Learner : LearnTask {
       for (size_t i = 0; i < params.size(); ++i) params[i].set_requires_grad(had_grad[i]);
     }};
     int64_t total = opt_.steps * int64_t(stages.size()), done = 0;
+    // Stage by stage (the block objective), start_holdout and best_holdout are sums over the
+    // stages, as the block pipeline reports them.
+    double start_sum = 0, best_sum = 0;
     for (size_t si = 0; si < stages.size(); ++si) {
       stage_ = stages[si];
       block_ = stage_[0]->site->block;
       stage_index_ = by_block_ ? block_ : si;  // a block's batches do not depend on where a run starts
       std::vector<Costs*> costs(stage_.begin(), stage_.end());
       std::string label = stages.size() > 1 || by_block_ ? fmt::format("block {}", block_) : std::string("learn");
-      r.best_holdout = train_costs(costs, *this, opt_, r, bar, done, total, label, stage_index_);
+      const size_t first = r.curve.size();
+      best_sum += train_costs(costs, *this, opt_, r, bar, done, total, label, stage_index_);
+      start_sum += r.curve[first].at("holdout").get<double>();
     }
+    r.start_holdout = start_sum;
+    r.best_holdout = best_sum;
     for (auto& s : states_) r.perms[s.site->name] = s.permutation(s.best);
     if (!states_.empty()) {
       NoGradGuard ng;

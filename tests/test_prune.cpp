@@ -377,6 +377,22 @@ TEST(Prune, BlockObjectiveTrainsEveryBlockInTurn) {
   LearnResult r = learn_permutations(m, sites, scores, {}, d, o);
   EXPECT_EQ(r.perms.size(), sites.size());
   EXPECT_EQ(r.curve.size(), size_t(2 * (1 + 3)));  // per block: the start point and 3 steps
+  // The held-out objectives are sums over the blocks, as block by block: each block's
+  // start (step 0) and its best.
+  std::map<int64_t, std::vector<double>> held;
+  int64_t stage = -1;
+  for (const nlohmann::json& p : r.curve) {
+    if (p.contains("stage")) stage = p["stage"];  // a block's first point names it
+    if (p.contains("holdout")) held[stage].push_back(p["holdout"]);
+  }
+  ASSERT_EQ(held.size(), 2u);
+  double start = 0, best = 0;
+  for (auto& [b, h] : held) {
+    start += h.front();
+    best += *std::min_element(h.begin(), h.end());
+  }
+  EXPECT_DOUBLE_EQ(r.start_holdout, start);
+  EXPECT_DOUBLE_EQ(r.best_holdout, best);
 }
 
 TEST(Prune, PatternThatDoesNotFitIsAnError) {
