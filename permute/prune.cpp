@@ -75,8 +75,11 @@ std::map<std::string, Perm> search_sites(const std::string& method, const std::v
     so.seed = opt.seed * 1000 + first_site + i;
     perms[sites[i].name] = search_permutation(method, stacked(scores.at(sites[i].name)), opt.pattern, so);
     size_t done = first_site + i + 1, total = total_sites ? total_sites : sites.size();
-    bar.show(fmt::format("  {}: site {}/{} ({})  ETA {}", method, done, total, sites[i].name,
-                         bar.eta(double(i + 1), double(sites.size()))),
+    // The count runs over the whole model; the times over this call's sites (a block's, or
+    // the model's when searched whole): the block lines carry the whole run's ETA.
+    bar.show(fmt::format("  {}: site {}/{} ({}), {} elapsed, ETA {}{}", method, done, total, sites[i].name,
+                         fmt_time(bar.elapsed()), bar.eta(double(i + 1), double(sites.size())),
+                         total_sites ? " for this block's sites" : ""),
              i + 1 == sites.size() && !total_sites);
   }
   return perms;
