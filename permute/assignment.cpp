@@ -71,8 +71,8 @@ std::vector<int64_t> linear_assignment(const double* a, int64_t n, bool maximize
   // Jonker-Volgenant family, in the form Crouse 2016 describes): each new row grows a
   // Dijkstra tree over reduced costs a[i][j] - u[i] - v[j] >= 0, scanning only the columns
   // not yet in the tree, until it reaches a free column; potentials are updated once per
-  // row from the path lengths, then the path is flipped. Only the rows that column
-  // reduction leaves free need a path.
+  // row from the path lengths, then the path is flipped. Only the rows that the
+  // reductions below leave free need a path.
   const double kInf = std::numeric_limits<double>::infinity();
   for (int64_t k = 0; k < n * n; ++k)
     NMPERM_CHECK(std::isfinite(a[k]), "linear_assignment: cost[{}, {}] is {}", k / n, k % n, a[k]);
