@@ -17,11 +17,11 @@ namespace {
 // left free end up matched for O(n) each instead of a shortest-path search.
 void augmenting_row_reduction(const double* a, int64_t n, std::vector<double>& v, std::vector<int64_t>& row_of,
                               std::vector<int64_t>& col_of) {
+  if (n < 2) return;
   const double kInf = std::numeric_limits<double>::infinity();
   std::vector<int64_t> free_rows;
   for (int64_t i = 0; i < n; ++i)
     if (col_of[size_t(i)] < 0) free_rows.push_back(i);
-  if (n < 2) return;
   int64_t steps = 0;
   for (int pass = 0; pass < 2; ++pass) {
     const int64_t before = int64_t(free_rows.size());
