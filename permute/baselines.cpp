@@ -270,6 +270,16 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
   };
   double cur = value(p);
   SlotValues slots(c, G, M);
+  // The hinge part of each slot's gain matrix is kept from its last visit, with the
+  // permutation it was computed under: a visit recomputes only the rows whose channel
+  // moved and the columns whose group's other slots changed (a slot's thresholds depend
+  // only on the group's other channels). Late rounds move few channels and the last round
+  // none, so most of their hinge sums are reused. Every entry is the same sum in the same
+  // order as a full recomputation, so the permutation is too.
+  const bool cache = G * G * M * int64_t(sizeof(double)) <= opt.ria_cache_bytes;
+  std::vector<std::vector<double>> hinge(static_cast<size_t>(M));
+  std::vector<Perm> computed_at(static_cast<size_t>(M));
+  constexpr int64_t kRows = 16;
   // Per-position assignment: the channels at slot m of every group are re-dealt to the
   // groups by a maximum-weight assignment, the other slots held fixed.
   for (int64_t round = 0; round < opt.max_sweeps; ++round) {
@@ -282,16 +292,57 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
         x[size_t(g)] = c[p[size_t(g * M + m)]];
         t[size_t(g)] = slots.threshold(g * M + m);
       }
-      // gain[k * G + g]: the value of group g with the channel now at slot m of group k
-      // in its slot m (the rows of 16 channels at a time share one pass over the thresholds).
+      // h[k * G + g]: sum_o max(x_k - t_g, 0) for the channel now at slot m of group k in
+      // group g's slot m. Rows to recompute against every column, the others only against
+      // the columns to recompute (rows of 16 channels share one pass over the thresholds).
+      std::vector<double>& h = hinge[size_t(m)];
+      const Perm& q0 = computed_at[size_t(m)];
+      std::vector<int64_t> rows, fresh_rows, cols;
+      for (int64_t k = 0; k < G; ++k) (q0.empty() || q0[size_t(k * M + m)] != p[size_t(k * M + m)] ? rows : fresh_rows).push_back(k);
+      for (int64_t g = 0; g < G && !q0.empty(); ++g)
+        for (int64_t a = 0; a < M; ++a)
+          if (a != m && q0[size_t(g * M + a)] != p[size_t(g * M + a)]) {
+            cols.push_back(g);
+            break;
+          }
+      if (q0.empty()) fresh_rows.clear();
+      h.resize(size_t(G * G));
+      std::vector<const float*> tc(cols.size());
+      for (size_t j = 0; j < cols.size(); ++j) tc[j] = t[size_t(cols[j])];
+      const int64_t row_chunks = (int64_t(rows.size()) + kRows - 1) / kRows;
+      const int64_t fresh_chunks = cols.empty() ? 0 : (int64_t(fresh_rows.size()) + kRows - 1) / kRows;
+#pragma omp parallel
+      {
+        std::vector<const float*> xs(kRows);
+        std::vector<double> out(size_t(kRows * G));
+#pragma omp for schedule(dynamic)
+        for (int64_t chunk = 0; chunk < row_chunks + fresh_chunks; ++chunk) {
+          const bool all = chunk < row_chunks;
+          const std::vector<int64_t>& rs = all ? rows : fresh_rows;
+          const int64_t r0 = (all ? chunk : chunk - row_chunks) * kRows, n = std::min(kRows, int64_t(rs.size()) - r0);
+          for (int64_t r = 0; r < n; ++r) xs[size_t(r)] = x[size_t(rs[size_t(r0 + r)])];
+          if (all) {
+            hinge_sums(xs.data(), n, t.data(), G, c.O, out.data());
+            for (int64_t r = 0; r < n; ++r)
+              std::copy_n(out.data() + r * G, G, h.data() + rs[size_t(r0 + r)] * G);
+          } else {
+            const int64_t nc = int64_t(cols.size());
+            hinge_sums(xs.data(), n, tc.data(), nc, c.O, out.data());
+            for (int64_t r = 0; r < n; ++r)
+              for (int64_t j = 0; j < nc; ++j) h[size_t(rs[size_t(r0 + r)] * G + cols[size_t(j)])] = out[size_t(r * nc + j)];
+          }
+        }
+      }
+      computed_at[size_t(m)] = p;
+      // gain[k * G + g]: the value of group g with the channel now at slot m of group k in
+      // its slot m.
       std::vector<double> gain(static_cast<size_t>(G * G));
-      constexpr int64_t kRows = 16;
-#pragma omp parallel for schedule(dynamic)
-      for (int64_t k0 = 0; k0 < G; k0 += kRows) {
-        int64_t rows = std::min(kRows, G - k0);
-        hinge_sums(x.data() + k0, rows, t.data(), G, c.O, gain.data() + k0 * G);
-        for (int64_t k = k0; k < k0 + rows; ++k)
-          for (int64_t g = 0; g < G; ++g) gain[size_t(k * G + g)] += slots.rest[size_t(g * M + m)];
+#pragma omp parallel for schedule(static)
+      for (int64_t k = 0; k < G; ++k)
+        for (int64_t g = 0; g < G; ++g) gain[size_t(k * G + g)] = h[size_t(k * G + g)] + slots.rest[size_t(g * M + m)];
+      if (!cache) {
+        std::vector<double>().swap(h);
+        computed_at[size_t(m)].clear();
       }
       std::vector<int64_t> to = linear_assignment(gain.data(), G, true);  // channel row k -> group to[k]
       Perm q = p;

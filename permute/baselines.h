@@ -25,6 +25,8 @@ struct SearchOptions {
   int64_t escapes = 20;      // channel-swap: random perturbations after a local optimum
   int64_t window = 64;       // channel-swap: with more groups, pairs only within windows of this
                              // many groups (reshuffled every sweep); 0 = all pairs
+  int64_t ria_cache_bytes = int64_t(2) << 30;  // ria: memory for hinge sums kept from round to
+                                               // round (same result; 0 recomputes them all)
 };
 
 using Perm = std::vector<int64_t>;
