@@ -324,12 +324,20 @@ MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const
   e.embeddings = V * C * 4;
   e.working = working + double(std::max<int64_t>(1, 2048 / T) * T) * V * 4 * 2;  // and one batch's logits
   e.activations = (calib_tokens + eval_tokens) * C * 4;
+  // RIA (the learned methods' default warm start too) holds at its widest site, down_proj
+  // with G = intermediate / M groups, a G x G gain matrix and, while they fit its budget,
+  // every slot's hinge sums kept across rounds (M more).
+  const NMPattern pattern = NMPattern::parse(o.pattern);
+  for (const std::string& m : o.methods)
+    if (m == "ria" || permute_method(m).learned) {
+      const double G = I / double(pattern.m), kept = double(pattern.m) * G * G * 8;
+      e.block = layer_parameters(c) * 4 * 1.5 + G * G * 8 + (kept <= double(o.search.ria_cache_bytes) ? kept : G * G * 8);
+    }
   // A learned method's block: its calibration inputs twice more (gathered into one tensor,
   // and the dense outputs they learn towards), every consumer's W_eff with its
   // straight-through chain (about 8 weight-sized tensors), every site's costs with their
   // gradients, Adam moments and Sinkhorn states (about 10 copies of G B^2), and one
   // learning batch's activations kept for the backward.
-  const NMPattern pattern = NMPattern::parse(o.pattern);
   for (const std::string& m : o.methods) {
     if (!permute_method(m).learned) continue;
     const LearnOptions lo = run_prune_options(o, m, o.seed).learn;
