@@ -305,7 +305,6 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
             cols.push_back(g);
             break;
           }
-      if (q0.empty()) fresh_rows.clear();
       h.resize(size_t(G * G));
       std::vector<const float*> tc(cols.size());
       for (size_t j = 0; j < cols.size(); ++j) tc[j] = t[size_t(cols[j])];
