@@ -1,5 +1,6 @@
 #include "permute/blockwise.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -328,11 +329,10 @@ MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const
   // with G = intermediate / M groups, a G x G gain matrix and, while they fit its budget,
   // every slot's hinge sums kept across rounds (M more).
   const NMPattern pattern = NMPattern::parse(o.pattern);
-  for (const std::string& m : o.methods)
-    if (m == "ria" || permute_method(m).learned) {
-      const double G = I / double(pattern.m), kept = double(pattern.m) * G * G * 8;
-      e.block = layer_parameters(c) * 4 * 1.5 + G * G * 8 + (kept <= double(o.search.ria_cache_bytes) ? kept : G * G * 8);
-    }
+  if (std::any_of(o.methods.begin(), o.methods.end(), [](const std::string& m) { return m == "ria" || permute_method(m).learned; })) {
+    const double G = I / double(pattern.m), kept = double(pattern.m) * G * G * 8;
+    e.block += G * G * 8 + (kept <= double(o.search.ria_cache_bytes) ? kept : G * G * 8);
+  }
   // A learned method's block: its calibration inputs twice more (gathered into one tensor,
   // and the dense outputs they learn towards), every consumer's W_eff with its
   // straight-through chain (about 8 weight-sized tensors), every site's costs with their
