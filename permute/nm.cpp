@@ -77,12 +77,13 @@ Tensor importance(const Tensor& weight, const Tensor& act_norms, Score score) {
 namespace {
 
 // 0/1 mask keeping the `keep` highest scores of every run of `group` consecutive inputs of
-// every row (ties keep the lower index).
+// every row (ties keep the lower index; NaN ranks below every number, so exactly `keep`
+// are kept).
 Tensor top_in_groups(const Tensor& scores, int64_t group, int64_t keep) {
   int64_t O = scores.shape(0), I = scores.shape(1);
   if (scores.device() != Device::CPU) {
     // The device's top-k (the same tie rule) and a scatter of ones; the CPU keeps the
-    // loop below, which sorts each short group in place without building index tensors.
+    // loops below, which rank each short group in place without building index tensors.
     NoGradGuard ng;
     Device d = scores.device();
     int64_t R = O * I / group;
@@ -91,8 +92,29 @@ Tensor top_in_groups(const Tensor& scores, int64_t group, int64_t keep) {
     return reshape(mask, {O, I}).contiguous();
   }
   Tensor s = scores.to(DType::F32).contiguous();
-  Tensor mask = zeros({O, I});
   const float* sp = s.data<float>();
+  auto key = [](float x) { return x != x ? -INFINITY : x; };
+  if (group <= 8) {  // N:M groups: rank each entry by counting (the same order, no sort)
+    Tensor mask = Tensor::empty({O, I});
+    float* mp = mask.data<float>();
+    auto by_rank = [&]<int64_t M>(std::integral_constant<int64_t, M>) {
+      const int64_t m = M ? M : group;
+#pragma omp parallel for if (O * I > 65536)
+      for (int64_t g = 0; g < O * I; g += m) {
+        float v[8];
+        for (int64_t a = 0; a < m; ++a) v[a] = key(sp[g + a]);
+        for (int64_t a = 0; a < m; ++a) {
+          int64_t above = 0;  // entries ranked before a: higher, or equal at a lower index
+          for (int64_t b = 0; b < m; ++b) above += v[b] > v[a] || (v[b] == v[a] && b < a);
+          mp[g + a] = above < keep ? 1.0f : 0.0f;
+        }
+      }
+    };
+    if (group == 4) by_rank(std::integral_constant<int64_t, 4>{});
+    else by_rank(std::integral_constant<int64_t, 0>{});
+    return mask;
+  }
+  Tensor mask = zeros({O, I});
   float* mp = mask.data<float>();
 #pragma omp parallel for if (O * I > 65536)
   for (int64_t o = 0; o < O; ++o) {
@@ -101,7 +123,8 @@ Tensor top_in_groups(const Tensor& scores, int64_t group, int64_t keep) {
       const float* grp = sp + o * I + g;
       std::iota(idx.begin(), idx.end(), 0);
       std::partial_sort(idx.begin(), idx.begin() + keep, idx.end(), [&](int64_t a, int64_t b) {
-        return grp[a] != grp[b] ? grp[a] > grp[b] : a < b;
+        float x = key(grp[a]), y = key(grp[b]);
+        return x != y ? x > y : a < b;
       });
       for (int64_t k = 0; k < keep; ++k) mp[o * I + g + idx[size_t(k)]] = 1.0f;
     }

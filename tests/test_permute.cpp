@@ -135,6 +135,28 @@ TEST(NM, MaskKeepsExactlyNPerGroup) {
   EXPECT_THROW_MSG(NMPattern::parse("2-4"), "must look like 2:4");
 }
 
+// Ties keep the lower index and NaN ranks below every number, in the counting path for
+// short groups (M <= 8) and the sorting path for longer ones alike.
+TEST(NM, TiesKeepTheLowerIndexAndNaNRanksLast) {
+  Generator g(5);
+  const int64_t R = 9, I = 48;
+  std::vector<float> v = mul(rand({R, I}, g), 3.0).to_vector<float>();
+  for (size_t e = 0; e < v.size(); ++e) v[e] = e % 7 == 3 ? NAN : std::floor(v[e]);  // values 0, 1, 2: many ties
+  Tensor s = from_vector(v, {R, I});
+  for (auto [n, m] : std::vector<std::pair<int64_t, int64_t>>{{2, 4}, {1, 4}, {3, 8}, {1, 2}, {2, 6}, {5, 16}}) {
+    auto mv = nm_mask(s, {n, m}).to_vector<float>();
+    for (int64_t gi = 0; gi < R * I; gi += m) {
+      std::vector<int64_t> order(static_cast<size_t>(m));
+      std::iota(order.begin(), order.end(), 0);
+      auto key = [&](int64_t k) { float x = v[size_t(gi + k)]; return x != x ? -INFINITY : x; };
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key(a) > key(b); });
+      std::vector<float> want(static_cast<size_t>(m), 0.0f);
+      for (int64_t k = 0; k < n; ++k) want[size_t(order[size_t(k)])] = 1.0f;
+      EXPECT_EQ(std::vector<float>(mv.begin() + gi, mv.begin() + gi + m), want) << n << ":" << m << " group at " << gi;
+    }
+  }
+}
+
 TEST(NM, UnstructuredBoundsStructured) {
   Generator g(4);
   Tensor s = abs(randn({16, 32}, g));
