@@ -244,6 +244,32 @@ TEST(Sinkhorn, WideBlocksSplitAmongThreadsFollowTheUnrolledFormAtAnyThreadCount)
   }
 }
 
+// Sharp logits (a small epsilon): rows and columns whose every entry lies far below the
+// others, where a sum without a shift underflows and the kernel must shift by the max.
+// f32 at 1 and 2 threads against the unrolled form in f64.
+TEST(Sinkhorn, SharpLogitsFollowTheUnrolledFormWhereSumsUnderflow) {
+  for (int64_t n : {20, 261}) {
+    Generator g(10);
+    Tensor base = mul(randn({2, n, n}, g), 60.0), u = randn({2, n, n}, g);
+    float* bp = base.data<float>();
+    for (int64_t i = 0; i < 2 * n; ++i) bp[i * n + 3] -= 300.0f;  // a column far below the rest
+    Tensor b = base.to(DType::F64).set_requires_grad();
+    Tensor pb = sinkhorn_unrolled(b, 10);
+    backward(pb, u.to(DType::F64));
+    for (int threads : {1, 2}) {
+      Tensor a = base.clone().set_requires_grad();
+      Tensor pa = test::at_threads(threads, [&] {
+        Tensor p = sinkhorn(a, 10);
+        backward(p, u);
+        return p;
+      });
+      EXPECT_TRUE(std::isfinite(sum(pa).item()) && std::isfinite(sum(a.grad()).item())) << n;
+      EXPECT_TRUE(test::all_close(pa.to(DType::F64), pb, 1e-4, 1e-4)) << n << " at " << threads;
+      EXPECT_TRUE(test::all_close(a.grad().to(DType::F64), b.grad(), 1e-3, 1e-3)) << n << " at " << threads;
+    }
+  }
+}
+
 TEST(Sinkhorn, ReachesDoublyStochastic) {
   Generator g(8);
   Tensor l = randn({2, 16, 16}, g);

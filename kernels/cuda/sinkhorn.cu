@@ -1,7 +1,8 @@
 // CUDA log-domain Sinkhorn over a batch of square blocks (kernels/sinkhorn.h), the same
-// algorithm as the CPU kernel: the log-plan lives in the output, each iteration is one
-// row kernel (a block per row: log-sum-exp, subtract) and one column kernel (a thread per
-// column walking down the rows, so reads are coalesced across threads). The backward keeps
+// normalisers as the CPU kernel, which keeps the plan implicit; here the log-plan lives in
+// the output, each iteration is one row kernel (a block per row: log-sum-exp, subtract) and
+// one column kernel (a thread per column walking down the rows, so reads are coalesced
+// across threads). The backward keeps
 // only the running row and column totals (G, n) and recomputes the plan L - R - C on the
 // fly, like the CPU kernel; no (n, n) intermediate besides the gradient itself.
 #include "kernels/cuda/common.cuh"
