@@ -65,8 +65,8 @@ namespace {
 
 thread_local DType current_precision = DType::F32;
 
-// Linear as one node: the bias is written into the output before a beta = 1 gemm, and
-// the backward is two gemms and a column sum, with no broadcast tensors in between.
+// Linear as one node: the bias goes into the product (kernels::matmul), and the backward
+// is two gemms and a column sum, with no broadcast tensors in between.
 // x2 and w are saved in the dtype they were multiplied in (16-bit under mixed precision),
 // and the incoming gradient is rounded to it too, as autocast's backward does.
 struct LinearNode : Node {
@@ -130,9 +130,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   out_shape.back() = O;
   Tensor out = Tensor::empty(out_shape, out_dtype, x.device());
   Tensor c = view::reshape(out, {1, R, O});
-  if (b.defined()) view::reshape(out, {R, O}).copy_from(view::expand(b, {R, O}));
-  kernels::matmul(view::reshape(x2, {1, R, I}), view::transpose(view::reshape(wc, {1, O, I}), 1, 2), c, 1.0,
-                  b.defined() ? 1.0 : 0.0);
+  kernels::matmul(view::reshape(x2, {1, R, I}), view::transpose(view::reshape(wc, {1, O, I}), 1, 2), c, 1.0, 0.0,
+                  b.defined() ? b.contiguous() : Tensor());
   if (any_requires_grad({&x, &w, &b})) attach(out, std::make_shared<LinearNode>(x2, wc.detach()), {&x, &w, &b});
   return out;
 }

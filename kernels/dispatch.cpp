@@ -98,8 +98,8 @@ void rms_norm_backward(const Tensor& x, const Tensor& w, const Tensor& rstd, con
   NMPERM_RUN("rms_norm_backward", ({&x, &w, &rstd, &dy, &dx, &dw}), rms_norm_backward(x, w, rstd, dy, dx, dw));
 }
 
-void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
-  NMPERM_RUN("matmul", ({&c, &a, &b}), matmul(a, b, c, alpha, beta));
+void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta, const Tensor& bias) {
+  NMPERM_RUN("matmul", ({&c, &a, &b}), matmul(a, b, c, alpha, beta, bias));
 }
 
 void index_select(const Tensor& x, int64_t dim, const Tensor& idx, Tensor& out) {

@@ -2,7 +2,9 @@
 // loop, top-k ordering and ties, AdamW against its formula, clipping, thread-count
 // independence of reductions.
 #include "core/profile.h"
+#include "core/view.h"
 #include "helpers.h"
+#include "kernels/matmul.h"
 #include "kernels/runtime.h"
 #include "kernels/optim.h"
 #include "models/optim.h"
@@ -86,6 +88,32 @@ TEST(Kernels, BatchedMatmulMatchesPerBatch) {
       Tensor ai = reshape(narrow(narrow(a, 0, i, 1), 1, j, 1), {7, 5}), bj = reshape(narrow(b, 0, j, 1), {5, 6});
       EXPECT_TRUE(all_close(reshape(narrow(narrow(c, 0, i, 1), 1, j, 1), {7, 6}), naive_matmul(ai, bj), 1e-12, 1e-10));
     }
+}
+
+// A bias added in the product equals the product plus the bias, on every path of the CPU
+// matmul: oneDNN (f32, bf16 operands), OpenBLAS (f64), the batch folded into M, one call
+// per batch, the small batched products, and an empty inner dimension.
+TEST(Kernels, MatmulAddsABiasOnEveryPath) {
+  struct Case { const char* name; int64_t batch, M, K, N; bool shared_b; };
+  for (DType in : {DType::F32, DType::F64, DType::BF16})
+    for (const Case& k : {Case{"one", 1, 37, 19, 23, false}, Case{"folded", 3, 8, 16, 24, true},
+                          Case{"per batch, large", 2, 128, 128, 160, false}, Case{"per batch, small", 4, 5, 6, 7, false},
+                          Case{"empty inner", 2, 3, 0, 5, false}}) {
+      const DType out = in == DType::BF16 ? DType::F32 : in;
+      Tensor a = randn64({k.batch, k.M, k.K}, 1).to(in);
+      Tensor b = k.shared_b ? view::expand(randn64({1, k.K, k.N}, 2).to(in), {k.batch, k.K, k.N})
+                            : randn64({k.batch, k.K, k.N}, 2).to(in);
+      Tensor bias = randn64({k.N}, 3).to(out);
+      Tensor c = Tensor::empty({k.batch, k.M, k.N}, out), plain = Tensor::empty({k.batch, k.M, k.N}, out);
+      kernels::matmul(a, b, c, 1.0, 0.0, bias);
+      kernels::matmul(a, b, plain);
+      Tensor want = add(plain.to(DType::F64), bias.to(DType::F64));
+      const double tol = out == DType::F64 ? 1e-12 : 1e-5;
+      EXPECT_TRUE(all_close(c.to(DType::F64), want, tol, tol)) << dtype_name(in) << " " << k.name;
+    }
+  Tensor a = Tensor::empty({1, 2, 3}), b = Tensor::empty({1, 3, 4}), c = Tensor::empty({1, 2, 4});
+  EXPECT_THROW_MSG(kernels::matmul(a, b, c, 1.0, 1.0, zeros({4})), "bias");
+  EXPECT_THROW_MSG(kernels::matmul(a, b, c, 1.0, 0.0, zeros({3})), "bias");
 }
 
 TEST(Kernels, TopkSortsAndBreaksTiesByIndex) {
@@ -233,7 +261,9 @@ TEST(Kernels, SoftmaxOfShortRowsMatchesFloat64AtAnyThreadCount) {
     EXPECT_EQ(one, two) << K;
     Tensor want = softmax(x.to(DType::F64), 1);
     EXPECT_TRUE(all_close(from_vector(one, {1100, K}).to(DType::F64), want, 1e-7, 1e-6)) << K;
-    if (K > 1) EXPECT_EQ(one[size_t(5 * K)], 0.0f) << K;
+    if (K > 1) {
+      EXPECT_EQ(one[size_t(5 * K)], 0.0f) << K;
+    }
   }
 }
 

@@ -14,13 +14,15 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <unordered_map>
 
+#include "core/view.h"
 #include "kernels/cpu/blas.h"
 
 namespace nmperm::kernels {
 
 // The argument checks and operand layouts shared with the CUDA matmul.
-void check_matmul(const Tensor& a, const Tensor& b, const Tensor& c) {
+void check_matmul(const Tensor& a, const Tensor& b, const Tensor& c, const Tensor& bias, double beta) {
   NMPERM_CHECK(a.ndim() == 3 && b.ndim() == 3 && c.ndim() == 3, "matmul kernel wants 3-d views, got {} {} {}",
                a.shape(), b.shape(), c.shape());
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
@@ -31,6 +33,14 @@ void check_matmul(const Tensor& a, const Tensor& b, const Tensor& c) {
   NMPERM_CHECK(a.dtype() == b.dtype() && (a.dtype() == c.dtype() || half_in), "matmul: dtypes differ: {} {} {}",
                describe(a), describe(b), describe(c));
   NMPERM_CHECK(c.stride(2) == 1 && c.stride(1) >= N, "matmul: output must be row-major");
+  if (bias.defined())
+    NMPERM_CHECK(bias.ndim() == 1 && bias.shape(0) == N && bias.is_contiguous() && bias.dtype() == c.dtype() &&
+                     bias.device() == c.device() && beta == 0,
+                 "matmul: bias {} for output {} (beta {})", describe(bias), describe(c), beta);
+}
+
+void bias_into_rows(const Tensor& bias, Tensor& c) {
+  c.copy_from(view::expand(view::reshape(bias, {1, 1, bias.shape(0)}), c.shape()));
 }
 
 MatView matmul_operand(const Tensor& t, const char* which) {
@@ -55,7 +65,8 @@ struct DnnlKey {
   bool ta, tb;
   float alpha, beta;
   bool f32_in;  // f32 operands (oneDNN's sgemm) instead of bf16
-  auto tie() const { return std::tie(M, N, K, lda, ldb, ldc, ta, tb, alpha, beta, f32_in); }
+  bool bias;    // an f32 bias (N) added to every row
+  auto tie() const { return std::tie(M, N, K, lda, ldb, ldc, ta, tb, alpha, beta, f32_in, bias); }
   bool operator<(const DnnlKey& o) const { return tie() < o.tie(); }
 };
 
@@ -65,7 +76,7 @@ dnnl::engine& dnnl_engine() {
 }
 
 struct DnnlGemm {
-  dnnl::memory::desc a, b, c;
+  dnnl::memory::desc a, b, c, bias;
   dnnl::matmul prim;
   bool ok = true;  // false: oneDNN has no such matmul on this CPU (bf16 without AVX512)
 };
@@ -84,6 +95,8 @@ std::shared_ptr<const DnnlGemm> dnnl_gemm(const DnnlKey& k) {
   dnnl::memory::desc ad({k.M, k.K}, in, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
   dnnl::memory::desc bd({k.K, k.N}, in, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
   dnnl::memory::desc cd({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
+  dnnl::memory::desc biasd = k.bias ? dnnl::memory::desc({1, k.N}, dt::f32, dnnl::memory::dims{k.N, 1})
+                                    : dnnl::memory::desc();
   dnnl::primitive_attr attr;
   if (k.alpha != 1.0f) attr.set_output_scales(0, {k.alpha});
   if (k.beta != 0.0f) {
@@ -93,19 +106,21 @@ std::shared_ptr<const DnnlGemm> dnnl_gemm(const DnnlKey& k) {
   }
   dnnl::matmul::primitive_desc pd;
   try {
-    pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(ad, bd, cd), attr, dnnl_engine());
+    pd = dnnl::matmul::primitive_desc(k.bias ? dnnl::matmul::desc(ad, bd, biasd, cd) : dnnl::matmul::desc(ad, bd, cd),
+                                      attr, dnnl_engine());
   } catch (const dnnl::error&) {
-    return cache[k] = std::make_shared<const DnnlGemm>(DnnlGemm{ad, bd, cd, {}, false});
+    return cache[k] = std::make_shared<const DnnlGemm>(DnnlGemm{ad, bd, cd, biasd, {}, false});
   }
-  return cache[k] = std::make_shared<const DnnlGemm>(DnnlGemm{ad, bd, cd, dnnl::matmul(pd)});
+  return cache[k] = std::make_shared<const DnnlGemm>(DnnlGemm{ad, bd, cd, biasd, dnnl::matmul(pd)});
 }
 
-// C_i = alpha * A_i B_i + beta * C_i for i < batch through oneDNN (operands f32 or bf16, C
-// f32); false when oneDNN has no such matmul on this CPU.
+// C_i = alpha * A_i B_i + beta * C_i (+ bias) for i < batch through oneDNN (operands f32
+// or bf16, C and bias f32); false when oneDNN has no such matmul on this CPU.
 bool dnnl_matmul(bool f32_in, bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha,
                  const void* a, int64_t lda, int64_t a_bstride, const void* b, int64_t ldb, int64_t b_bstride,
-                 double beta, float* c, int64_t ldc, int64_t c_bstride) {
-  std::shared_ptr<const DnnlGemm> gp = dnnl_gemm({M, N, K, lda, ldb, ldc, ta, tb, float(alpha), float(beta), f32_in});
+                 double beta, float* c, int64_t ldc, int64_t c_bstride, const float* bias) {
+  std::shared_ptr<const DnnlGemm> gp =
+      dnnl_gemm({M, N, K, lda, ldb, ldc, ta, tb, float(alpha), float(beta), f32_in, bias != nullptr});
   const DnnlGemm& g = *gp;
   if (!g.ok) return false;
   size_t esize = f32_in ? 4 : 2;
@@ -116,7 +131,9 @@ bool dnnl_matmul(bool f32_in, bool ta, bool tb, int64_t batch, int64_t M, int64_
     dnnl::memory am(g.a, dnnl_engine(), const_cast<char*>(A + esize * i * a_bstride));
     dnnl::memory bm(g.b, dnnl_engine(), const_cast<char*>(B + esize * i * b_bstride));
     dnnl::memory cm(g.c, dnnl_engine(), c + i * c_bstride);
-    g.prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+    if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(g.bias, dnnl_engine(), const_cast<float*>(bias)));
+    g.prim.execute(s, args);
   }
   s.wait();
   return true;
@@ -139,12 +156,21 @@ bool f32_through_onednn() {
 
 }  // namespace
 
-void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
-  check_matmul(a, b, c);
+void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta, const Tensor& bias) {
+  check_matmul(a, b, c, bias, beta);
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
   if (batch == 0 || M == 0 || N == 0) return;
   MatView va = matmul_operand(a, "A"), vb = matmul_operand(b, "B");
-  if (K == 0) {  // empty inner dimension: C = beta * C
+  const float* bias_f32 = bias.defined() && bias.dtype() == DType::F32 ? bias.data<float>() : nullptr;
+  // Paths that cannot add the bias in the product write it into C and accumulate.
+  auto bias_first = [&] {
+    if (!bias.defined()) return;
+    bias_into_rows(bias, c);
+    beta = 1.0;
+    bias_f32 = nullptr;
+  };
+  if (K == 0) {  // empty inner dimension: C = beta * C (+ bias)
+    bias_first();
     dispatch_float(c.dtype(), [&]<class T>() {
       T* C = c.data<T>();
       int64_t ldc = c.stride(1), cbs = c.stride(0);
@@ -156,9 +182,9 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
   }
   if (a.dtype() == DType::BF16 &&
       dnnl_matmul(false, va.trans, vb.trans, batch, M, N, K, alpha, a.raw_data(), va.ld, va.bstride, b.raw_data(), vb.ld,
-                  vb.bstride, beta, c.data<float>(), c.stride(1), c.stride(0)))
+                  vb.bstride, beta, c.data<float>(), c.stride(1), c.stride(0), bias_f32))
     return;
-  if (is_half(a.dtype())) return matmul(a.to(DType::F32), b.to(DType::F32), c, alpha, beta);
+  if (is_half(a.dtype())) return matmul(a.to(DType::F32), b.to(DType::F32), c, alpha, beta, bias);
   dispatch_float(a.dtype(), [&]<class T>() {
     const T* A = static_cast<const T*>(a.storage()->data) + a.offset();
     const T* B = static_cast<const T*>(b.storage()->data) + b.offset();
@@ -168,23 +194,26 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     auto onednn = [&](int64_t nb, int64_t rows, int64_t a_bstride, int64_t b_bstride, int64_t c_bstride) {
       if constexpr (std::is_same_v<T, float>)
         return f32_through_onednn() && dnnl_matmul(true, va.trans, vb.trans, nb, rows, N, K, alpha, A, va.ld, a_bstride,
-                                                   B, vb.ld, b_bstride, beta, C, ldc, c_bstride);
+                                                   B, vb.ld, b_bstride, beta, C, ldc, c_bstride, bias_f32);
       return false;
     };
     // Fold the batch into M when A is row-major and packed across batches and B is shared.
     if (batch > 1 && vb.bstride == 0 && !va.trans && va.bstride == M * va.ld && va.ld == K && cbs == M * ldc &&
         ldc == N) {
       if (onednn(1, batch * M, 0, 0, 0)) return;
+      bias_first();
       gemm<T>(false, vb.trans, batch * M, N, K, T(alpha), A, va.ld, B, vb.ld, T(beta), C, ldc);
       return;
     }
     if (batch == 1 || 2.0 * double(M) * double(N) * double(K) > 4e6) {
       if (onednn(batch, M, va.bstride, vb.bstride, cbs)) return;
+      bias_first();
       for (int64_t i = 0; i < batch; ++i)
         gemm<T>(va.trans, vb.trans, M, N, K, T(alpha), A + i * va.bstride, va.ld, B + i * vb.bstride, vb.ld, T(beta),
                 C + i * cbs, ldc);
       return;
     }
+    bias_first();
     BlasSingleThread single;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < batch; ++i)

@@ -81,10 +81,14 @@ int narrow_int(int64_t v, const char* what) {
 
 void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 
-void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta) {
-  check_matmul(a, b, c);
+void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta, const Tensor& bias) {
+  check_matmul(a, b, c, bias, beta);
   int64_t batch = c.shape(0), M = c.shape(1), N = c.shape(2), K = a.shape(2);
   if (batch == 0 || M == 0 || N == 0) return;
+  if (bias.defined()) {  // cuBLAS's gemm has no bias: write it into C and accumulate
+    bias_into_rows(bias, c);
+    beta = 1.0;
+  }
   if (K == 0) {  // empty inner dimension: C = beta * C (cuBLAS would not touch C)
     NMPERM_CHECK(c.is_contiguous(), "matmul: an empty inner dimension needs a contiguous output");
     if (beta == 0) {
