@@ -16,25 +16,26 @@ namespace nmperm::kernels::cpu {
 
 // The plan is never stored: with R[i] and C[j] the row and column normalisers subtracted
 // so far, the log-plan is X[i, j] = L[i, j] - R[i] - C[j], computed where it is needed
-// (one expression, `plan`, in both directions). A forward iteration is then two passes
-// over L, each one exp per entry: the row step (rows split among threads) and the column
-// step (columns split among threads, every pass walking rows so that reads stay in
-// order and vectorise). After a column step every entry is <= 0 (columns sum to 1), and
-// after a row step likewise, so the sums need no max shift; only where a sum underflows
-// (a row or column far below the rest) is it recomputed with its max. The first row step
-// has no such bound and always shifts by the max.
-//
-// The backward fuses each step's sum into the previous step's pass: the column step's
-// pass leaves partial row sums and the row step's pass partial column sums, over fixed
-// chunks of columns and rows whose edges the threads' ranges follow, added in chunk order.
-// So every sum runs in the same order whatever the thread count, and the results do not
-// depend on it. One block at a time, parallel inside it, so a single wide block (G = 1)
-// uses every thread too.
+// (one expression, `plan`, in both directions). Each iteration, forward or backward, is
+// one pass over the rows (split among threads) with one exp per entry:
+// - forward: a row's entries e = exp(X) give its normaliser r = log(sum e), and e / sum e
+//   (the entries after the row step) add into the column sums of the column step. Sums
+//   need no max shift after the first step: once a step has normalised the rows (or
+//   columns), every entry is <= 0 and every column's (row's) largest is >= -log n, and the
+//   next step lowers entries by at most log n, so no sum falls below 1 / n^2. The first row
+//   step shifts by the max; a column sum of the first iteration may still underflow (a
+//   column far below the rest) and is then recomputed shifted by its max.
+// - backward: the plan after the column step, P1 = exp(X), gives that step's gradient
+//   (with the column sums of the running gradient) and, times exp(c), the plan after the
+//   row step and its gradient (with the row's sum, taken in the same pass).
+// Column sums are partial sums over fixed chunks of rows, whose edges the threads' ranges
+// follow, added in chunk order; a row's sums run in one thread. So every sum runs in the
+// same order whatever the thread count, and the results do not depend on it. One block at
+// a time, parallel inside it, so a single wide block (G = 1) uses every thread too.
 namespace {
 
 constexpr int64_t kLanes = 8;
-constexpr int64_t kRowChunk = 32;   // rows per partial column sum
-constexpr int64_t kColChunk = 64;   // columns per partial row sum (whole vectors)
+constexpr int64_t kRowChunk = 32;  // rows per partial column sum
 
 // [lo, hi) of thread t of nt over n items in chunks of `chunk`, in whole chunks.
 std::pair<int64_t, int64_t> range_of(int t, int nt, int64_t n, int64_t chunk) {
@@ -42,7 +43,7 @@ std::pair<int64_t, int64_t> range_of(int t, int nt, int64_t n, int64_t chunk) {
   return {std::min(n, chunks * t / nt * chunk), std::min(n, chunks * (t + 1) / nt * chunk)};
 }
 
-// Loads lanes j.. of x as V (a scalar or 8 floats).
+// Loads lanes j.. of x as V (a scalar or 8 floats), and stores them.
 template <class V, class T> V load(const T* x, int64_t j) {
   if constexpr (std::is_same_v<V, T>) {
     return x[j];
@@ -54,22 +55,6 @@ template <class V, class T> V load(const T* x, int64_t j) {
 }
 template <class V, class T> void store(T* x, int64_t j, V v) { std::memcpy(x + j, &v, sizeof v); }
 
-// For j in [lo, hi), 8 lanes at a time then scalars: f.template operator()<V>(j) with V =
-// f32x8 or T (one body, so the tail matches the lanes).
-template <class T, class F> void each(int64_t lo, int64_t hi, F f) {
-  int64_t j = lo;
-  if constexpr (sizeof(T) == 4)
-    for (; j + kLanes <= hi; j += kLanes) f.template operator()<f32x8>(j);
-  for (; j < hi; ++j) f.template operator()<T>(j);
-}
-
-// The log-plan at (row l with its R, columns j..): the one expression both directions use.
-template <class V, class T> V plan(const T* l, T r, const T* C, int64_t j) { return load<V>(l, j) - r - load<V>(C, j); }
-
-// A sum is trusted without a shift while it is at least this (the terms it loses to
-// underflow, each below exp(-87) or exp(-708), are then negligible beside it).
-template <class T> constexpr T kTrusted = sizeof(T) == 4 ? T(1e-20) : T(1e-200);
-
 // Horizontal sum of 8 lanes, in lane order.
 inline float hsum(f32x8 v) {
   float s = 0;
@@ -77,57 +62,49 @@ inline float hsum(f32x8 v) {
   return s;
 }
 
-// log-sum-exp of x[0..n) (a row of the plan given by `at`), shifted by its max.
-template <class T, class At> T lse_shifted(int64_t n, At at) {
-  T m = -std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, at(j));
-  if (std::isinf(m)) return m;
+// sum over j < n of f.template operator()<V>(j), 8 lanes at a time then scalars (one body
+// for V = f32x8 or T, so the tail matches the lanes).
+template <class T, class F> T sum_each(int64_t n, F f) {
   T s = 0;
-  for (int64_t j = 0; j < n; ++j) s += vexp<T>(at(j) - m);
-  return m + std::log(s);
+  int64_t j = 0;
+  if constexpr (sizeof(T) == 4) {
+    f32x8 acc{};
+    for (; j + kLanes <= n; j += kLanes) acc += f.template operator()<f32x8>(j);
+    s = hsum(acc);
+  }
+  for (; j < n; ++j) s += f.template operator()<T>(j);
+  return s;
+}
+template <class T, class F> void each(int64_t n, F f) {
+  sum_each<T>(n, [&]<class V>(int64_t j) {
+    f.template operator()<V>(j);
+    return V{};
+  });
 }
 
-// Row step on rows [lo, hi): r[i] = logsumexp_j X[i, j]; R[i] += r[i].
-template <class T> void row_step(const T* L, T* R, const T* C, T* r, int64_t n, int64_t lo, int64_t hi, bool first) {
-  for (int64_t i = lo; i < hi; ++i) {
-    const T* l = L + i * n;
-    const T ri = R[i];
-    T v;
-    if (first) {  // X = L: no bound yet
-      T m = max_of(l, n);
-      v = std::isinf(m) ? m : m + std::log(exp_shift_sum(l, m, static_cast<T*>(nullptr), n));
-    } else {
-      T s = 0;
-      if constexpr (sizeof(T) == 4) {
-        f32x8 acc{};
-        int64_t j = 0;
-        for (; j + kLanes <= n; j += kLanes) acc += exp_v(plan<f32x8>(l, ri, C, j));
-        s = hsum(acc);
-        for (; j < n; ++j) s += exp_v(plan<T>(l, ri, C, j));
-      } else {
-        for (int64_t j = 0; j < n; ++j) s += vexp(plan<T>(l, ri, C, j));
-      }
-      v = s >= kTrusted<T> ? std::log(s) : lse_shifted<T>(n, [&](int64_t j) { return plan<T>(l, ri, C, j); });
-    }
-    r[i] = v;
-    R[i] = ri + v;
-  }
-}
+// The log-plan at (row l with its R, columns j..): the one expression both directions use.
+template <class V, class T> V plan(const T* l, T r, const T* C, int64_t j) { return load<V>(l, j) - r - load<V>(C, j); }
 
-// Column step on columns [lo, hi): c[j] = logsumexp_i X[i, j]; C[j] += c[j]. s: n sums.
-template <class T> void column_step(const T* L, const T* R, T* C, T* c, T* s, int64_t n, int64_t lo, int64_t hi) {
-  std::fill(s + lo, s + hi, T(0));
-  for (int64_t i = 0; i < n; ++i) {
-    const T* l = L + i * n;
-    const T ri = R[i];
-    each<T>(lo, hi, [&]<class V>(int64_t j) { store(s, j, load<V>(s, j) + vexp<V>(plan<V>(l, ri, C, j))); });
+// A column sum is trusted without a shift while it is at least this (the terms it loses
+// to underflow, each below exp(-87) or exp(-708), are then negligible beside it).
+template <class T> constexpr T kTrusted = sizeof(T) == 4 ? T(1e-20) : T(1e-200);
+
+// The chunk of rows' partial column sums that row i adds into: the first row of a chunk
+// starts it.
+template <class T> struct ColumnParts {
+  std::vector<T> parts;  // (row chunks, n)
+  int64_t n = 0;
+  explicit ColumnParts(int64_t n_) : parts(size_t((n_ + kRowChunk - 1) / kRowChunk * n_)), n(n_) {}
+  template <class V> void add(int64_t i, int64_t j, V v) {
+    T* part = parts.data() + (i / kRowChunk) * n;
+    store(part, j, i % kRowChunk == 0 ? v : load<V>(part, j) + v);
   }
-  for (int64_t j = lo; j < hi; ++j) {
-    T v = s[j] >= kTrusted<T> ? std::log(s[j]) : lse_shifted<T>(n, [&](int64_t i) { return plan<T>(L + i * n, R[i], C, j); });
-    c[j] = v;
-    C[j] += v;
+  T column(int64_t j) const {  // the whole column's sum, chunks in order
+    T v = 0;
+    for (size_t k = 0; k < parts.size() / size_t(n); ++k) v += parts[k * size_t(n) + size_t(j)];
+    return v;
   }
-}
+};
 
 }  // namespace
 
@@ -136,7 +113,8 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
   dispatch_float(logits.dtype(), [&]<class T>() {
     const T* lp = logits.data<T>();
     T *pp = p.data<T>(), *rp = row_norm.data<T>(), *cp = col_norm.data<T>();
-    std::vector<T> R(static_cast<size_t>(n)), C(static_cast<size_t>(n)), s(static_cast<size_t>(n));
+    std::vector<T> R(static_cast<size_t>(n)), C(static_cast<size_t>(n));
+    ColumnParts<T> cols(n);
     const bool parallel = n * n >= (1 << 16);
     for (int64_t g = 0; g < G; ++g) {
       const T* L = lp + g * n * n;
@@ -146,17 +124,48 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
 #pragma omp parallel if (parallel)
       {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const auto [rlo, rhi] = range_of(t, nt, n, 1);
+        const auto [rlo, rhi] = range_of(t, nt, n, kRowChunk);
         const auto [clo, chi] = range_of(t, nt, n, kLanes);
+        std::vector<T> e(static_cast<size_t>(n));  // one row's exp(X - shift)
         for (int64_t it = 0; it < iters; ++it) {
-          row_step(L, R.data(), C.data(), rp + (g * iters + it) * n, n, rlo, rhi, it == 0);
+          T* r = rp + (g * iters + it) * n;
+          for (int64_t i = rlo; i < rhi; ++i) {
+            const T* l = L + i * n;
+            const T ri = R[size_t(i)];
+            // Shifted by the max at first; after a column step the row's sum needs no shift.
+            const T shift = it == 0 ? max_of(l, n) : T(0);
+            const T s = std::isinf(shift) ? T(0) : sum_each<T>(n, [&]<class V>(int64_t j) {
+              V v = vexp<V>(plan<V>(l, ri, C.data(), j) - shift);
+              store(e.data(), j, v);
+              return v;
+            });
+            // An all -inf row keeps normaliser -inf (as log-sum-exp does) and adds nothing.
+            const T v = std::isinf(shift) ? shift : shift + std::log(s), inv = s > 0 ? T(1) / s : T(0);
+            r[i] = v;
+            R[size_t(i)] = ri + v;
+            each<T>(n, [&]<class V>(int64_t j) { cols.add(i, j, load<V>(e.data(), j) * inv); });
+          }
 #pragma omp barrier
-          column_step(L, R.data(), C.data(), cp + (g * iters + it) * n, s.data(), n, clo, chi);
+          T* c = cp + (g * iters + it) * n;
+          for (int64_t j = clo; j < chi; ++j) {
+            T s = cols.column(j), v;
+            if (s >= kTrusted<T>) {
+              v = std::log(s);
+            } else {  // underflow: the column again, shifted by its max
+              T m = -std::numeric_limits<T>::infinity(), z = 0;
+              for (int64_t i = 0; i < n; ++i) m = std::max(m, plan<T>(L + i * n, R[size_t(i)], C.data(), j));
+              if (!std::isinf(m))
+                for (int64_t i = 0; i < n; ++i) z += vexp<T>(plan<T>(L + i * n, R[size_t(i)], C.data(), j) - m);
+              v = std::isinf(m) ? m : m + std::log(z);
+            }
+            c[j] = v;
+            C[size_t(j)] += v;
+          }
 #pragma omp barrier
         }
         for (int64_t i = rlo; i < rhi; ++i) {
           const T *l = L + i * n, ri = R[size_t(i)];
-          each<T>(0, n, [&]<class V>(int64_t j) { store(P + i * n, j, vexp<V>(plan<V>(l, ri, C.data(), j))); });
+          each<T>(n, [&]<class V>(int64_t j) { store(P + i * n, j, vexp<V>(plan<V>(l, ri, C.data(), j))); });
         }
       }
     }
@@ -166,15 +175,14 @@ void sinkhorn(const Tensor& logits, int64_t iters, Tensor& p, Tensor& row_norm, 
 void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tensor& col_norm, const Tensor& dp,
                        Tensor& dlogits) {
   int64_t G = logits.shape(0), n = logits.shape(1), iters = row_norm.shape(1);
-  const int64_t row_chunks = (n + kRowChunk - 1) / kRowChunk, col_chunks = (n + kColChunk - 1) / kColChunk;
   dispatch_float(logits.dtype(), [&]<class T>() {
     const T *lp = logits.data<T>(), *rp = row_norm.data<T>(), *cp = col_norm.data<T>(), *gp = dp.data<T>();
     T* dl = dlogits.data<T>();
-    // R, C: the normalisers subtracted so far, so the plan at any stage is L - R[i] - C[j].
-    // colpart (row_chunks, n): partial column sums of the running gradient per chunk of rows;
-    // rowpart (n, col_chunks): partial row sums per chunk of columns; s: the column sums.
-    std::vector<T> R(static_cast<size_t>(n)), C(static_cast<size_t>(n)), s(static_cast<size_t>(n));
-    std::vector<T> colpart(static_cast<size_t>(row_chunks * n)), rowpart(static_cast<size_t>(n * col_chunks));
+    // R, C: the normalisers subtracted so far, so the plan at any stage is L - R[i] - C[j];
+    // s: the column sums of the running gradient; ec: exp of the column step's normalisers.
+    std::vector<T> R(static_cast<size_t>(n)), C(static_cast<size_t>(n)), s(static_cast<size_t>(n)),
+        ec(static_cast<size_t>(n));
+    ColumnParts<T> cols(n);
     const bool parallel = n * n >= (1 << 16);
     for (int64_t g = 0; g < G; ++g) {
       const T* L = lp + g * n * n;
@@ -186,78 +194,52 @@ void sinkhorn_backward(const Tensor& logits, const Tensor& row_norm, const Tenso
       {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         const auto [rlo, rhi] = range_of(t, nt, n, kRowChunk);
-        const auto [clo, chi] = range_of(t, nt, n, kColChunk);
-        for (int64_t i = rlo; i < rhi; ++i) {
+        const auto [clo, chi] = range_of(t, nt, n, kLanes);
+        std::vector<T> p1(static_cast<size_t>(n));  // one row of the plan after a column step
+        for (int64_t j = clo; j < chi; ++j) {
           T sr = 0, sc = 0;
-          for (int64_t it = 0; it < iters; ++it) sr += r_all[it * n + i], sc += c_all[it * n + i];
-          R[size_t(i)] = sr, C[size_t(i)] = sc;
+          for (int64_t it = 0; it < iters; ++it) sr += r_all[it * n + j], sc += c_all[it * n + j];
+          R[size_t(j)] = sr, C[size_t(j)] = sc;
         }
 #pragma omp barrier
-        // A row-split pass: D[i, j] = f(i, a(i), j) for the rows of this thread, leaving
-        // the column sums of every chunk of rows in colpart.
-        auto row_pass = [&](auto a, auto f) {
-          for (int64_t i = rlo; i < rhi; ++i) {
-            T* part = colpart.data() + (i / kRowChunk) * n;
-            const bool first = i % kRowChunk == 0;
-            const T ai = a(i);
-            T* d = D + i * n;
-            each<T>(0, n, [&]<class V>(int64_t j) {
-              V v = f.template operator()<V>(i, ai, j);
-              store(d, j, v);
-              store(part, j, first ? v : load<V>(part, j) + v);
-            });
-          }
-        };
         // P = exp(X_final): dX = dP * P.
-        row_pass([&](int64_t i) { return R[size_t(i)]; },
-                 [&]<class V>(int64_t i, T ri, int64_t j) {
-                   return load<V>(dP + i * n, j) * vexp<V>(plan<V>(L + i * n, ri, C.data(), j));
-                 });
+        for (int64_t i = rlo; i < rhi; ++i) {
+          const T *l = L + i * n, *dpi = dP + i * n, ri = R[size_t(i)];
+          each<T>(n, [&]<class V>(int64_t j) {
+            V v = load<V>(dpi, j) * vexp<V>(plan<V>(l, ri, C.data(), j));
+            store(D + i * n, j, v);
+            cols.add(i, j, v);
+          });
+        }
 #pragma omp barrier
         for (int64_t it = iters - 1; it >= 0; --it) {
-          // Column step Y = X - c: dX = dY - exp(Y) * colsum(dY), Y being the plan after it.
           for (int64_t j = clo; j < chi; ++j) {
-            T v = 0;
-            for (int64_t k = 0; k < row_chunks; ++k) v += colpart[size_t(k * n + j)];
-            s[size_t(j)] = v;
+            if (it < iters - 1) C[size_t(j)] -= c_all[(it + 1) * n + j];  // undo the later column step
+            s[size_t(j)] = cols.column(j);
+            ec[size_t(j)] = vexp<T>(c_all[it * n + j]);
           }
-          for (int64_t i = 0; i < n; ++i) {
+#pragma omp barrier
+          for (int64_t i = rlo; i < rhi; ++i) {
             const T* l = L + i * n;
             T* d = D + i * n;
             const T ri = R[size_t(i)];
-            T* part = rowpart.data() + i * col_chunks;
-            for (int64_t lo = clo; lo < chi; lo += kColChunk) {
-              const int64_t hi = std::min(chi, lo + kColChunk);
-              T sum = 0;
-              if constexpr (sizeof(T) == 4) {
-                f32x8 acc{};
-                int64_t j = lo;
-                for (; j + kLanes <= hi; j += kLanes) {
-                  f32x8 v = load<f32x8>(d, j) - vexp<f32x8>(plan<f32x8>(l, ri, C.data(), j)) * load<f32x8>(s.data(), j);
-                  store(d, j, v);
-                  acc += v;
-                }
-                sum = hsum(acc);
-                for (; j < hi; ++j) sum += d[j] = d[j] - vexp<T>(plan<T>(l, ri, C.data(), j)) * s[size_t(j)];
-              } else {
-                for (int64_t j = lo; j < hi; ++j) sum += d[j] = d[j] - vexp<T>(plan<T>(l, ri, C.data(), j)) * s[size_t(j)];
-              }
-              part[lo / kColChunk] = sum;
-            }
+            // Column step Y = X - c: dX = dY - exp(Y) * colsum(dY), Y the plan after it.
+            const T rs = sum_each<T>(n, [&]<class V>(int64_t j) {
+              V e = vexp<V>(plan<V>(l, ri, C.data(), j));
+              store(p1.data(), j, e);
+              V v = load<V>(d, j) - e * load<V>(s.data(), j);
+              store(d, j, v);
+              return v;
+            });
+            // Row step Z = X - r: dX = dZ - exp(Z) * rowsum(dZ), Z the plan after the row
+            // step, that is before the column step: exp(Z) = exp(Y) * exp(c).
+            each<T>(n, [&]<class V>(int64_t j) {
+              V v = load<V>(d, j) - load<V>(p1.data(), j) * load<V>(ec.data(), j) * rs;
+              store(d, j, v);
+              cols.add(i, j, v);
+            });
+            R[size_t(i)] = ri - r_all[it * n + i];
           }
-          for (int64_t j = clo; j < chi; ++j) C[size_t(j)] -= c_all[it * n + j];
-#pragma omp barrier
-          // Row step Z = X - r: the plan after it is the current one with this column step undone.
-          row_pass(
-              [&](int64_t i) {  // the row's sum, from the column step's partial sums
-                T rs = 0;
-                for (int64_t k = 0; k < col_chunks; ++k) rs += rowpart[size_t(i * col_chunks + k)];
-                return rs;
-              },
-              [&]<class V>(int64_t i, T rs, int64_t j) {
-                return load<V>(D + i * n, j) - vexp<V>(plan<V>(L + i * n, R[size_t(i)], C.data(), j)) * rs;
-              });
-          for (int64_t i = rlo; i < rhi; ++i) R[size_t(i)] -= r_all[it * n + i];
 #pragma omp barrier
         }
       }
