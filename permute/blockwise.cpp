@@ -329,7 +329,8 @@ MemoryEstimate blockwise_memory(const Model& model, const TrainData& data, const
   // with G = intermediate / M groups, a G x G gain matrix and, while they fit its budget,
   // every slot's hinge sums kept across rounds (M more).
   const NMPattern pattern = NMPattern::parse(o.pattern);
-  if (std::any_of(o.methods.begin(), o.methods.end(), [](const std::string& m) { return m == "ria" || permute_method(m).learned; })) {
+  auto uses_ria = [](const std::string& m) { return m == "ria" || permute_method(m).learned; };
+  if (std::any_of(o.methods.begin(), o.methods.end(), uses_ria)) {
     const double G = I / double(pattern.m), kept = double(pattern.m) * G * G * 8;
     e.block += G * G * 8 + (kept <= double(o.search.ria_cache_bytes) ? kept : G * G * 8);
   }

@@ -63,7 +63,7 @@ inline float hsum(f32x8 v) {
 }
 
 // sum over j < n of f.template operator()<V>(j), 8 lanes at a time then scalars (one body
-// for V = f32x8 or T, so the tail matches the lanes).
+// for V = f32x8 or T, so the tail matches the lanes); `each` runs f the same way, unsummed.
 template <class T, class F> T sum_each(int64_t n, F f) {
   T s = 0;
   int64_t j = 0;
@@ -76,10 +76,10 @@ template <class T, class F> T sum_each(int64_t n, F f) {
   return s;
 }
 template <class T, class F> void each(int64_t n, F f) {
-  sum_each<T>(n, [&]<class V>(int64_t j) {
-    f.template operator()<V>(j);
-    return V{};
-  });
+  int64_t j = 0;
+  if constexpr (sizeof(T) == 4)
+    for (; j + kLanes <= n; j += kLanes) f.template operator()<f32x8>(j);
+  for (; j < n; ++j) f.template operator()<T>(j);
 }
 
 // The log-plan at (row l with its R, columns j..): the one expression both directions use.
