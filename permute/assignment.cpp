@@ -64,9 +64,40 @@ void augmenting_row_reduction(const double* a, int64_t n, std::vector<double>& v
   }
 }
 
+void column_reduction(const double* a, int64_t n, const std::vector<double>& u, std::vector<double>& v,
+                      std::vector<int64_t>& row_of, std::vector<int64_t>& col_of) {
+  // Column reduction (Jonker and Volgenant 1987) against row potentials u: v[j] = the
+  // smallest a[i][j] - u[i] in column j, and the column goes to that row if the row is still
+  // free. Every reduced cost a - u - v is then >= 0 and those pairs cost 0, so the
+  // augmenting phase starts from a feasible dual with many rows already matched. With u
+  // from a row reduction (u[i] = the smallest cost in row i) that is about 1 - 1/e of them
+  // on random costs, and as many when rows differ by large offsets (one channel better than
+  // another everywhere, as in RIA's gains), where column minima alone would crowd onto the
+  // few best rows. With u from an earlier solve of a nearby problem, every column whose
+  // costs did not change goes back to the row it had. Rows are read in order, so the pass
+  // streams through memory.
+  const size_t N = static_cast<size_t>(n);
+  std::vector<int64_t> argmin(N, 0);
+  for (size_t j = 0; j < N; ++j) v[j] = a[j] - u[0];
+  for (int64_t i = 1; i < n; ++i) {
+    const double* row = a + i * n;
+    const double ui = u[size_t(i)];
+    for (size_t j = 0; j < N; ++j)
+      if (row[j] - ui < v[j]) {
+        v[j] = row[j] - ui;
+        argmin[j] = i;
+      }
+  }
+  for (size_t j = N; j-- > 0;)
+    if (col_of[size_t(argmin[j])] < 0) {
+      col_of[size_t(argmin[j])] = int64_t(j);
+      row_of[j] = argmin[j];
+    }
+}
+
 }  // namespace
 
-std::vector<int64_t> linear_assignment(const double* a, int64_t n, bool maximize) {
+std::vector<int64_t> linear_assignment(const double* a, int64_t n, bool maximize, std::vector<double>* row_duals) {
   // Shortest augmenting paths with dual potentials u (rows) and v (columns) (the
   // Jonker-Volgenant family, in the form Crouse 2016 describes): each new row grows a
   // Dijkstra tree over reduced costs a[i][j] - u[i] - v[j] >= 0, scanning only the columns
@@ -86,31 +117,12 @@ std::vector<int64_t> linear_assignment(const double* a, int64_t n, bool maximize
   std::vector<double> u(N, 0.0), v(N, 0.0), dist(N);
   std::vector<int64_t> row_of(N, -1), col_of(N, -1), path(N, -1), remaining(N);
   std::vector<char> in_tree_row(N), in_tree_col(N);
-  // Row reduction, then column reduction (Jonker and Volgenant 1987): u[i] = the smallest
-  // cost in row i, v[j] = the smallest cost a[i][j] - u[i] in column j, and the column goes
-  // to that row if the row is still free. Every reduced cost a - u - v is then >= 0 and
-  // those pairs cost 0, so the augmenting phase starts from a feasible dual with many rows
-  // already matched: about 1 - 1/e of them on random costs, and as many when rows differ
-  // by large offsets (one channel better than another everywhere, as in RIA's gains),
-  // where column minima alone would crowd onto the few best rows. Rows are read in order,
-  // so both passes stream through memory.
-  for (size_t i = 0; i < N; ++i) u[i] = *std::min_element(a + i * N, a + (i + 1) * N);
-  std::vector<int64_t> argmin(N, 0);
-  for (size_t j = 0; j < N; ++j) v[j] = a[j] - u[0];
-  for (int64_t i = 1; i < n; ++i) {
-    const double* row = a + i * n;
-    const double ui = u[size_t(i)];
-    for (size_t j = 0; j < N; ++j)
-      if (row[j] - ui < v[j]) {
-        v[j] = row[j] - ui;
-        argmin[j] = i;
-      }
-  }
-  for (size_t j = N; j-- > 0;)
-    if (col_of[size_t(argmin[j])] < 0) {
-      col_of[size_t(argmin[j])] = int64_t(j);
-      row_of[j] = argmin[j];
-    }
+  const bool warm = row_duals && row_duals->size() == N &&
+                    std::all_of(row_duals->begin(), row_duals->end(), [](double x) { return std::isfinite(x); });
+  if (warm) u = *row_duals;
+  else
+    for (size_t i = 0; i < N; ++i) u[i] = *std::min_element(a + i * N, a + (i + 1) * N);
+  column_reduction(a, n, u, v, row_of, col_of);
   augmenting_row_reduction(a, n, v, row_of, col_of);
   // Row potentials for the augmenting phase: u[i] = min_j a[i][j] - v[j], so every reduced
   // cost a - u - v is >= 0, and 0 on the pairs matched so far.
@@ -172,6 +184,7 @@ std::vector<int64_t> linear_assignment(const double* a, int64_t n, bool maximize
       if (r == cur) break;
     }
   }
+  if (row_duals) *row_duals = std::move(u);
   return col_of;
 }
 

@@ -25,16 +25,48 @@ struct Columns {
   const float* operator[](int64_t ch) const { return col.data() + ch * O; }
 };
 
-// Sum over rows of the N largest scores among the channels `ch[0..M)` of one group.
-double group_value(const Columns& c, const int64_t* ch, NMPattern pat) {
+// Both per-group summaries below rank each row's M scores. For M of 2, 4 and 8 (template
+// argument) every entry is ranked by counting the entries above it (higher, or equal at a
+// lower index), without branches, so rows go through vector lanes; other M (0) sort the
+// row. On ties the two may order equal values differently, which changes no sum or
+// threshold.
+template <int64_t kM>
+double group_value_of(const Columns& c, const int64_t* ch, NMPattern pat) {
   double total = 0;
-  float v[64];
-  for (int64_t o = 0; o < c.O; ++o) {
-    for (int64_t k = 0; k < pat.m; ++k) v[k] = c[ch[k]][o];
-    std::partial_sort(v, v + pat.n, v + pat.m, std::greater<float>());
-    for (int64_t k = 0; k < pat.n; ++k) total += v[k];
+  if constexpr (kM > 0) {
+    const float* col[kM];
+    for (int64_t k = 0; k < kM; ++k) col[k] = c[ch[k]];
+#pragma omp simd reduction(+ : total)
+    for (int64_t o = 0; o < c.O; ++o) {
+      float v[kM];
+      for (int64_t k = 0; k < kM; ++k) v[k] = col[k][o];
+      double kept = 0;
+      for (int64_t a = 0; a < kM; ++a) {
+        int64_t above = 0;
+        for (int64_t b = 0; b < kM; ++b) above += (v[b] > v[a]) | ((v[b] == v[a]) & (b < a));
+        kept += above < pat.n ? double(v[a]) : 0.0;
+      }
+      total += kept;
+    }
+  } else {
+    float v[64];
+    for (int64_t o = 0; o < c.O; ++o) {
+      for (int64_t k = 0; k < pat.m; ++k) v[k] = c[ch[k]][o];
+      std::partial_sort(v, v + pat.n, v + pat.m, std::greater<float>());
+      for (int64_t k = 0; k < pat.n; ++k) total += v[k];
+    }
   }
   return total;
+}
+
+// Sum over rows of the N largest scores among the channels `ch[0..M)` of one group.
+double group_value(const Columns& c, const int64_t* ch, NMPattern pat) {
+  switch (pat.m) {
+    case 2: return group_value_of<2>(c, ch, pat);
+    case 4: return group_value_of<4>(c, ch, pat);
+    case 8: return group_value_of<8>(c, ch, pat);
+    default: return group_value_of<0>(c, ch, pat);
+  }
 }
 
 // What every group keeps if the channel in one of its slots is replaced by another channel
@@ -54,25 +86,63 @@ struct SlotValues {
   const float* threshold(int64_t slot) const { return thr.data() + slot * O; }
 
   void update(const Columns& c, const int64_t* ch, int64_t g, NMPattern pat) {
-    float v[64];
-    int64_t order[64];
+    switch (M) {
+      case 2: return update_of<2>(c, ch, g, pat);
+      case 4: return update_of<4>(c, ch, g, pat);
+      case 8: return update_of<8>(c, ch, g, pat);
+      default: return update_of<0>(c, ch, g, pat);
+    }
+  }
+
+  template <int64_t kM>
+  void update_of(const Columns& c, const int64_t* ch, int64_t g, NMPattern pat) {
     double rest_g[64] = {};
-    for (int64_t o = 0; o < O; ++o) {
-      for (int64_t k = 0; k < M; ++k) {
-        v[k] = c[ch[k]][o];
-        order[k] = k;
+    float* th = thr.data() + g * M * O;  // th[k * O + o]: slot k's threshold in row o
+    if constexpr (kM > 0) {
+      const float* col[kM];
+      for (int64_t k = 0; k < kM; ++k) col[k] = c[ch[k]];
+      double r[kM] = {};
+#pragma omp simd reduction(+ : r[:kM])
+      for (int64_t o = 0; o < O; ++o) {
+        float v[kM];
+        int64_t above[kM];
+        for (int64_t k = 0; k < kM; ++k) v[k] = col[k][o];
+        double K = 0;
+        float t = 0, u = 0;  // the smallest kept score and the largest dropped one
+        for (int64_t a = 0; a < kM; ++a) {
+          above[a] = 0;
+          for (int64_t b = 0; b < kM; ++b) above[a] += (v[b] > v[a]) | ((v[b] == v[a]) & (b < a));
+          K += above[a] < pat.n ? double(v[a]) : 0.0;
+          t += above[a] == pat.n - 1 ? v[a] : 0.0f;
+          u += above[a] == pat.n ? v[a] : 0.0f;
+        }
+        for (int64_t a = 0; a < kM; ++a) {
+          const bool kept = above[a] < pat.n;
+          r[a] += kept ? K + (double(u) - double(v[a])) : K;
+          th[a * O + o] = kept ? u : t;
+        }
       }
-      std::partial_sort(order, order + pat.n + 1, order + M, [&](int64_t a, int64_t b) { return v[a] > v[b]; });
-      double K = 0;
-      for (int64_t k = 0; k < pat.n; ++k) K += v[order[k]];
-      float t = v[order[pat.n - 1]], u = v[order[pat.n]];
-      for (int64_t k = 0; k < M; ++k) {
-        rest_g[k] += K;
-        thr[size_t((g * M + k) * O + o)] = t;
-      }
-      for (int64_t k = 0; k < pat.n; ++k) {
-        rest_g[order[k]] += double(u) - double(v[order[k]]);
-        thr[size_t((g * M + order[k]) * O + o)] = u;
+      for (int64_t k = 0; k < kM; ++k) rest_g[k] = r[k];
+    } else {
+      float v[64];
+      int64_t order[64];
+      for (int64_t o = 0; o < O; ++o) {
+        for (int64_t k = 0; k < M; ++k) {
+          v[k] = c[ch[k]][o];
+          order[k] = k;
+        }
+        std::partial_sort(order, order + pat.n + 1, order + M, [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+        double K = 0;
+        for (int64_t k = 0; k < pat.n; ++k) K += v[order[k]];
+        float t = v[order[pat.n - 1]], u = v[order[pat.n]];
+        for (int64_t k = 0; k < M; ++k) {
+          rest_g[k] += K;
+          th[k * O + o] = t;
+        }
+        for (int64_t k = 0; k < pat.n; ++k) {
+          rest_g[order[k]] += double(u) - double(v[order[k]]);
+          th[order[k] * O + o] = u;
+        }
       }
     }
     for (int64_t k = 0; k < M; ++k) rest[size_t(g * M + k)] = rest_g[k];
@@ -262,14 +332,16 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return total[size_t(a)] > total[size_t(b)]; });
   Perm p(static_cast<size_t>(I));
   for (int64_t k = 0; k < I; ++k) p[size_t((k % G) * M + k / G)] = order[size_t(k)];
-  auto value = [&](const Perm& q) {
-    std::vector<double> v(static_cast<size_t>(G));
+  // Each group's value under p; a candidate re-values only the groups it changes, and totals
+  // are summed in group order, for any thread count.
+  std::vector<double> values(static_cast<size_t>(G));
 #pragma omp parallel for schedule(static)
-    for (int64_t g = 0; g < G; ++g) v[size_t(g)] = group_value(c, q.data() + g * M, pat);
-    return std::accumulate(v.begin(), v.end(), 0.0);  // in group order, for any thread count
-  };
-  double cur = value(p);
+  for (int64_t g = 0; g < G; ++g) values[size_t(g)] = group_value(c, p.data() + g * M, pat);
+  double cur = std::accumulate(values.begin(), values.end(), 0.0);
+  // The slots' thresholds, with the permutation they were computed under: a group's are
+  // recomputed only when one of its channels changed.
   SlotValues slots(c, G, M);
+  Perm slots_at;
   // The hinge part of each slot's gain matrix is kept from its last visit, with the
   // permutation it was computed under: a visit recomputes only the rows whose channel
   // moved and the columns whose group's other slots changed (a slot's thresholds depend
@@ -279,6 +351,7 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
   const bool cache = G * G * M * int64_t(sizeof(double)) <= opt.ria_cache_bytes;
   std::vector<std::vector<double>> hinge(static_cast<size_t>(M));
   std::vector<Perm> computed_at(static_cast<size_t>(M));
+  std::vector<std::vector<double>> duals(static_cast<size_t>(M));  // each slot's row potentials, by group
   constexpr int64_t kRows = 16;
   // Per-position assignment: the channels at slot m of every group are re-dealt to the
   // groups by a maximum-weight assignment, the other slots held fixed.
@@ -286,7 +359,10 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
     bool improved = false;
     for (int64_t m = 0; m < M; ++m) {
 #pragma omp parallel for schedule(dynamic)
-      for (int64_t g = 0; g < G; ++g) slots.update(c, p.data() + g * M, g, pat);
+      for (int64_t g = 0; g < G; ++g)
+        if (slots_at.empty() || !std::equal(p.begin() + g * M, p.begin() + (g + 1) * M, slots_at.begin() + g * M))
+          slots.update(c, p.data() + g * M, g, pat);
+      slots_at = p;
       std::vector<const float*> x(static_cast<size_t>(G)), t(static_cast<size_t>(G));
       for (int64_t g = 0; g < G; ++g) {
         x[size_t(g)] = c[p[size_t(g * M + m)]];
@@ -333,21 +409,29 @@ Perm ria_permutation(const Tensor& scores, NMPattern pat, const SearchOptions& o
         }
       }
       computed_at[size_t(m)] = p;
-      // gain[k * G + g]: the value of group g with the channel now at slot m of group k in
-      // its slot m.
-      std::vector<double> gain(static_cast<size_t>(G * G));
-#pragma omp parallel for schedule(static)
-      for (int64_t k = 0; k < G; ++k)
-        for (int64_t g = 0; g < G; ++g) gain[size_t(k * G + g)] = h[size_t(k * G + g)] + slots.rest[size_t(g * M + m)];
+      // The value of group g with the channel now at slot m of group k in its slot m is
+      // h[k * G + g] + rest of g's other slots; every assignment adds each group's rest once,
+      // so the best assignment of the sums is the best of h alone. Solving h keeps what
+      // changed since this slot's last solve to the rows and columns recomputed above, so
+      // that solve's potentials start this one.
+      std::vector<int64_t> to = linear_assignment(h.data(), G, true, &duals[size_t(m)]);  // row k -> group to[k]
       if (!cache) {
         std::vector<double>().swap(h);
         computed_at[size_t(m)].clear();
       }
-      std::vector<int64_t> to = linear_assignment(gain.data(), G, true);  // channel row k -> group to[k]
       Perm q = p;
       for (int64_t k = 0; k < G; ++k) q[size_t(to[size_t(k)] * M + m)] = p[size_t(k * M + m)];
-      double v = value(q);
+      std::vector<double> q_values = values;
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t g = 0; g < G; ++g)
+        if (q[size_t(g * M + m)] != p[size_t(g * M + m)]) q_values[size_t(g)] = group_value(c, q.data() + g * M, pat);
+      double v = std::accumulate(q_values.begin(), q_values.end(), 0.0);
       if (v > cur + 1e-12 * std::max(1.0, std::abs(cur))) {
+        values.swap(q_values);
+        std::vector<double>& u = duals[size_t(m)];  // rows follow their channels to their new groups
+        std::vector<double> moved(u.size());
+        for (int64_t k = 0; k < G; ++k) moved[size_t(to[size_t(k)])] = u[size_t(k)];
+        u.swap(moved);
         p = q;
         cur = v;
         improved = true;

@@ -93,6 +93,49 @@ TEST(Assignment, RowAndColumnOffsetsShiftTheOptimumByTheirSum) {
     }
 }
 
+// A solve started from the row potentials of an earlier one (rows moved as RIA moves
+// them, some columns changed, cheaper and dearer) finds an optimum of the new problem, as
+// does one started from arbitrary potentials; non-finite ones are ignored.
+TEST(Assignment, AWarmStartFindsAnOptimumOfTheChangedProblem) {
+  Generator g(5);
+  for (int64_t n : {1, 2, 5, 17, 64, 200})
+    for (bool ties : {false, true})
+      for (bool maximize : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "n " << n << (ties ? " tied" : "") << (maximize ? " max" : " min"));
+        std::vector<double> a(size_t(n * n));
+        for (int64_t i = 0; i < n; ++i) {
+          double offset = g.uniform() * 1000;  // rows differ by large offsets, as RIA's channels do
+          for (int64_t j = 0; j < n; ++j) a[size_t(i * n + j)] = offset + (ties ? double(g.randint(3)) : g.uniform());
+        }
+        std::vector<double> duals;
+        std::vector<int64_t> to = linear_assignment(a.data(), n, maximize, &duals);
+        ASSERT_EQ(int64_t(duals.size()), n);
+        // Rows follow their assignment, a third of the columns change.
+        std::vector<double> b(a.size()), moved(duals.size());
+        for (int64_t i = 0; i < n; ++i) {
+          std::copy_n(a.data() + i * n, n, b.data() + to[size_t(i)] * n);
+          moved[size_t(to[size_t(i)])] = duals[size_t(i)];
+        }
+        for (int64_t j = 0; j < n; j += 3) {
+          double shift = (g.uniform() - 0.5) * 4;
+          for (int64_t i = 0; i < n; ++i) b[size_t(i * n + j)] += shift + (ties ? double(g.randint(2)) : g.uniform());
+        }
+        const double best = assignment_cost(b.data(), n, linear_assignment(b.data(), n, maximize));
+        if (n <= 8) {
+          EXPECT_NEAR(best, brute_force(b, n, maximize), 1e-9);
+        }
+        std::vector<double> arbitrary(static_cast<size_t>(n)), bad(static_cast<size_t>(n), 0.0);
+        for (auto& x : arbitrary) x = (g.uniform() - 0.5) * 1e4;
+        bad[0] = NAN;
+        for (std::vector<double>* start : {&moved, &arbitrary, &bad}) {
+          std::vector<int64_t> p = linear_assignment(b.data(), n, maximize, start);
+          ASSERT_TRUE(is_permutation(p));
+          EXPECT_NEAR(assignment_cost(b.data(), n, p), best, 1e-9 * std::max(1.0, std::abs(best)));
+          EXPECT_EQ(int64_t(start->size()), n);
+        }
+      }
+}
+
 TEST(Assignment, BatchedEqualsOneByOne) {
   Generator g(2);
   Tensor costs = randn({5, 13, 13}, g, DType::F64);
