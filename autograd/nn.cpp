@@ -106,7 +106,8 @@ struct AttentionNode : Node {
     Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device()), dk = Tensor::empty(k.shape(), k.dtype(), k.device()),
            dv = Tensor::empty(v.shape(), v.dtype(), v.device());
     if (q.numel() == 0 || k.numel() == 0) return {zeros_like(q), zeros_like(k), zeros_like(v)};
-    kernels::attention_backward(q, k, v, out, lse, g.contiguous(), dq, dk, dv, scale, causal);
+    kernels::attention_backward(q, k, v, out, lse, kernels::reads_in_place(g) ? g : g.contiguous(), dq, dk, dv, scale,
+                                causal);
     return {dq, dk, dv};
   }
   void release() override { q = k = v = out = lse = Tensor(); }
@@ -182,7 +183,7 @@ Tensor rope(const Tensor& x, int64_t pos_offset, const std::vector<double>& inv_
   NMPERM_CHECK(int64_t(inv_freq.size()) * 2 == x.shape(3), "rope: {} frequencies for head size {}", inv_freq.size(),
                x.shape(3));
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernels::rope(x.contiguous(), out, pos_offset, inv_freq, style, false);
+  kernels::rope(kernels::reads_in_place(x) ? x : x.contiguous(), out, pos_offset, inv_freq, style, false);
   if (any_requires_grad({&x})) attach(out, std::make_shared<RopeNode>(pos_offset, inv_freq, style), {&x});
   return out;
 }
@@ -193,9 +194,15 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                describe(v));
   NMPERM_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype(), "scaled_dot_product_attention: dtypes differ");
   if (scale < 0) scale = 1.0 / std::sqrt(double(q.shape(3)));
-  Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-  Tensor out = zeros(q.shape(), q.dtype(), q.device());
-  Tensor lse = Tensor::empty({q.shape(0), q.shape(1), q.shape(2)}, q.dtype(), q.device());
+  // On the CPU, heads split from a linear layer's rows are read in place, and the output is
+  // written as (B, T, H, D), so merging its heads back into rows is a view, not a copy.
+  auto in_place = [](const Tensor& x) { return kernels::reads_in_place(x) ? x : x.contiguous(); };
+  Tensor qc = in_place(q), kc = in_place(k), vc = in_place(v);
+  int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
+  Tensor out = q.device() != Device::CPU ? zeros(q.shape(), q.dtype(), q.device())
+               : k.numel() > 0           ? transpose(Tensor::empty({B, T, H, D}, q.dtype()), 1, 2)  // all written
+                                         : transpose(zeros({B, T, H, D}, q.dtype()), 1, 2);
+  Tensor lse = Tensor::empty({B, H, T}, q.dtype(), q.device());
   if (q.numel() > 0 && k.numel() > 0) kernels::attention(qc, kc, vc, out, lse, scale, causal);
   if (any_requires_grad({&q, &k, &v}))
     attach(out, std::make_shared<AttentionNode>(qc, kc, vc, out.detach(), lse, scale, causal), {&q, &k, &v});

@@ -1,10 +1,15 @@
 // Scaled dot-product attention, memory-efficient form (no (T, S) tensor is kept):
 //   q (B, H, T, D), k and v (B, Hkv, S, D) with H % Hkv == 0 (grouped-query heads:
 //   query head h reads kv head h / (H / Hkv)), out (B, H, T, D).
+// On the CPU q, k, v, out and dout may be views whose rows and heads are strided, as long
+// as each row of D is contiguous (kernels/heads.h): the transpose of a (B, T, H, D) tensor,
+// as a linear layer's output split into heads, is read and written in place. lse, dq, dk
+// and dv are packed, and the CUDA kernels take every tensor packed.
 // Forward saves the row log-sum-exp lse (B, H, T); backward recomputes the probabilities
 // from it, as flash attention does. causal masks key s > query t + (S - T).
 #pragma once
 #include "core/tensor.h"
+#include "kernels/heads.h"
 
 namespace nmperm::kernels {
 

@@ -4,6 +4,8 @@
 //   RotateHalf (Hugging Face Llama): pairs (x[i], x[i + D/2])
 //   Interleaved (original RoFormer/GPT-J/Meta): pairs (x[2i], x[2i + 1])
 // inverse = true rotates by -angle, which is the backward (rotations are orthogonal).
+// out is packed; on the CPU x may be a view of heads with strided rows (kernels/heads.h),
+// the CUDA kernel takes it packed.
 #pragma once
 #include <vector>
 

@@ -215,7 +215,8 @@ TokenData load_token_data(const std::string& train_path, const std::string& eval
 std::vector<int64_t> spread_indices(int64_t total, int64_t count) {
   NMPERM_CHECK(count >= 0 && count <= total, "cannot draw {} of {} items", count, total);
   std::vector<int64_t> out(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; ++i) out[size_t(i)] = int64_t(((__int128)(2 * i + 1) * total) / (2 * count));
+  for (int64_t i = 0; i < count; ++i)  // 128-bit product: no overflow for any int64 total
+    out[size_t(i)] = int64_t(__extension__((__int128)(2 * i + 1) * total) / (2 * count));
   return out;
 }
 

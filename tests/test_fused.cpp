@@ -1,6 +1,7 @@
 // Fused ops against the same function composed from elementwise ops: forward values and
 // every input gradient must agree (the composed form is the readable definition).
 #include "helpers.h"
+#include "kernels/heads.h"
 
 namespace nmperm {
 namespace {
@@ -90,6 +91,31 @@ TEST(Fused, AttentionMatchesComposedAcrossCausalRowBlocks) {
     agree([=](auto& x) { return scaled_dot_product_attention(x[0], x[1], x[2], causal, 0.3); },
           [=](auto& x) { return composed_attention(x[0], x[1], x[2], causal, 0.3); },
           {g({2, 2, 64, 3}, 16), g({2, 2, 64, 3}, 17), g({2, 2, 64, 3}, 18)});
+  }
+}
+
+// Heads split from a linear layer's rows, as the models split them, go through RoPE and
+// attention in place, and the output merges back into rows without a copy; values and every
+// gradient equal the composed form on packed heads.
+TEST(Fused, RopeAndAttentionReadHeadsSplitFromRowsInPlace) {
+  const int64_t B = 2, T = 37, H = 4, Hkv = 2, D = 6;
+  auto split = [&](const Tensor& x, int64_t h) { return transpose(reshape(x, {B, T, h, D}), 1, 2); };
+  auto packed = [](const Tensor& x) { return mul(x, 1.0); };  // an elementwise op writes packed output
+  for (bool causal : {false, true}) {
+    agree(
+        [&](auto& x) {
+          Tensor q = rope(split(x[0], H), 3, 100.0), k = rope(split(x[1], Hkv), 3, 100.0);
+          EXPECT_TRUE(kernels::has_head_rows(split(x[0], H)) && !split(x[0], H).is_contiguous());
+          Tensor y = scaled_dot_product_attention(q, k, split(x[2], Hkv), causal, 0.4);
+          EXPECT_TRUE(transpose(y, 1, 2).is_contiguous());  // written as (B, T, H, D)
+          return reshape(transpose(y, 1, 2), {B, T, H * D});
+        },
+        [&](auto& x) {
+          Tensor q = rope(packed(split(x[0], H)), 3, 100.0), k = rope(packed(split(x[1], Hkv)), 3, 100.0);
+          Tensor y = composed_attention(q, k, packed(split(x[2], Hkv)), causal, 0.4);
+          return reshape(packed(transpose(y, 1, 2)), {B, T, H * D});
+        },
+        {g({B, T, H * D}, 20), g({B, T, Hkv * D}, 21), g({B, T, Hkv * D}, 22)});
   }
 }
 

@@ -42,11 +42,12 @@ template <class F> void for_row_blocks(const Dims& d, bool causal, F&& f) {
 
 // P = softmax(scale * Q K^T) for the rows of `rb` into p (rows, rb.keys; leading dim S)
 // with their lse (computed, or given by the forward when have_lse); masked entries are 0.
+// Rows of q are ldq apart, rows of k ldk.
 template <class T>
-void scores(const Dims& d, const RowBlock& rb, const T* qh, const T* kh, T scale, bool causal, T* p, T* lse,
-            bool have_lse) {
+void scores(const Dims& d, const RowBlock& rb, const T* qh, int64_t ldq, const T* kh, int64_t ldk, T scale, bool causal,
+            T* p, T* lse, bool have_lse) {
   int64_t rows = rb.t1 - rb.t0;
-  if (rb.keys > 0) gemm<T>(false, true, rows, rb.keys, d.D, scale, qh + rb.t0 * d.D, d.D, kh, d.D, T(0), p, d.S);
+  if (rb.keys > 0) gemm<T>(false, true, rows, rb.keys, d.D, scale, qh + rb.t0 * ldq, ldq, kh, ldk, T(0), p, d.S);
   for (int64_t t = rb.t0; t < rb.t1; ++t) {
     T* row = p + (t - rb.t0) * d.S;
     int64_t visible = causal ? std::clamp<int64_t>(t + d.shift + 1, 0, d.S) : d.S;
@@ -67,19 +68,24 @@ void scores(const Dims& d, const RowBlock& rb, const T* qh, const T* kh, T scale
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse, double scale, bool causal) {
   Dims d = attention_dims(q, k, v);
+  HeadRows qs = head_rows(q, "attention: q"), ks = head_rows(k, "attention: k"), vs = head_rows(v, "attention: v"),
+           os = head_rows(out, "attention: out");
   dispatch_float(q.dtype(), [&]<class T>() {
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
     T *op = out.data<T>(), *lp = lse.data<T>();
     int64_t BH = d.B * d.H;
     auto one = [&](int64_t bh, std::vector<T>& buf) {
-      int64_t b = bh / d.H, h = bh % d.H, kvh = b * d.Hkv + h / d.group;
-      const T *qh = qp + bh * d.T * d.D, *kh = kp + kvh * d.S * d.D, *vh = vp + kvh * d.S * d.D;
-      T* oh = op + bh * d.T * d.D;
+      int64_t b = bh / d.H, h = bh % d.H, kvh = h / d.group;
+      const T *qh = qp + b * qs.b + h * qs.h, *kh = kp + b * ks.b + kvh * ks.h, *vh = vp + b * vs.b + kvh * vs.h;
+      T* oh = op + b * os.b + h * os.h;
       for_row_blocks(d, causal, [&](const RowBlock& rb) {
-        scores<T>(d, rb, qh, kh, T(scale), causal, buf.data(), lp + bh * d.T, false);
+        scores<T>(d, rb, qh, qs.t, kh, ks.t, T(scale), causal, buf.data(), lp + bh * d.T, false);
         int64_t rows = rb.t1 - rb.t0;
-        if (rb.keys == 0) std::memset(oh + rb.t0 * d.D, 0, sizeof(T) * size_t(rows * d.D));
-        else gemm<T>(false, false, rows, d.D, rb.keys, T(1), buf.data(), d.S, vh, d.D, T(0), oh + rb.t0 * d.D, d.D);
+        if (rb.keys == 0) {
+          for (int64_t t = rb.t0; t < rb.t1; ++t) std::memset(oh + t * os.t, 0, sizeof(T) * size_t(d.D));
+        } else {
+          gemm<T>(false, false, rows, d.D, rb.keys, T(1), buf.data(), d.S, vh, vs.t, T(0), oh + rb.t0 * os.t, os.t);
+        }
       });
     };
     if (BH >= omp_get_max_threads() && BH > 1) {
@@ -100,6 +106,11 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, T
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                         const Tensor& dout, Tensor& dq, Tensor& dk, Tensor& dv, double scale, bool causal) {
   Dims d = attention_dims(q, k, v);
+  HeadRows qs = head_rows(q, "attention: q"), ks = head_rows(k, "attention: k"), vs = head_rows(v, "attention: v"),
+           os = head_rows(out, "attention: out"),
+           gs = head_rows(dout, "attention: dout");
+  NMPERM_CHECK(dq.is_contiguous() && dk.is_contiguous() && dv.is_contiguous(),
+               "attention_backward: dq, dk, dv must be packed, got {}, {}, {}", describe(dq), describe(dk), describe(dv));
   dispatch_float(q.dtype(), [&]<class T>() {
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>(), *op = out.data<T>(), *lp = lse.data<T>(),
             *gp = dout.data<T>();
@@ -107,14 +118,14 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
     int64_t BK = d.B * d.Hkv;
     auto one = [&](int64_t bk, std::vector<T>& p, std::vector<T>& dp) {
       int64_t b = bk / d.Hkv, kh = bk % d.Hkv;
-      const T *kb = kp + bk * d.S * d.D, *vb = vp + bk * d.S * d.D;
+      const T *kb = kp + b * ks.b + kh * ks.h, *vb = vp + b * vs.b + kh * vs.h;
       T *dkb = dkp + bk * d.S * d.D, *dvb = dvp + bk * d.S * d.D;
       // dK and dV sum over the query heads of the group and over the row blocks.
       std::memset(dkb, 0, sizeof(T) * size_t(d.S * d.D));
       std::memset(dvb, 0, sizeof(T) * size_t(d.S * d.D));
       for (int64_t g = 0; g < d.group; ++g) {
-        int64_t bh = b * d.H + kh * d.group + g;
-        const T *qh = qp + bh * d.T * d.D, *oh = op + bh * d.T * d.D, *gh = gp + bh * d.T * d.D;
+        int64_t h = kh * d.group + g, bh = b * d.H + h;
+        const T *qh = qp + b * qs.b + h * qs.h, *oh = op + b * os.b + h * os.h, *gh = gp + b * gs.b + h * gs.h;
         T* dqh = dqp + bh * d.T * d.D;
         for_row_blocks(d, causal, [&](const RowBlock& rb) {
           int64_t rows = rb.t1 - rb.t0;
@@ -122,20 +133,20 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
             std::memset(dqh + rb.t0 * d.D, 0, sizeof(T) * size_t(rows * d.D));
             return;
           }
-          const T *qr = qh + rb.t0 * d.D, *orow = oh + rb.t0 * d.D, *gr = gh + rb.t0 * d.D;
-          scores<T>(d, rb, qh, kb, T(scale), causal, p.data(), const_cast<T*>(lp + bh * d.T), true);
+          const T *qr = qh + rb.t0 * qs.t, *orow = oh + rb.t0 * os.t, *gr = gh + rb.t0 * gs.t;
+          scores<T>(d, rb, qh, qs.t, kb, ks.t, T(scale), causal, p.data(), const_cast<T*>(lp + bh * d.T), true);
           // dV += P^T dO ; dP = dO V^T
-          gemm<T>(true, false, rb.keys, d.D, rows, T(1), p.data(), d.S, gr, d.D, T(1), dvb, d.D);
-          gemm<T>(false, true, rows, rb.keys, d.D, T(1), gr, d.D, vb, d.D, T(0), dp.data(), d.S);
+          gemm<T>(true, false, rb.keys, d.D, rows, T(1), p.data(), d.S, gr, gs.t, T(1), dvb, d.D);
+          gemm<T>(false, true, rows, rb.keys, d.D, T(1), gr, gs.t, vb, vs.t, T(0), dp.data(), d.S);
           // dS = P * (dP - rowsum(dO * O))
           for (int64_t t = 0; t < rows; ++t) {
-            T di = dot(gr + t * d.D, orow + t * d.D, d.D);
+            T di = dot(gr + t * gs.t, orow + t * os.t, d.D);
             T *pr = p.data() + t * d.S, *dr = dp.data() + t * d.S;
             for (int64_t s = 0; s < rb.keys; ++s) dr[s] = pr[s] * (dr[s] - di);
           }
           // dQ = scale dS K ; dK += scale dS^T Q
-          gemm<T>(false, false, rows, d.D, rb.keys, T(scale), dp.data(), d.S, kb, d.D, T(0), dqh + rb.t0 * d.D, d.D);
-          gemm<T>(true, false, rb.keys, d.D, rows, T(scale), dp.data(), d.S, qr, d.D, T(1), dkb, d.D);
+          gemm<T>(false, false, rows, d.D, rb.keys, T(scale), dp.data(), d.S, kb, ks.t, T(0), dqh + rb.t0 * d.D, d.D);
+          gemm<T>(true, false, rb.keys, d.D, rows, T(scale), dp.data(), d.S, qr, qs.t, T(1), dkb, d.D);
         });
       }
     };

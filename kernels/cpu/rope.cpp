@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/heads.h"
 
 namespace nmperm::kernels {
 
@@ -18,7 +19,10 @@ namespace cpu {
 void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<double>& inv_freq, RopeStyle style,
           bool inverse) {
   NMPERM_CHECK(x.ndim() == 4 && x.shape(3) % 2 == 0, "rope: expects (B, H, T, D) with even D, got {}", x.shape());
-  int64_t BH = x.shape(0) * x.shape(1), T = x.shape(2), D = x.shape(3), half = D / 2;
+  NMPERM_CHECK(out.is_contiguous() && out.shape() == x.shape(), "rope: out {} must be packed like x {}", describe(out),
+               describe(x));
+  int64_t H = x.shape(1), BH = x.shape(0) * H, T = x.shape(2), D = x.shape(3), half = D / 2;
+  HeadRows xs = head_rows(x, "rope: x");  // x may be a view of heads split from rows
   NMPERM_CHECK(int64_t(inv_freq.size()) == half, "rope: {} frequencies for head size {}", inv_freq.size(), D);
   dispatch_float(x.dtype(), [&]<class F>() {
     // cos/sin table (T, D/2), computed in double like the reference implementations' f32
@@ -35,7 +39,7 @@ void rope(const Tensor& x, Tensor& out, int64_t pos_offset, const std::vector<do
 #pragma omp parallel for collapse(2) if (BH * T * D > 32768)
     for (int64_t bh = 0; bh < BH; ++bh)
       for (int64_t t = 0; t < T; ++t) {
-        const F* xr = xp + (bh * T + t) * D;
+        const F* xr = xp + bh / H * xs.b + bh % H * xs.h + t * xs.t;
         F* orow = op + (bh * T + t) * D;
         const F* c = cs.data() + t * half;
         const F* s = sn.data() + t * half;
