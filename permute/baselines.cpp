@@ -30,6 +30,13 @@ struct Columns {
 // lower index), without branches, so rows go through vector lanes; other M (0) sort the
 // row. On ties the two may order equal values differently, which changes no sum or
 // threshold.
+// How many of v[0..kM) rank before v[a]: higher, or equal at a lower index.
+template <int64_t kM> inline int64_t ranked_above(const float* v, int64_t a) {
+  int64_t above = 0;
+  for (int64_t b = 0; b < kM; ++b) above += (v[b] > v[a]) | ((v[b] == v[a]) & (b < a));
+  return above;
+}
+
 template <int64_t kM>
 double group_value_of(const Columns& c, const int64_t* ch, NMPattern pat) {
   double total = 0;
@@ -41,11 +48,7 @@ double group_value_of(const Columns& c, const int64_t* ch, NMPattern pat) {
       float v[kM];
       for (int64_t k = 0; k < kM; ++k) v[k] = col[k][o];
       double kept = 0;
-      for (int64_t a = 0; a < kM; ++a) {
-        int64_t above = 0;
-        for (int64_t b = 0; b < kM; ++b) above += (v[b] > v[a]) | ((v[b] == v[a]) & (b < a));
-        kept += above < pat.n ? double(v[a]) : 0.0;
-      }
+      for (int64_t a = 0; a < kM; ++a) kept += ranked_above<kM>(v, a) < pat.n ? double(v[a]) : 0.0;
       total += kept;
     }
   } else {
@@ -110,8 +113,7 @@ struct SlotValues {
         double K = 0;
         float t = 0, u = 0;  // the smallest kept score and the largest dropped one
         for (int64_t a = 0; a < kM; ++a) {
-          above[a] = 0;
-          for (int64_t b = 0; b < kM; ++b) above[a] += (v[b] > v[a]) | ((v[b] == v[a]) & (b < a));
+          above[a] = ranked_above<kM>(v, a);
           K += above[a] < pat.n ? double(v[a]) : 0.0;
           t += above[a] == pat.n - 1 ? v[a] : 0.0f;
           u += above[a] == pat.n ? v[a] : 0.0f;
