@@ -23,5 +23,8 @@ void set_num_threads(int n);  // also sets OpenBLAS's thread count
 // NMPERM_KEEP_BLAS_CORE yourself turns this off.
 void select_blas_kernels(char** argv);
 std::string blas_core();  // the kernel set OpenBLAS is using
+// Which library runs which products on the CPU, for benchmark headers, e.g.
+// "oneDNN 2.6.3 (f32, bf16), OpenBLAS SkylakeX (f64, attention heads)".
+std::string matmul_libraries();
 
 }  // namespace nmperm::kernels

@@ -17,8 +17,6 @@ namespace nmperm {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-namespace {
-
 json read_json(const fs::path& p) {
   std::ifstream f(p);
   NMPERM_CHECK(f, "cannot open '{}'", p.string());
@@ -28,6 +26,8 @@ json read_json(const fs::path& p) {
     NMPERM_FAIL("'{}' is not valid JSON: {}", p.string(), e.what());
   }
 }
+
+namespace {
 
 // Tensors some exporters include that carry no parameters of these architectures.
 bool ignorable(const std::string& name) {

@@ -97,6 +97,8 @@ struct CheckpointFiles {
 Model load_checkpoint(const std::string& path);  // the whole model in memory (f32)
 // "vit", "llama", "mistral" or "qwen2" from model_type or architectures, else an error.
 std::string model_type_of(const nlohmann::json& config, const std::string& what);
+// A JSON file (config.json, index files); a missing or malformed file is an error naming it.
+nlohmann::json read_json(const std::filesystem::path& p);
 
 // The registry of architectures (models/checkpoint.cpp): by config.json (its model_type),
 // or by name (Network::name(): TrainConfig's arch, a report's "arch"; an error when

@@ -4,6 +4,7 @@
 // the library thread each call.
 #include "kernels/matmul.h"
 #include "kernels/cpu/launchers.h"
+#include "kernels/runtime.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -155,6 +156,17 @@ bool f32_through_onednn() {
 }
 
 }  // namespace
+
+}  // namespace cpu
+
+std::string matmul_libraries() {
+  const dnnl_version_t* v = dnnl_version();
+  std::string onednn = fmt::format("oneDNN {}.{}.{}", v->major, v->minor, v->patch), openblas = "OpenBLAS " + blas_core();
+  return cpu::f32_through_onednn() ? fmt::format("{} (f32, bf16), {} (f64, attention heads)", onednn, openblas)
+                                   : fmt::format("{} (f32, f64, attention heads), {} (bf16)", openblas, onednn);
+}
+
+namespace cpu {
 
 void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double beta, const Tensor& bias) {
   check_matmul(a, b, c, bias, beta);

@@ -289,7 +289,7 @@ def main():
         if a.device == "cuda":
             print(f"device: nmperm {ours[0]['device']}, PyTorch {theirs[0]['torch']} {theirs[0]['device']}")
         else:
-            print(f"threads: nmperm {ours[0]['threads']} (OpenBLAS {ours[0]['blas']}), "
+            print(f"threads: nmperm {ours[0]['threads']} ({ours[0]['blas']}), "
                   f"PyTorch {theirs[0]['torch']} {theirs[0]['threads']} ({theirs[0]['blas']}, {theirs[0]['attention']} attention"
                   + (", torch.compile" if a.compile else "") + ")")
         print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side); "
