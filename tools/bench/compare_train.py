@@ -11,6 +11,13 @@ same batch, same thread count, alternating the two sides in fresh processes; med
                                                        nmperm's core/profile.h against torch.profiler)
     python3 tools/bench/compare_train.py --compile    (PyTorch >= 2.0: its models under torch.compile,
                                                        compiled during the warm-up steps)
+    python3 tools/bench/compare_train.py --vit-config tools/bench/configs/vit-base-4layers.json --vit-batch 16 \
+        --llama-config tools/bench/configs/llama-2048-2layers.json --llama-batch 2 --llama-seq 256
+                                                      (any Hugging Face config.json, random weights, on
+                                                       both sides: the figures at real widths)
+
+With --precision bf16 each round also runs nmperm in f32, and the table adds nmperm's bf16
+time over its own f32 time.
 
 The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
 with the same sizes. Their attention is PyTorch's best CPU setting, scaled_dot_product_attention
@@ -127,6 +134,21 @@ class Attention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
+def config(path, defaults):
+    """The Hugging Face config.json at `path` over the embedded model's values."""
+    c = dict(defaults)
+    if path:
+        with open(path) as f:
+            c.update(json.load(f))
+    return c
+
+
+VIT_DEFAULTS = dict(image_size=28, patch_size=4, num_channels=1, hidden_size=128, num_hidden_layers=4,
+                    num_attention_heads=4, intermediate_size=512, num_labels=10, layer_norm_eps=1e-12)
+LLAMA_DEFAULTS = dict(vocab_size=256, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=384, rms_norm_eps=1e-5, rope_theta=10000.0)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, C, eps):
         super().__init__()
@@ -137,18 +159,21 @@ class RMSNorm(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, img=28, P=4, Cin=1, C=128, L=4, H=4, M=512, labels=10):
+    def __init__(self, c):
         super().__init__()
+        img, P, Cin, C = c["image_size"], c["patch_size"], c["num_channels"], c["hidden_size"]
+        L, H, M, labels, eps = (c["num_hidden_layers"], c["num_attention_heads"], c["intermediate_size"],
+                                c["num_labels"], c["layer_norm_eps"])
         N = (img // P) ** 2
         self.proj = nn.Conv2d(Cin, C, P, P)
         self.cls = nn.Parameter(torch.randn(1, 1, C) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, N + 1, C) * 0.02)
         self.blocks = nn.ModuleList()
         for _ in range(L):
-            self.blocks.append(nn.ModuleDict(dict(ln1=nn.LayerNorm(C, eps=1e-12), attn=Attention(C, H, H, True),
-                                                  ln2=nn.LayerNorm(C, eps=1e-12), fc1=nn.Linear(C, M),
+            self.blocks.append(nn.ModuleDict(dict(ln1=nn.LayerNorm(C, eps=eps), attn=Attention(C, H, H, True),
+                                                  ln2=nn.LayerNorm(C, eps=eps), fc1=nn.Linear(C, M),
                                                   fc2=nn.Linear(M, C))))
-        self.ln = nn.LayerNorm(C, eps=1e-12)
+        self.ln = nn.LayerNorm(C, eps=eps)
         self.head = nn.Linear(C, labels)
 
     def forward(self, x):
@@ -161,15 +186,18 @@ class ViT(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, V=256, C=128, L=4, H=4, Hkv=2, M=384):
+    def __init__(self, c):
         super().__init__()
+        V, C, L, H = c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"]
+        Hkv, M, eps, theta = c["num_key_value_heads"], c["intermediate_size"], c["rms_norm_eps"], c["rope_theta"]
+        assert c.get("head_dim", C // H) == C // H, "this PyTorch Llama takes head_dim = hidden_size / heads"
         self.emb = nn.Embedding(V, C)
         self.blocks = nn.ModuleList()
         for _ in range(L):
-            self.blocks.append(nn.ModuleDict(dict(n1=RMSNorm(C, 1e-5), attn=Attention(C, H, Hkv, False, 10000.0, True),
-                                                  n2=RMSNorm(C, 1e-5), gate=nn.Linear(C, M, False),
+            self.blocks.append(nn.ModuleDict(dict(n1=RMSNorm(C, eps), attn=Attention(C, H, Hkv, False, theta, True),
+                                                  n2=RMSNorm(C, eps), gate=nn.Linear(C, M, False),
                                                   up=nn.Linear(C, M, False), down=nn.Linear(M, C, False))))
-        self.norm = RMSNorm(C, 1e-5)
+        self.norm = RMSNorm(C, eps)
         self.head = nn.Linear(C, V, False)
 
     def forward(self, ids):
@@ -181,17 +209,19 @@ class Llama(nn.Module):
         return self.head(self.norm(x))
 
 
-def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False, compiled=False):
+def torch_steps(a, warmup, device="cpu", precision="f32", profiled=False, compiled=False):
     """Median step times; precision bf16 runs forward and loss under torch.autocast(bf16);
     compiled wraps both models in torch.compile (the warm-up steps compile them)."""
     cast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     torch.manual_seed(0)
     out = {}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    vit = ViT().to(device)
+    steps, vc, lc = a.steps, config(a.vit_config, VIT_DEFAULTS), config(a.llama_config, LLAMA_DEFAULTS)
+    vit = ViT(vc).to(device)
     opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, weight_decay=0.05)
     vit_fwd = torch.compile(vit) if compiled else vit
-    x, y = torch.randn(128, 1, 28, 28, device=device), torch.arange(128, device=device) % 10
+    x = torch.randn(a.vit_batch, vc["num_channels"], vc["image_size"], vc["image_size"], device=device)
+    y = torch.arange(a.vit_batch, device=device) % vc["num_labels"]
 
     def vstep():
         with optimizer_region():
@@ -202,16 +232,16 @@ def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False, co
         with optimizer_region():
             torch.nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
             opt.step()
-    llama = Llama().to(device)
+    llama, V = Llama(lc).to(device), lc["vocab_size"]
     lopt = torch.optim.AdamW(llama.parameters(), lr=1e-3, weight_decay=0.05)
     llama_fwd = torch.compile(llama) if compiled else llama
-    w = torch.randint(0, 256, (32, 129), device=device)
+    w = torch.randint(0, V, (a.llama_batch, a.llama_seq + 1), device=device)
 
     def lstep():
         with optimizer_region():
             lopt.zero_grad(set_to_none=True)
         with cast():
-            loss = F.cross_entropy(llama_fwd(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1))
+            loss = F.cross_entropy(llama_fwd(w[:, :-1]).reshape(-1, V), w[:, 1:].reshape(-1))
         loss.backward()
         with optimizer_region():
             torch.nn.utils.clip_grad_norm_(llama.parameters(), 1.0)
@@ -219,7 +249,7 @@ def torch_steps(steps, warmup, device="cpu", precision="f32", profiled=False, co
 
     def leval():
         with torch.inference_mode(), cast():
-            F.cross_entropy(llama_fwd(w[:, :-1]).reshape(-1, 256), w[:, 1:].reshape(-1)).item()
+            F.cross_entropy(llama_fwd(w[:, :-1]).reshape(-1, V), w[:, 1:].reshape(-1)).item()
     for name, fn in (("vit_ms", vstep), ("llama_ms", lstep), ("llama_eval_ms", leval)):
         for _ in range(warmup):
             fn()
@@ -254,6 +284,11 @@ def main():
                     help="also print milliseconds per step in each op family on both sides (CPU only)")
     ap.add_argument("--compile", action="store_true",
                     help="run PyTorch's models under torch.compile (PyTorch >= 2.0; compiled in the warm-up)")
+    ap.add_argument("--vit-config", help="a Hugging Face ViT config.json for both sides (default: the embedded model)")
+    ap.add_argument("--vit-batch", type=int, default=128, help="images per ViT step")
+    ap.add_argument("--llama-config", help="a Hugging Face Llama config.json for both sides (default: the embedded model)")
+    ap.add_argument("--llama-batch", type=int, default=32, help="windows per Llama step")
+    ap.add_argument("--llama-seq", type=int, default=128, help="tokens per window")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.attention == "sdpa" and not hasattr(F, "scaled_dot_product_attention"):
@@ -267,7 +302,7 @@ def main():
         n = int(os.environ["OMP_NUM_THREADS"])
         torch.set_num_threads(n)
         set_blas_threads(n)
-        r = torch_steps(a.steps, 3, a.device, a.precision, a.profile, a.compile)
+        r = torch_steps(a, 3, a.device, a.precision, a.profile, a.compile)
         r.update(threads=torch.get_num_threads(), blas=blas_in_use(), torch=torch.__version__, attention=ATTENTION,
                  device=torch.cuda.get_device_name() if a.device == "cuda" else "cpu")
         print(json.dumps(r))
@@ -275,16 +310,25 @@ def main():
     for threads in a.threads:
         env = dict(os.environ, NMPERM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    OPENBLAS_NUM_THREADS=str(threads))
-        ours, theirs = [], []
+        ours, theirs, ours_f32 = [], [], []
         prof = ["--profile"] if a.profile else []
         comp = ["--compile"] if a.compile else []
+        shapes = ["--vit-batch", str(a.vit_batch), "--llama-batch", str(a.llama_batch), "--llama-seq", str(a.llama_seq)]
+        shapes += ["--vit-config", a.vit_config] if a.vit_config else []
+        shapes += ["--llama-config", a.llama_config] if a.llama_config else []
+
+        def nmperm(precision):
+            return json.loads(subprocess.run([a.bench, "--steps", str(a.steps), "--device", a.device,
+                                              "--precision", precision] + prof + shapes, env=env,
+                                             check=True, capture_output=True, text=True).stdout)
         for _ in range(a.rounds):
-            ours.append(json.loads(subprocess.run([a.bench, "--steps", str(a.steps), "--device", a.device,
-                                                   "--precision", a.precision] + prof, env=env,
-                                                  check=True, capture_output=True, text=True).stdout))
+            ours.append(nmperm(a.precision))
+            if a.precision != "f32":
+                ours_f32.append(nmperm("f32"))
             theirs.append(json.loads(subprocess.run([sys.executable, os.path.abspath(__file__), "--worker",
                                                      "--steps", str(a.steps), "--device", a.device,
-                                                     "--precision", a.precision, "--attention", a.attention] + prof + comp,
+                                                     "--precision", a.precision, "--attention", a.attention]
+                                                    + prof + comp + shapes,
                                                     env=env, check=True, capture_output=True, text=True).stdout))
         if a.device == "cuda":
             print(f"device: nmperm {ours[0]['device']}, PyTorch {theirs[0]['torch']} {theirs[0]['device']}")
@@ -294,11 +338,21 @@ def main():
                   + (", torch.compile" if a.compile else "") + ")")
         print(f"parameters: ViT {theirs[0]['params']['vit']}, Llama {theirs[0]['params']['llama']} (PyTorch side); "
               f"precision {a.precision}" + (" (nmperm --precision bf16, PyTorch bf16 autocast)" if a.precision == "bf16" else ""))
-        print(f"{'model':16} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}   (medians of {a.rounds} rounds)")
+        print(f"shapes: ViT {a.vit_config or 'embedded'}, batch {a.vit_batch}; "
+              f"Llama {a.llama_config or 'embedded'}, {a.llama_batch} x {a.llama_seq} tokens")
+        own = f" {'nmperm f32 ms':>14} {'bf16/f32':>9}" if ours_f32 else ""
+        print(f"{'model':16} {'nmperm ms/step':>15} {'PyTorch ms/step':>16} {'ratio':>7}{own}   (medians of {a.rounds} rounds)")
+        worst = 0.0
         for key, name in (("vit_ms", "ViT"), ("llama_ms", "Llama"), ("llama_eval_ms", "Llama evaluation")):
             o, t = median([r[key] for r in ours]), median([r[key] for r in theirs])
-            tps = f"   ({32 * 128 / o * 1e3:,.0f} against {32 * 128 / t * 1e3:,.0f} tokens/s)" if "eval" in key else ""
+            worst = max(worst, o / t)
+            tokens = a.llama_batch * a.llama_seq
+            tps = f"   ({tokens / o * 1e3:,.0f} against {tokens / t * 1e3:,.0f} tokens/s)" if "eval" in key else ""
+            if ours_f32:
+                f = median([r[key] for r in ours_f32])
+                tps = f" {f:14.1f} {o / f:9.2f}" + tps
             print(f"{name:16} {o:15.1f} {t:16.1f} {o / t:7.2f}{tps}")
+        print(f"worst ratio against PyTorch: {worst:.2f}")
         if a.profile:
             print_profiles(ours, theirs, threads)
     return 0
