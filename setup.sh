@@ -16,7 +16,8 @@
 #   ./setup.sh bench            build and run the CPU benchmarks (ops, training steps, the assignment
 #                               solver) against today's PyTorch 2.x and SciPy from PyPI (a virtual
 #                               environment, BENCH_VENV, default ~/.cache/nmperm/bench-venv) and
-#                               against Debian's PyTorch 1.13
+#                               against Debian's PyTorch 1.13; then mixed precision (bf16) against
+#                               PyTorch's autocast, at the embedded widths and at real ones
 #   ./setup.sh build            install what is missing and build only
 #
 # Packages come from Debian's archive and are installed only when missing (as root, or
@@ -126,7 +127,15 @@ case "$cmd" in
       "$py" tools/bench/compare.py --bench "${BUILD_DIR:-build}/bench_ops" "$@"
       "$py" tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" --threads 2 1 --profile
       "$py" tools/bench/compare_assignment.py --bench "${BUILD_DIR:-build}/bench_assignment"
-    done ;;
+    done
+    # Mixed precision against today's PyTorch, at the embedded widths and at real ones.
+    py="$venv/bin/python"
+    wide=(--vit-config tools/bench/configs/vit-base-4layers.json --vit-batch 16
+          --llama-config tools/bench/configs/llama-2048-2layers.json --llama-batch 2 --llama-seq 256)
+    "$py" tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" --threads 2 1 --precision bf16
+    "$py" tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" --threads 2 --steps 3 "${wide[@]}"
+    "$py" tools/bench/compare_train.py --bench "${BUILD_DIR:-build}/bench_train" --threads 2 --steps 3 "${wide[@]}" \
+      --precision bf16 ;;
   build)
     install_missing "${BUILD_PKGS[@]}"
     build "${BUILD_DIR:-build}" ;;
