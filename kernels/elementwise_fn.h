@@ -5,9 +5,9 @@
 //   fwd<M>(x, p)        = op(x)                 (p: the exponent of Pow, unused elsewhere)
 //   grad<M>(x, y, g, p) = g * op'(x), given y = op(x), so exp/sigmoid/tanh/sqrt reuse it
 //   lanes               = true when the formula uses only +, -, *, /, comparisons, exp and
-//                         erf: the CPU then runs it on 8 f32 lanes at a time
+//                         erf: the CPU then runs it on 8 f32 lanes at a time (16 with AVX-512)
 //   positive_only       = true when the op is defined for x > 0 only (tests draw inputs there)
-// V is the value type (float, double, or the CPU's 8-lane f32x8), T its scalar type. The
+// V is the value type (float, double, or the CPU's f32x8 / f32x16 lanes), T its scalar type. The
 // math functions come from the backend as M::exp, M::erf, M::log, M::log1p, M::sqrt,
 // M::tanh and M::pow, so the CPU uses its vectorised exp/erf and the GPU its own, from
 // the same formula.

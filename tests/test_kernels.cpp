@@ -4,6 +4,8 @@
 #include "core/profile.h"
 #include "core/view.h"
 #include "helpers.h"
+#include "kernels/cpu/vmath.h"
+#include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "kernels/runtime.h"
 #include "kernels/optim.h"
@@ -245,6 +247,65 @@ TEST(Kernels, ResultsDoNotDependOnThreadCount) {
     } else {
       EXPECT_TRUE(one[i] == two[i]) << "result " << i;
     }
+  }
+}
+
+// On AVX-512 CPUs float exp and erf run 16 lanes at a time (kernels/cpu/vmath.h); every
+// lane computes the same operations as in 8 lanes and the sums are added in the 8-lane
+// order, so every op that uses them gives the same bits in both widths (NaN stays NaN, its
+// sign bit may differ, as it may between lanes and scalar tails): each elementwise
+// op and its gradient (lengths with 16-, 8-lane and scalar tails, special values at every
+// position mod 16), softmax, log_softmax, cross entropy and attention.
+TEST(Kernels, SixteenLanesGiveTheBitsOfEight) {
+  if (!kernels::set_wide_lanes(true) && !kernels::wide_lanes()) GTEST_SKIP() << "this CPU has no AVX-512";
+  struct Restore {
+    ~Restore() { kernels::set_wide_lanes(true); }
+  } restore;
+  auto run = [](bool wide) {
+    kernels::set_wide_lanes(wide);
+    std::vector<std::vector<float>> out;
+    Generator g(3);
+    for (int64_t n : {int64_t(16 * 37 + 13), int64_t(7), int64_t(24), int64_t(70000)}) {
+      Tensor x = mul(randn({n}, g), 6.0);
+      const float special[] = {NAN, INFINITY, -INFINITY, 88.5f, -87.5f, 89.0f, -104.0f, 1e-30f, -0.0f, 0.0f, 30.0f, -30.0f};
+      for (int64_t i = 0; i < n; i += 5) x.data<float>()[i] = special[size_t(i / 5) % std::size(special)];
+      Tensor pos = add(abs(x), 0.5), dy = randn({n}, g);
+      for (int op = 0; op < int(std::size(kernels::kUnaryNames)); ++op) {
+        auto u = kernels::UnaryOp(op);
+        Tensor in = (u == kernels::UnaryOp::Log || u == kernels::UnaryOp::Sqrt || u == kernels::UnaryOp::Rsqrt ||
+                     u == kernels::UnaryOp::Pow)
+                        ? pos
+                        : x;
+        Tensor y = Tensor::empty({n}), dx = Tensor::empty({n});
+        kernels::unary(u, in, y, 1.5);
+        kernels::unary_backward(u, in, y, dy, dx, 1.5);
+        out.push_back(y.to_vector<float>());
+        out.push_back(dx.to_vector<float>());
+      }
+    }
+    Tensor s = mul(randn({64, 300}, g), 5.0);
+    std::vector<int64_t> targets(64);
+    for (int64_t i = 0; i < 64; ++i) targets[size_t(i)] = (i * 37) % 300;
+    Tensor t = from_vector<int64_t>(targets, {64});
+    out.push_back(softmax(s, 1).to_vector<float>());
+    out.push_back(log_softmax(s, 1).to_vector<float>());
+    Tensor sg = s.detach().set_requires_grad();
+    Tensor l = cross_entropy(sg, t);
+    backward(l);
+    out.push_back({float(l.item())});
+    out.push_back(sg.grad().to_vector<float>());
+    Tensor q = randn({2, 4, 37, 16}, g), k = randn({2, 2, 37, 16}, g), v = randn({2, 2, 37, 16}, g);
+    out.push_back(scaled_dot_product_attention(q, k, v, true).to_vector<float>());
+    return out;
+  };
+  auto eight = run(false), sixteen = run(true);
+  ASSERT_EQ(eight.size(), sixteen.size());
+  for (size_t i = 0; i < eight.size(); ++i) {
+    ASSERT_EQ(eight[i].size(), sixteen[i].size());
+    for (size_t j = 0; j < eight[i].size(); ++j)
+      if (!(std::isnan(eight[i][j]) && std::isnan(sixteen[i][j])))  // a NaN's sign may differ
+        ASSERT_EQ(std::bit_cast<uint32_t>(eight[i][j]), std::bit_cast<uint32_t>(sixteen[i][j]))
+          << "result " << i << " element " << j << ": " << eight[i][j] << " in 8 lanes, " << sixteen[i][j] << " in 16";
   }
 }
 

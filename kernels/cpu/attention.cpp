@@ -42,10 +42,12 @@ template <class F> void for_row_blocks(const Dims& d, bool causal, F&& f) {
 
 // P = softmax(scale * Q K^T) for the rows of `rb` into p (rows, rb.keys; leading dim S)
 // with their lse (computed, or given by the forward when have_lse); masked entries are 0.
-// Rows of q are ldq apart, rows of k ldk.
+// Rows of q are ldq apart, rows of k ldk. With inv_sum (the forward), the rows are left
+// unnormalised, exp(s - max), and inv_sum[t - rb.t0] gets 1 / their sum: the forward
+// scales the D columns of its output row instead of the row's keys.
 template <class T>
 void scores(const Dims& d, const RowBlock& rb, const T* qh, int64_t ldq, const T* kh, int64_t ldk, T scale, bool causal,
-            T* p, T* lse, bool have_lse) {
+            T* p, T* lse, bool have_lse, T* inv_sum = nullptr) {
   int64_t rows = rb.t1 - rb.t0;
   if (rb.keys > 0) gemm<T>(false, true, rows, rb.keys, d.D, scale, qh + rb.t0 * ldq, ldq, kh, ldk, T(0), p, d.S);
   for (int64_t t = rb.t0; t < rb.t1; ++t) {
@@ -57,7 +59,10 @@ void scores(const Dims& d, const RowBlock& rb, const T* qh, int64_t ldq, const T
       T m = max_of(row, visible);
       T sum = visible > 0 ? exp_shift_sum<T>(row, m, row, visible) : T(0);
       T inv = sum > 0 ? T(1) / sum : T(0);
-      for (int64_t s = 0; s < visible; ++s) row[s] *= inv;
+      if (inv_sum)
+        inv_sum[t - rb.t0] = inv;
+      else
+        for (int64_t s = 0; s < visible; ++s) row[s] *= inv;
       lse[t] = visible > 0 ? m + std::log(sum) : -std::numeric_limits<T>::infinity();
     }
     for (int64_t s = visible; s < rb.keys; ++s) row[s] = 0;
@@ -79,13 +84,20 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, T
       const T *qh = qp + b * qs.b + h * qs.h, *kh = kp + b * ks.b + kvh * ks.h, *vh = vp + b * vs.b + kvh * vs.h;
       T* oh = op + b * os.b + h * os.h;
       for_row_blocks(d, causal, [&](const RowBlock& rb) {
-        scores<T>(d, rb, qh, qs.t, kh, ks.t, T(scale), causal, buf.data(), lp + bh * d.T, false);
+        T inv[kRowBlock];
         int64_t rows = rb.t1 - rb.t0;
+        T* inv_sum = rows <= kRowBlock ? inv : nullptr;  // a non-causal block is all T rows
+        scores<T>(d, rb, qh, qs.t, kh, ks.t, T(scale), causal, buf.data(), lp + bh * d.T, false, inv_sum);
         if (rb.keys == 0) {
           for (int64_t t = rb.t0; t < rb.t1; ++t) std::memset(oh + t * os.t, 0, sizeof(T) * size_t(d.D));
-        } else {
-          gemm<T>(false, false, rows, d.D, rb.keys, T(1), buf.data(), d.S, vh, vs.t, T(0), oh + rb.t0 * os.t, os.t);
+          return;
         }
+        gemm<T>(false, false, rows, d.D, rb.keys, T(1), buf.data(), d.S, vh, vs.t, T(0), oh + rb.t0 * os.t, os.t);
+        if (inv_sum)
+          for (int64_t t = 0; t < rows; ++t) {
+            T* o = oh + (rb.t0 + t) * os.t;
+            for (int64_t j = 0; j < d.D; ++j) o[j] *= inv[t];
+          }
       });
     };
     if (BH >= omp_get_max_threads() && BH > 1) {

@@ -35,22 +35,42 @@ struct CpuMath {
   template <class T> static T pow(T x, T p) { return std::pow(x, p); }
 };
 
-// Runs f(i) over [0, n) in parallel chunks of whole 8-lane blocks.
-template <class F> void parallel_blocks(int64_t n, F&& f) {
-  int64_t blocks = (n + 7) / 8;
+// Runs f(i, len) over [0, n) in parallel chunks of whole blocks of `width` elements.
+template <class F> void parallel_blocks(int64_t n, int64_t width, F&& f) {
+  int64_t blocks = (n + width - 1) / width;
 #pragma omp parallel for if (n > kParallelGrain) schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) f(b * 8, std::min<int64_t>(8, n - b * 8));
+  for (int64_t b = 0; b < blocks; ++b) f(b * width, std::min<int64_t>(width, n - b * width));
 }
 
+// One op on 16 float lanes (AVX-512; called only where the CPU has it).
+template <class Op> NMPERM_AVX512 void fwd_16(const float* x, float* y, float p) {
+  f32x16 v;
+  std::memcpy(&v, x, sizeof v);
+  f32x16 r = Op::template fwd<CpuMath, f32x16, float>(v, p);
+  std::memcpy(y, &r, sizeof r);
+}
+template <class Op> NMPERM_AVX512 void grad_16(const float* x, const float* y, const float* g, float* dx, float p) {
+  f32x16 vx, vy, vg;
+  std::memcpy(&vx, x, sizeof vx);
+  std::memcpy(&vy, y, sizeof vy);
+  std::memcpy(&vg, g, sizeof vg);
+  f32x16 r = Op::template grad<CpuMath, f32x16, float>(vx, vy, vg, p);
+  std::memcpy(dx, &r, sizeof r);
+}
+
+// Every element gets the same formula whichever width runs it (16 lanes, 8, or a scalar
+// tail), so the results do not depend on the width.
 template <class Op, class T> void unary_loop(const T* x, T* y, int64_t n, T p) {
-  parallel_blocks(n, [&](int64_t i, int64_t len) {
-    if constexpr (std::is_same_v<T, float> && Op::lanes) {
-      if (len == 8) {
+  constexpr bool vec = std::is_same_v<T, float> && Op::lanes;
+  const bool wide = vec && wide_lanes();
+  parallel_blocks(n, wide ? 16 : 8, [&](int64_t i, int64_t len) {
+    if constexpr (vec) {
+      if (wide && len == 16) return fwd_16<Op>(x + i, y + i, p);
+      for (; len >= 8; i += 8, len -= 8) {
         f32x8 v;
         std::memcpy(&v, x + i, sizeof v);
         f32x8 r = Op::template fwd<CpuMath, f32x8, float>(v, p);
         std::memcpy(y + i, &r, sizeof r);
-        return;
       }
     }
     for (int64_t k = i; k < i + len; ++k) y[k] = Op::template fwd<CpuMath, T, T>(x[k], p);
@@ -58,16 +78,18 @@ template <class Op, class T> void unary_loop(const T* x, T* y, int64_t n, T p) {
 }
 
 template <class Op, class T> void unary_grad_loop(const T* x, const T* y, const T* g, T* dx, int64_t n, T p) {
-  parallel_blocks(n, [&](int64_t i, int64_t len) {
-    if constexpr (std::is_same_v<T, float> && Op::lanes) {
-      if (len == 8) {
+  constexpr bool vec = std::is_same_v<T, float> && Op::lanes;
+  const bool wide = vec && wide_lanes();
+  parallel_blocks(n, wide ? 16 : 8, [&](int64_t i, int64_t len) {
+    if constexpr (vec) {
+      if (wide && len == 16) return grad_16<Op>(x + i, y + i, g + i, dx + i, p);
+      for (; len >= 8; i += 8, len -= 8) {
         f32x8 vx, vy, vg;
         std::memcpy(&vx, x + i, sizeof vx);
         std::memcpy(&vy, y + i, sizeof vy);
         std::memcpy(&vg, g + i, sizeof vg);
         f32x8 r = Op::template grad<CpuMath, f32x8, float>(vx, vy, vg, p);
         std::memcpy(dx + i, &r, sizeof r);
-        return;
       }
     }
     for (int64_t k = i; k < i + len; ++k) dx[k] = Op::template grad<CpuMath, T, T>(x[k], y[k], g[k], p);

@@ -1,22 +1,53 @@
 // Vectorized exp for the CPU kernels. glibc's expf is a scalar call the compiler cannot
 // vectorize without -ffast-math (which would also break the NaN/Inf handling we rely on),
-// so float exp is written with GCC vector extensions, 8 lanes (AVX2): Cephes' range
-// reduction x = n ln2 + r, a degree-6 polynomial for e^r, then 2^n through the exponent
-// bits. Max relative error about 2 ulp; below the float range the result is exactly 0
-// (so exp(-inf) = 0); NaN stays NaN. Double keeps std::exp (gradcheck precision).
+// so float exp is written with GCC vector extensions, 8 lanes (AVX2, the build's baseline)
+// or 16 (AVX-512, chosen at run time): Cephes' range reduction x = n ln2 + r, a degree-6
+// polynomial for e^r, then 2^n through the exponent bits. Max relative error about 2 ulp;
+// below the float range the result is exactly 0 (so exp(-inf) = 0); NaN stays NaN. Double
+// keeps std::exp (gradcheck precision).
 #pragma once
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
+
+#include "core/error.h"
 
 namespace nmperm::kernels {
 
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
 
-// exp for V = float or f32x8 (one body, so scalar tails match the vector lanes exactly).
+// Code for 16 lanes is compiled for AVX-512 and called only where the CPU has it; flatten
+// inlines everything it calls (exp_v, the op formulas), so that is compiled for AVX-512 too.
+#define NMPERM_AVX512 __attribute__((target("avx512f"), flatten))
+
+// Whether float exp/erf run 16 lanes at a time: on CPUs with AVX-512 unless NMPERM_LANES=8.
+// Each lane computes the same formula with the same operations in either width, so the
+// results are bitwise the same (Kernels.SixteenLanesGiveTheBitsOfEight); only speed differs.
+inline bool& wide_lanes_flag() {
+  static bool on = [] {
+    const char* e = std::getenv("NMPERM_LANES");
+    std::string v = e ? e : "";
+    NMPERM_CHECK(v.empty() || v == "8" || v == "16", "NMPERM_LANES={} is not 8 or 16", v);
+    return v != "8" && __builtin_cpu_supports("avx512f");
+  }();
+  return on;
+}
+inline bool wide_lanes() { return wide_lanes_flag(); }
+// Chooses the width (16 only where the CPU has AVX-512); returns the previous choice. For tests.
+inline bool set_wide_lanes(bool on) {
+  bool was = wide_lanes_flag();
+  wide_lanes_flag() = on && __builtin_cpu_supports("avx512f");
+  return was;
+}
+
+// exp for V = float, f32x8 or f32x16 (one body, so scalar tails match the vector lanes exactly).
 template <class V> inline V exp_v(V x) {
   const float kLo = -87.0f, kHi = 88.0f, kMagic = 12582912.0f;  // 1.5 * 2^23 rounds to an integer
   V xc = x < kLo ? V{} + kLo : x;
@@ -34,7 +65,8 @@ template <class V> inline V exp_v(V x) {
   if constexpr (sizeof(V) == 4) {
     scale = std::bit_cast<float>((int32_t(n) + 127) << 23);
   } else {
-    i32x8 bits = (__builtin_convertvector(n, i32x8) + 127) << 23;
+    using I = std::conditional_t<sizeof(V) == 32, i32x8, i32x16>;
+    I bits = (__builtin_convertvector(n, I) + 127) << 23;
     std::memcpy(&scale, &bits, sizeof scale);
   }
   V out = y * scale;
@@ -45,7 +77,7 @@ template <class V> inline V exp_v(V x) {
 inline f32x8 exp_f32x8(f32x8 x) { return exp_v(x); }
 inline float exp_f32(float x) { return exp_v(x); }
 
-// erf for V = float or f32x8: Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
+// erf for V = float, f32x8 or f32x16: Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
 template <class V> inline V erf_v(V x) {
   V ax = x < 0.0f ? -x : x;
   V t = 1.0f / (1.0f + 0.3275911f * ax);
@@ -54,11 +86,29 @@ template <class V> inline V erf_v(V x) {
   return x < 0.0f ? -y : y;
 }
 
+// exp_shift_sum's blocks of 16 (AVX-512): the exps 16 at a time, added into the 8-lane
+// sums in the order the 8-lane loop adds them. Returns how many elements it did.
+NMPERM_AVX512 inline int64_t exp_shift_sum_16(const float* x, float shift, float* y, int64_t n, f32x8& acc) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    f32x16 v;
+    std::memcpy(&v, x + i, sizeof v);
+    f32x16 e = exp_v(v - shift);
+    if (y) std::memcpy(y + i, &e, sizeof e);
+    f32x8 lo, hi;
+    std::memcpy(&lo, &e, sizeof lo);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&e) + sizeof lo, sizeof hi);
+    acc += lo;
+    acc += hi;
+  }
+  return i;
+}
+
 // y[i] = exp(x[i] - shift) (y may be null), returns the sum. x and y may be the same array.
 template <class T> inline T exp_shift_sum(const T* x, T shift, T* y, int64_t n) {
   if constexpr (sizeof(T) == 4) {
     f32x8 acc{};
-    int64_t i = 0;
+    int64_t i = wide_lanes() ? exp_shift_sum_16(x, shift, y, n, acc) : 0;
     for (; i + 8 <= n; i += 8) {
       f32x8 v;
       std::memcpy(&v, x + i, sizeof v);
