@@ -37,6 +37,21 @@ Tensor unary(UnaryOp op, const Tensor& x, double p = 0) {
   return y;
 }
 
+// silu(gate) * up in one kernel each way; saves gate and up (not silu(gate)) and
+// recomputes silu in the backward.
+struct SwigluNode : Node {
+  Tensor gate, up;
+  SwigluNode(Tensor g, Tensor u) : gate(std::move(g)), up(std::move(u)) {}
+  const char* name() const override { return "swiglu"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor dgate = Tensor::empty(gate.shape(), gate.dtype(), gate.device());
+    Tensor dup = Tensor::empty(up.shape(), up.dtype(), up.device());
+    kernels::swiglu_backward(gate, up, g.contiguous(), dgate, dup);
+    return {needs(0) ? dgate : Tensor(), needs(1) ? dup : Tensor()};
+  }
+  void release() override { gate = up = Tensor(); }
+};
+
 struct BinaryNode : Node {
   BinaryOp op;
   Tensor a, b;  // saved only when the backward needs them
@@ -135,6 +150,15 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
   return unary(tanh_approximation ? UnaryOp::GeluTanh : UnaryOp::GeluErf, x);
 }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
+Tensor swiglu(const Tensor& gate, const Tensor& up) {
+  NMPERM_CHECK(gate.defined() && up.defined() && gate.shape() == up.shape() && gate.dtype() == up.dtype(),
+               "swiglu: gate {} and up {} must have one shape and dtype", describe(gate), describe(up));
+  Tensor g = gate.contiguous(), u = up.contiguous();
+  Tensor y = Tensor::empty(g.shape(), g.dtype(), g.device());
+  kernels::swiglu(g, u, y);
+  if (any_requires_grad({&gate, &up})) attach(y, std::make_shared<SwigluNode>(g.detach(), u.detach()), {&gate, &up});
+  return y;
+}
 Tensor softplus(const Tensor& x) { return unary(UnaryOp::Softplus, x); }
 Tensor abs(const Tensor& x) { return unary(UnaryOp::Abs, x); }
 Tensor square(const Tensor& x) { return unary(UnaryOp::Square, x); }

@@ -22,6 +22,8 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x, bool tanh_approximation = false);
 Tensor silu(const Tensor& x);
+// silu(gate) * up (Llama's gated MLP) in one pass each way, with the bits of the two ops.
+Tensor swiglu(const Tensor& gate, const Tensor& up);
 Tensor softplus(const Tensor& x);  // log(1 + e^x)
 Tensor abs(const Tensor& x);
 Tensor square(const Tensor& x);

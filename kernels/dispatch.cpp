@@ -63,6 +63,12 @@ void unary(UnaryOp op, const Tensor& x, Tensor& out, double scalar) {
 void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, double scalar) {
   NMPERM_RUN(unary_name(op), ({&x, &y, &dy, &dx}), unary_backward(op, x, y, dy, dx, scalar));
 }
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
+  NMPERM_RUN("swiglu", ({&gate, &up, &out}), swiglu(gate, up, out));
+}
+void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor& dgate, Tensor& dup) {
+  NMPERM_RUN("swiglu", ({&gate, &up, &dy, &dgate, &dup}), swiglu_backward(gate, up, dy, dgate, dup));
+}
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   NMPERM_RUN(binary_name(op), ({&out, &a, &b}), binary(op, a, b, out));
 }

@@ -41,5 +41,10 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out);
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out);
 // t *= s in place (contiguous).
 void scale_(Tensor& t, double s);
+// out = silu(gate) * up, the gated MLP of Llama-family models, in one pass; and its
+// backward, dgate = dy * up * silu'(gate), dup = dy * silu(gate). All contiguous, one
+// shape. The same formulas as silu and mul, so the same bits as the two ops in turn.
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out);
+void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor& dgate, Tensor& dup);
 
 }  // namespace nmperm::kernels

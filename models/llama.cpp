@@ -262,7 +262,7 @@ Tensor Llama::block(size_t i, const Tensor& x) const {
   const LlamaLayer& l = layers.at(i);
   Tensor h = add(x, l.attn(l.input_norm(x)));
   Tensor n = l.post_attn_norm(h);
-  return add(h, l.down(mul(silu(l.gate(n)), l.up(n))));
+  return add(h, l.down(swiglu(l.gate(n), l.up(n))));
 }
 
 Tensor Llama::head(const Tensor& x) const { return lm_head(final_norm(x)); }

@@ -78,6 +78,7 @@ inline std::vector<OpCase> cases() {
       {"gelu", {R({7, 33})}, [](V x) { return gelu(x[0]); }},
       {"gelu_tanh", {R({7, 33})}, [](V x) { return gelu(x[0], true); }},
       {"silu", {R({7, 33})}, [](V x) { return silu(x[0]); }},
+      {"swiglu", {R({7, 33}), R({7, 33})}, [](V x) { return swiglu(x[0], x[1]); }},
       {"softplus", {R({7, 33})}, [](V x) { return softplus(x[0]); }},
       {"abs", {R({7, 33})}, [](V x) { return abs(x[0]); }},
       {"square", {R({7})}, [](V x) { return square(x[0]); }},

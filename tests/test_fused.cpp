@@ -1,6 +1,7 @@
 // Fused ops against the same function composed from elementwise ops: forward values and
 // every input gradient must agree (the composed form is the readable definition).
 #include "helpers.h"
+#include "kernels/cpu/vmath.h"
 #include "kernels/heads.h"
 
 namespace nmperm {
@@ -29,6 +30,43 @@ void agree(const Fn& fused, const Fn& composed, std::vector<Tensor> inputs) {
 }
 
 Tensor g(Shape s, uint64_t seed) { return randn64(s, seed).set_requires_grad(); }
+
+// swiglu computes silu's formula and the product as the two ops do, so in f32 its output
+// and both gradients have the composed form's bits, at 8 and at 16 lanes, on odd lengths
+// (scalar tails) and special values; transposed (strided) inputs too. f64 as above.
+TEST(Fused, SwigluHasTheBitsOfSiluThenMul) {
+  const bool saved = kernels::wide_lanes();
+  for (bool wide : {false, true}) {
+    kernels::set_wide_lanes(wide);
+    Generator g(4);
+    Tensor gate = mul(randn({3, 345}, g), 5.0), up = randn({3, 345}, g), dy = randn({3, 345}, g);
+    const float special[] = {NAN, INFINITY, -INFINITY, 100.0f, -100.0f, 0.0f, -0.0f, 1e-30f};
+    for (int64_t i = 0; i < gate.numel(); i += 7) gate.data<float>()[i] = special[size_t(i / 7) % std::size(special)];
+    auto run = [&](bool fused, bool strided) {
+      Tensor a = (strided ? transpose(contiguous(transpose(gate, 0, 1)), 0, 1) : gate).clone().set_requires_grad();
+      Tensor b = up.clone().set_requires_grad();
+      Tensor y = fused ? swiglu(a, b) : mul(silu(a), b);
+      backward(y, dy);
+      return std::vector<std::vector<float>>{y.to_vector<float>(), a.grad().to_vector<float>(),
+                                             b.grad().to_vector<float>()};
+    };
+    auto composed = run(false, false);
+    for (bool strided : {false, true}) {
+      auto fused = run(true, strided);
+      for (size_t k = 0; k < 3; ++k)
+        for (size_t j = 0; j < composed[k].size(); ++j)
+          if (!(std::isnan(composed[k][j]) && std::isnan(fused[k][j])))
+            ASSERT_EQ(std::bit_cast<uint32_t>(composed[k][j]), std::bit_cast<uint32_t>(fused[k][j]))
+                << (k == 0 ? "output" : k == 1 ? "gate gradient" : "up gradient") << " at " << j << " (wide " << wide
+                << ", strided " << strided << ")";
+    }
+  }
+  kernels::set_wide_lanes(saved);
+  agree([](const std::vector<Tensor>& x) { return swiglu(x[0], x[1]); },
+        [](const std::vector<Tensor>& x) { return mul(silu(x[0]), x[1]); },
+        {randn64({5, 37}, 1).set_requires_grad(), randn64({5, 37}, 2).set_requires_grad()});
+  EXPECT_THROW(swiglu(zeros({2, 3}), zeros({3, 2})), Error);
+}
 
 TEST(Fused, SoftmaxMatchesComposed) {
   agree([](auto& x) { return softmax(x[0], 1); },

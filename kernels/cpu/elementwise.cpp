@@ -42,58 +42,67 @@ template <class F> void parallel_blocks(int64_t n, int64_t width, F&& f) {
   for (int64_t b = 0; b < blocks; ++b) f(b * width, std::min<int64_t>(width, n - b * width));
 }
 
-// One op on 16 float lanes (AVX-512; called only where the CPU has it).
-template <class Op> NMPERM_AVX512 void fwd_16(const float* x, float* y, float p) {
-  f32x16 v;
-  std::memcpy(&v, x, sizeof v);
-  f32x16 r = Op::template fwd<CpuMath, f32x16, float>(v, p);
-  std::memcpy(y, &r, sizeof r);
-}
-template <class Op> NMPERM_AVX512 void grad_16(const float* x, const float* y, const float* g, float* dx, float p) {
-  f32x16 vx, vy, vg;
-  std::memcpy(&vx, x, sizeof vx);
-  std::memcpy(&vy, y, sizeof vy);
-  std::memcpy(&vg, g, sizeof vg);
-  f32x16 r = Op::template grad<CpuMath, f32x16, float>(vx, vy, vg, p);
-  std::memcpy(dx, &r, sizeof r);
+// Runs an elementwise formula over [0, n): with kLanes (float formulas that have a vector
+// form), vec16(i) on blocks of 16 where the CPU has AVX-512, vec8(i) on blocks of 8, and
+// one(i) on each element left. Every element gets the same formula whichever runs it, so
+// the results do not depend on the width.
+template <bool kLanes, class Vec16, class Vec8, class One>
+void lane_blocks(int64_t n, Vec16&& vec16, Vec8&& vec8, One&& one) {
+  const bool wide = kLanes && wide_lanes();
+  parallel_blocks(n, wide ? 16 : 8, [&](int64_t i, int64_t len) {
+    if constexpr (kLanes) {
+      if (wide && len == 16) return vec16(i);
+      for (; len >= 8; i += 8, len -= 8) vec8(i);
+    }
+    for (int64_t k = i; k < i + len; ++k) one(k);
+  });
 }
 
-// Every element gets the same formula whichever width runs it (16 lanes, 8, or a scalar
-// tail), so the results do not depend on the width.
+template <class V, class T> V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V, class T> void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+
+// One op on one value (V = T) or a vector of them at x; the 16-lane forms are compiled for
+// AVX-512 and called only where the CPU has it.
+template <class Op, class V, class T> void fwd_at(const T* x, T* y, T p) {
+  store(y, Op::template fwd<CpuMath, V, T>(load<V>(x), p));
+}
+template <class Op, class V, class T> void grad_at(const T* x, const T* y, const T* g, T* dx, T p) {
+  store(dx, Op::template grad<CpuMath, V, T>(load<V>(x), load<V>(y), load<V>(g), p));
+}
+template <class Op> NMPERM_AVX512 void fwd_16(const float* x, float* y, float p) { fwd_at<Op, f32x16>(x, y, p); }
+template <class Op> NMPERM_AVX512 void grad_16(const float* x, const float* y, const float* g, float* dx, float p) {
+  grad_at<Op, f32x16>(x, y, g, dx, p);
+}
+
 template <class Op, class T> void unary_loop(const T* x, T* y, int64_t n, T p) {
-  constexpr bool vec = std::is_same_v<T, float> && Op::lanes;
-  const bool wide = vec && wide_lanes();
-  parallel_blocks(n, wide ? 16 : 8, [&](int64_t i, int64_t len) {
-    if constexpr (vec) {
-      if (wide && len == 16) return fwd_16<Op>(x + i, y + i, p);
-      for (; len >= 8; i += 8, len -= 8) {
-        f32x8 v;
-        std::memcpy(&v, x + i, sizeof v);
-        f32x8 r = Op::template fwd<CpuMath, f32x8, float>(v, p);
-        std::memcpy(y + i, &r, sizeof r);
-      }
-    }
-    for (int64_t k = i; k < i + len; ++k) y[k] = Op::template fwd<CpuMath, T, T>(x[k], p);
-  });
+  lane_blocks<std::is_same_v<T, float> && Op::lanes>(
+      n, [&](auto i) { fwd_16<Op>(x + i, y + i, p); }, [&](auto i) { fwd_at<Op, f32x8>(x + i, y + i, p); },
+      [&](int64_t i) { fwd_at<Op, T>(x + i, y + i, p); });
 }
 
 template <class Op, class T> void unary_grad_loop(const T* x, const T* y, const T* g, T* dx, int64_t n, T p) {
-  constexpr bool vec = std::is_same_v<T, float> && Op::lanes;
-  const bool wide = vec && wide_lanes();
-  parallel_blocks(n, wide ? 16 : 8, [&](int64_t i, int64_t len) {
-    if constexpr (vec) {
-      if (wide && len == 16) return grad_16<Op>(x + i, y + i, g + i, dx + i, p);
-      for (; len >= 8; i += 8, len -= 8) {
-        f32x8 vx, vy, vg;
-        std::memcpy(&vx, x + i, sizeof vx);
-        std::memcpy(&vy, y + i, sizeof vy);
-        std::memcpy(&vg, g + i, sizeof vg);
-        f32x8 r = Op::template grad<CpuMath, f32x8, float>(vx, vy, vg, p);
-        std::memcpy(dx + i, &r, sizeof r);
-      }
-    }
-    for (int64_t k = i; k < i + len; ++k) dx[k] = Op::template grad<CpuMath, T, T>(x[k], y[k], g[k], p);
-  });
+  lane_blocks<std::is_same_v<T, float> && Op::lanes>(
+      n, [&](auto i) { grad_16<Op>(x + i, y + i, g + i, dx + i, p); },
+      [&](auto i) { grad_at<Op, f32x8>(x + i, y + i, g + i, dx + i, p); },
+      [&](int64_t i) { grad_at<Op, T>(x + i, y + i, g + i, dx + i, p); });
+}
+
+// swiglu: silu's formula, then the product, as the two ops compute them.
+template <class V, class T> void swiglu_at(const T* g, const T* u, T* y) {
+  store(y, unary_fn::Silu::fwd<CpuMath, V, T>(load<V>(g), T(0)) * load<V>(u));
+}
+template <class V, class T> void swiglu_grad_at(const T* g, const T* u, const T* dy, T* dg, T* du) {
+  V gv = load<V>(g), s = unary_fn::Silu::fwd<CpuMath, V, T>(gv, T(0)), d = load<V>(dy);
+  store(du, d * s);
+  store(dg, unary_fn::Silu::grad<CpuMath, V, T>(gv, s, d * load<V>(u), T(0)));
+}
+NMPERM_AVX512 void swiglu_16(const float* g, const float* u, float* y) { swiglu_at<f32x16>(g, u, y); }
+NMPERM_AVX512 void swiglu_grad_16(const float* g, const float* u, const float* dy, float* dg, float* du) {
+  swiglu_grad_at<f32x16>(g, u, dy, dg, du);
 }
 
 // Runs f(out_index, len, offsets, inner strides) for every row (last dimension) of
@@ -239,6 +248,36 @@ void scale_(Tensor& t, double s) {
     int64_t n = t.numel();
 #pragma omp parallel for if (n > kParallelGrain) schedule(static)
     for (int64_t i = 0; i < n; ++i) p[i] *= ss;
+  });
+}
+
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
+  NMPERM_CHECK(gate.shape() == up.shape() && out.shape() == gate.shape() && gate.dtype() == up.dtype() &&
+                   gate.is_contiguous() && up.is_contiguous() && out.is_contiguous(),
+               "swiglu: gate {}, up {} and out {} must be contiguous with one shape and dtype", describe(gate),
+               describe(up), describe(out));
+  dispatch_float(gate.dtype(), [&]<class T>() {
+    const T *g = gate.data<T>(), *u = up.data<T>();
+    T* y = out.data<T>();
+    lane_blocks<std::is_same_v<T, float>>(
+        gate.numel(), [&](auto i) { swiglu_16(g + i, u + i, y + i); },
+        [&](auto i) { swiglu_at<f32x8>(g + i, u + i, y + i); }, [&](int64_t i) { swiglu_at<T>(g + i, u + i, y + i); });
+  });
+}
+
+void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor& dgate, Tensor& dup) {
+  NMPERM_CHECK(gate.shape() == up.shape() && dy.shape() == gate.shape() && dgate.shape() == gate.shape() &&
+                   dup.shape() == gate.shape() && gate.is_contiguous() && up.is_contiguous() && dy.is_contiguous() &&
+                   dgate.is_contiguous() && dup.is_contiguous(),
+               "swiglu backward: gate {}, up {}, dy {} and the gradients must be contiguous with one shape",
+               describe(gate), describe(up), describe(dy));
+  dispatch_float(gate.dtype(), [&]<class T>() {
+    const T *g = gate.data<T>(), *u = up.data<T>(), *d = dy.data<T>();
+    T *dg = dgate.data<T>(), *du = dup.data<T>();
+    lane_blocks<std::is_same_v<T, float>>(
+        gate.numel(), [&](auto i) { swiglu_grad_16(g + i, u + i, d + i, dg + i, du + i); },
+        [&](auto i) { swiglu_grad_at<f32x8>(g + i, u + i, d + i, dg + i, du + i); },
+        [&](int64_t i) { swiglu_grad_at<T>(g + i, u + i, d + i, dg + i, du + i); });
   });
 }
 

@@ -53,6 +53,19 @@ __global__ void where_kernel(const C* c, Strided cs, const T* a, Strided as, con
   NMPERM_GRID_STRIDE(i, n) out[i] = c[offset_of(cs, i)] != C(0) ? a[offset_of(as, i)] : b[offset_of(bs, i)];
 }
 
+// swiglu: silu's formula, then the product, as the two ops compute them.
+template <class T> __global__ void swiglu_kernel(const T* g, const T* u, T* y, int64_t n) {
+  NMPERM_GRID_STRIDE(i, n) y[i] = unary_fn::Silu::fwd<DeviceMath, T, T>(g[i], T(0)) * u[i];
+}
+
+template <class T> __global__ void swiglu_grad_kernel(const T* g, const T* u, const T* dy, T* dg, T* du, int64_t n) {
+  NMPERM_GRID_STRIDE(i, n) {
+    T s = unary_fn::Silu::fwd<DeviceMath, T, T>(g[i], T(0));
+    du[i] = dy[i] * s;
+    dg[i] = unary_fn::Silu::grad<DeviceMath, T, T>(g[i], s, dy[i] * u[i], T(0));
+  }
+}
+
 template <class T> __global__ void scale_kernel(T* t, int64_t n, T s) {
   NMPERM_GRID_STRIDE(i, n) t[i] *= s;
 }
@@ -161,6 +174,37 @@ void scale_(Tensor& t, double s) {
     NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), scale_kernel<T>)(t.data<T>(), n, T(s));
   });
   check_launch("scale_");
+}
+
+void swiglu(const Tensor& gate, const Tensor& up, Tensor& out) {
+  NMPERM_CHECK(gate.shape() == up.shape() && gate.dtype() == up.dtype() && gate.is_contiguous() && up.is_contiguous(),
+               "swiglu: gate {} and up {} must be contiguous with one shape and dtype", describe(gate), describe(up));
+  check_output("swiglu", out, gate.shape());
+  int64_t n = gate.numel();
+  if (n == 0) return;
+  on_float(gate.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag);
+    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), swiglu_kernel<T>)
+        (gate.data<T>(), up.data<T>(), out.data<T>(), n);
+  });
+  check_launch("swiglu");
+}
+
+void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor& dgate, Tensor& dup) {
+  NMPERM_CHECK(gate.shape() == up.shape() && dy.shape() == gate.shape() && gate.is_contiguous() &&
+                   up.is_contiguous() && dy.is_contiguous(),
+               "swiglu backward: gate {}, up {} and dy {} must be contiguous with one shape", describe(gate),
+               describe(up), describe(dy));
+  check_output("swiglu", dgate, gate.shape());
+  check_output("swiglu", dup, gate.shape());
+  int64_t n = gate.numel();
+  if (n == 0) return;
+  on_float(gate.dtype(), [&](auto T_tag) {
+    using T = decltype(T_tag);
+    NMPERM_LAUNCH(grid_for(n), kThreads, 0, stream(), swiglu_grad_kernel<T>)
+        (gate.data<T>(), up.data<T>(), dy.data<T>(), dgate.data<T>(), dup.data<T>(), n);
+  });
+  check_launch("swiglu backward");
 }
 
 }  // namespace nmperm::kernels::cuda
