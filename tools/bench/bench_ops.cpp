@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
   if (const char* t = std::getenv("NMPERM_THREADS")) kernels::set_num_threads(std::atoi(t));
   if (argc > 1 && std::string(argv[1]) == "--interleaved-matmul") return interleaved_matmul();
   benchmark::AddCustomContext("nmperm_threads", std::to_string(kernels::num_threads()));
-  benchmark::AddCustomContext("blas", openblas_get_config());
+  benchmark::AddCustomContext("blas", kernels::matmul_libraries() + "; " + openblas_get_config());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   {

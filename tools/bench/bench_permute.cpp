@@ -7,7 +7,7 @@
 //      of the timed steps, with the share of each part.
 //   2. Wall time of every search method (none, random, channel-swap, ria) with the kept
 //      Wanda fraction, and for the learned methods 300 x their measured step time.
-// usage: bench_permute [n] [steps] [sweeps] [escapes] [--device cpu|cuda] [--profile]
+// usage: [NMPERM_THREADS=N] bench_permute [n] [steps] [sweeps] [escapes] [--device cpu|cuda] [--profile]
 //   sweeps / escapes: the channel-swap and ria limits. With --device cuda the learning
 //   steps run on the GPU (the assignment on the host) and part 2 is skipped: the searches
 //   are CPU code. --profile adds, per learning step, the host milliseconds in each op
@@ -108,6 +108,7 @@ StepTimes learning_step(const Tensor& w, const Tensor& scores, int64_t G, int64_
 
 int main(int argc, char** argv) {
   kernels::select_blas_kernels(argv);
+  if (const char* t = std::getenv("NMPERM_THREADS")) kernels::set_num_threads(std::atoi(t));
   std::vector<int64_t> num{4096, 3, 100, 20};  // n, steps, sweeps, escapes
   Device device = Device::CPU;
   bool profiled = false;
@@ -131,8 +132,8 @@ int main(int argc, char** argv) {
       std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4, on %s\n", (long long)n, (long long)n,
                   cuda_device_name().c_str());
     } else {
-      std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4; %d threads, OpenBLAS %s\n", (long long)n,
-                  (long long)n, kernels::num_threads(), kernels::blas_core().c_str());
+      std::printf("bench_permute: one %lldx%lld site, Wanda scores, 2:4; %d threads, %s\n", (long long)n,
+                  (long long)n, kernels::num_threads(), kernels::matmul_libraries().c_str());
     }
     Generator gen(1);
     Tensor w = mul(randn({n, n}, gen), 0.02);

@@ -4,7 +4,8 @@
 // PyTorch beside it; --vit-config / --llama-config take any Hugging Face config.json
 // instead (random weights at its shapes), to see how the figures move with width.
 // Prints one JSON object with the median step time of each model, and of the Llama's
-// evaluation (forward and loss without gradients, the unit of `nmperm eval`).
+// evaluation (forward and loss without gradients, the unit of `nmperm eval`, which under
+// --precision bf16/f16 keeps the linear weights in 16 bits as `nmperm eval` does).
 // --profile adds, per model, the host milliseconds per step in each op family
 // (core/profile.h), measured over separate steps after the timed ones; "autograd and
 // other" is the rest of the step (graph building and walking, views, the loop itself).
@@ -184,6 +185,10 @@ int main(int argc, char** argv) try {
     };
     member(fmt::format("\"llama_ms\": {:.3f}", median_step_ms(warmup, steps, llama_step)));
     if (profiled) member(fmt::format("\"llama_profile\": {}", profile_json(steps, llama_step)));
+    // The evaluation as `nmperm eval` runs it: under 16-bit precision the linear weights are
+    // kept in 16 bits (converted once, not on every forward); a tied lm_head stays f32.
+    if (const DType half = precision_dtype(precision); is_half(half))
+      llama.visit_linears([&](const std::string&, Linear& l) { l.weight = l.weight.detach().to(half); });
     auto llama_eval = [&] {
       NoGradGuard no_grad;
       (void)cross_entropy(reshape(llama.forward(x), {B * T, V}), y).item();

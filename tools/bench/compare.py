@@ -265,7 +265,7 @@ def main():
         inter = subprocess.run([a.bench, "--interleaved-matmul"], env=env, check=True, capture_output=True, text=True)
         interleaved = [json.loads(line) for line in inter.stdout.splitlines() if line.startswith("{")]
         print(f"\nthreads: nmperm {ctx.get('nmperm_threads')}, PyTorch {peers[0]['threads']}")
-        print(f"  nmperm BLAS: {ctx.get('blas', '?')}")
+        print(f"  nmperm products: {ctx.get('blas', '?')}")
         print(f"  PyTorch {peers[0]['torch']} BLAS: {peers[0]['blas']}")
         print(f"{'op':24} {'shape':22} {'nmperm ms':>10} {'peer ms':>10} {'ratio':>7}  peer   (medians of {a.repeats})")
         for i, (name, args) in enumerate(cases):

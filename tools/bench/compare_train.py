@@ -17,7 +17,8 @@ same batch, same thread count, alternating the two sides in fresh processes; med
                                                        both sides: the figures at real widths)
 
 With --precision bf16 each round also runs nmperm in f32, and the table adds nmperm's bf16
-time over its own f32 time.
+time over its own f32 time; nmperm's bf16 evaluation keeps the linear weights in bf16, as
+`nmperm eval --precision bf16` does.
 
 The PyTorch models mirror Hugging Face's ViTForImageClassification and LlamaForCausalLM
 with the same sizes. Their attention is PyTorch's best CPU setting, scaled_dot_product_attention
