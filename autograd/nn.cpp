@@ -106,8 +106,7 @@ struct AttentionNode : Node {
     Tensor dq = Tensor::empty(q.shape(), q.dtype(), q.device()), dk = Tensor::empty(k.shape(), k.dtype(), k.device()),
            dv = Tensor::empty(v.shape(), v.dtype(), v.device());
     if (q.numel() == 0 || k.numel() == 0) return {zeros_like(q), zeros_like(k), zeros_like(v)};
-    kernels::attention_backward(q, k, v, out, lse, kernels::reads_in_place(g) ? g : g.contiguous(), dq, dk, dv, scale,
-                                causal);
+    kernels::attention_backward(q, k, v, out, lse, kernels::as_head_input(g), dq, dk, dv, scale, causal);
     return {dq, dk, dv};
   }
   void release() override { q = k = v = out = lse = Tensor(); }
@@ -183,7 +182,7 @@ Tensor rope(const Tensor& x, int64_t pos_offset, const std::vector<double>& inv_
   NMPERM_CHECK(int64_t(inv_freq.size()) * 2 == x.shape(3), "rope: {} frequencies for head size {}", inv_freq.size(),
                x.shape(3));
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernels::rope(kernels::reads_in_place(x) ? x : x.contiguous(), out, pos_offset, inv_freq, style, false);
+  kernels::rope(kernels::as_head_input(x), out, pos_offset, inv_freq, style, false);
   if (any_requires_grad({&x})) attach(out, std::make_shared<RopeNode>(pos_offset, inv_freq, style), {&x});
   return out;
 }
@@ -196,8 +195,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   if (scale < 0) scale = 1.0 / std::sqrt(double(q.shape(3)));
   // On the CPU, heads split from a linear layer's rows are read in place, and the output is
   // written as (B, T, H, D), so merging its heads back into rows is a view, not a copy.
-  auto in_place = [](const Tensor& x) { return kernels::reads_in_place(x) ? x : x.contiguous(); };
-  Tensor qc = in_place(q), kc = in_place(k), vc = in_place(v);
+  Tensor qc = kernels::as_head_input(q), kc = kernels::as_head_input(k), vc = kernels::as_head_input(v);
   int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3);
   Tensor out = q.device() != Device::CPU ? zeros(q.shape(), q.dtype(), q.device())
                : k.numel() > 0           ? transpose(Tensor::empty({B, T, H, D}, q.dtype()), 1, 2)  // all written

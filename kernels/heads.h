@@ -21,6 +21,9 @@ inline bool has_head_rows(const Tensor& x) {
 // Whether the attention and RoPE kernels of x's device take x as it is.
 inline bool reads_in_place(const Tensor& x) { return x.device() == Device::CPU && has_head_rows(x); }
 
+// x itself where its device's kernels read it in place, else a packed copy.
+inline Tensor as_head_input(const Tensor& x) { return reads_in_place(x) ? x : x.contiguous(); }
+
 inline HeadRows head_rows(const Tensor& x, const char* what) {
   NMPERM_CHECK(has_head_rows(x), "{} {} needs contiguous rows of D", what, describe(x));
   return {x.stride(0), x.stride(1), x.shape(2) <= 1 ? x.shape(3) : x.stride(2)};
