@@ -55,10 +55,11 @@ TEST(Fused, SwigluHasTheBitsOfSiluThenMul) {
       auto fused = run(true, strided);
       for (size_t k = 0; k < 3; ++k)
         for (size_t j = 0; j < composed[k].size(); ++j)
-          if (!(std::isnan(composed[k][j]) && std::isnan(fused[k][j])))
+          if (!(std::isnan(composed[k][j]) && std::isnan(fused[k][j]))) {
             ASSERT_EQ(std::bit_cast<uint32_t>(composed[k][j]), std::bit_cast<uint32_t>(fused[k][j]))
                 << (k == 0 ? "output" : k == 1 ? "gate gradient" : "up gradient") << " at " << j << " (wide " << wide
                 << ", strided " << strided << ")";
+          }
     }
   }
   kernels::set_wide_lanes(saved);
