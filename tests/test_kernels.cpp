@@ -79,6 +79,12 @@ TEST(Kernels, MatmulEveryLayoutAndOddSizes) {
         EXPECT_TRUE(all_close(matmul(at, bt), ref, 1e-12, 1e-10)) << "transposed " << M << "x" << K << "x" << N;
         EXPECT_TRUE(all_close(matmul(a.to(DType::F32), bt.to(DType::F32)), ref, 1e-4, 1e-4));
       }
+  // f32 with 1024 and more output columns: a row-major B goes to OpenBLAS, a transposed
+  // one to oneDNN (kernels/cpu/matmul.cpp); both against the f64 product.
+  Tensor a = randn64({3, 5}, 1), b = randn64({5, 1030}, 2), ref = naive_matmul(a, b);
+  Tensor bt = transpose(contiguous(transpose(b, 0, 1)), 0, 1);
+  EXPECT_TRUE(all_close(matmul(a.to(DType::F32), b.to(DType::F32)), ref, 1e-4, 1e-4)) << "wide, B row-major";
+  EXPECT_TRUE(all_close(matmul(a.to(DType::F32), bt.to(DType::F32)), ref, 1e-4, 1e-4)) << "wide, B transposed";
 }
 
 TEST(Kernels, BatchedMatmulMatchesPerBatch) {
@@ -93,13 +99,15 @@ TEST(Kernels, BatchedMatmulMatchesPerBatch) {
 }
 
 // A bias added in the product equals the product plus the bias, on every path of the CPU
-// matmul: oneDNN (f32, bf16 operands), OpenBLAS (f64), the batch folded into M, one call
-// per batch, the small batched products, and an empty inner dimension.
+// matmul: oneDNN (f32, bf16 operands), OpenBLAS (f64, f32 with a row-major B of 1024 and
+// more columns), the batch folded into M, one call per batch, the small batched products,
+// and an empty inner dimension.
 TEST(Kernels, MatmulAddsABiasOnEveryPath) {
   struct Case { const char* name; int64_t batch, M, K, N; bool shared_b; };
   for (DType in : {DType::F32, DType::F64, DType::BF16})
     for (const Case& k : {Case{"one", 1, 37, 19, 23, false}, Case{"folded", 3, 8, 16, 24, true},
                           Case{"per batch, large", 2, 128, 128, 160, false}, Case{"per batch, small", 4, 5, 6, 7, false},
+                          Case{"wide", 1, 9, 8, 1030, false}, Case{"wide, folded", 2, 5, 8, 1030, true},
                           Case{"empty inner", 2, 3, 0, 5, false}}) {
       const DType out = in == DType::BF16 ? DType::F32 : in;
       Tensor a = randn64({k.batch, k.M, k.K}, 1).to(in);

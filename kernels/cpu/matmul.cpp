@@ -1,5 +1,5 @@
 // CPU matmul: one gemm call when the batch folds into M, otherwise a loop of gemm calls
-// (f32 through oneDNN's matmul, f64 through OpenBLAS). Small per-batch products run one
+// (f32 through oneDNN's matmul or OpenBLAS by shape, f64 through OpenBLAS). Small per-batch products run one
 // OpenBLAS gemm per OpenMP thread with OpenBLAS set to a single thread; large ones let
 // the library thread each call.
 #include "kernels/matmul.h"
@@ -155,6 +155,18 @@ bool f32_through_onednn() {
   return on;
 }
 
+// Whether oneDNN's f32 matmul suits a product with N output columns and B row-major
+// (b_trans false) or transposed. oneDNN 2.6 reads a row-major B in place; at N >= 1024 that
+// is not a power of two its sgemm then runs 1.5-3.5x slower than OpenBLAS's, which packs B
+// first (M = 1024, K = 2048, N = 3072: 112 vs 36 ms; N = 5120: 197 vs 57 ms, 2 threads of an
+// AVX-512 Xeon). These are the input and weight gradients of every linear layer whose input
+// width is such an N: ViT-Base's second MLP layer (3072), most Qwen2 widths. At power-of-two
+// N the two are within 10% either way, and below 1024 oneDNN is level or ahead, so
+// OpenBLAS takes every row-major B from N = 1024 up: a rule of the shape alone, so a product
+// goes to the same library, and gives the same bits, on every run. Transposed B (the
+// forward of a linear layer, weights (out, in)) stays on oneDNN at every width.
+bool onednn_suits_f32(bool b_trans, int64_t N) { return b_trans || N < 1024; }
+
 }  // namespace
 
 }  // namespace cpu
@@ -162,7 +174,8 @@ bool f32_through_onednn() {
 std::string matmul_libraries() {
   const dnnl_version_t* v = dnnl_version();
   std::string onednn = fmt::format("oneDNN {}.{}.{}", v->major, v->minor, v->patch), openblas = "OpenBLAS " + blas_core();
-  return cpu::f32_through_onednn() ? fmt::format("{} (f32, bf16), {} (f64, attention heads)", onednn, openblas)
+  return cpu::f32_through_onednn()
+             ? fmt::format("{} (f32, bf16), {} (f64, attention heads, f32 with B row-major and N >= 1024)", onednn, openblas)
                                    : fmt::format("{} (f32, f64, attention heads), {} (bf16)", openblas, onednn);
 }
 
@@ -202,10 +215,11 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     const T* B = static_cast<const T*>(b.storage()->data) + b.offset();
     T* C = c.data<T>();
     int64_t ldc = c.stride(1), cbs = c.stride(0);
-    // f32 products of `nb` matrices of `rows` rows through oneDNN unless OpenBLAS is asked for.
+    // f32 products of `nb` matrices of `rows` rows through oneDNN unless OpenBLAS is asked for
+    // or suits the shape better.
     auto onednn = [&](int64_t nb, int64_t rows, int64_t a_bstride, int64_t b_bstride, int64_t c_bstride) {
       if constexpr (std::is_same_v<T, float>)
-        return f32_through_onednn() && dnnl_matmul(true, va.trans, vb.trans, nb, rows, N, K, alpha, A, va.ld, a_bstride,
+        return f32_through_onednn() && onednn_suits_f32(vb.trans, N) && dnnl_matmul(true, va.trans, vb.trans, nb, rows, N, K, alpha, A, va.ld, a_bstride,
                                                    B, vb.ld, b_bstride, beta, C, ldc, c_bstride, bias_f32);
       return false;
     };
