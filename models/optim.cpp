@@ -51,14 +51,14 @@ AdamW::AdamW(std::vector<Tensor> ps, kernels::AdamWParams h) : params(std::move(
   }
 }
 
-void AdamW::step() {
+void AdamW::step(double grad_scale) {
   ++step_count;
   for (Flat& f : flats_) {
     std::vector<kernels::AdamWSlot> slots;
     for (size_t k = 0; k < f.members.size(); ++k) {
       size_t i = f.members[k];
       Tensor g = params[i].grad();
-      if (g.defined()) slots.push_back({params[i], g, f.offsets[k], decay[i]});
+      if (g.defined()) slots.push_back({params[i], g, f.offsets[k], decay[i], grad_scale});
     }
     kernels::adamw(slots, f.m, f.v, hp, step_count);
   }
@@ -81,11 +81,14 @@ double grad_norm(const std::vector<Tensor>& params) {
   return std::sqrt(s);
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  double norm = grad_norm(params);
+double clip_scale(double norm, double max_norm) {
   NMPERM_CHECK(std::isfinite(norm), "gradient norm is {}: the loss or a gradient has NaN/Inf", norm);
-  if (norm > max_norm) {
-    double scale = max_norm / (norm + 1e-6);
+  return norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  double norm = grad_norm(params), scale = clip_scale(norm, max_norm);
+  if (scale != 1.0) {
     for (Tensor p : params) {  // a copy shares the gradient slot
       Tensor g = p.grad();
       if (!g.defined()) continue;

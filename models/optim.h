@@ -18,7 +18,9 @@ struct AdamW {
   int64_t step_count = 0;
 
   AdamW(std::vector<Tensor> params, kernels::AdamWParams hp);
-  void step();
+  // One update; the gradients are multiplied by grad_scale as the update reads them
+  // (clip_scale's factor: clipping without a pass that rewrites every gradient).
+  void step(double grad_scale = 1.0);
   void zero_grad();
 
  private:
@@ -35,6 +37,10 @@ struct AdamW {
 // Scales all gradients so their global L2 norm is at most max_norm; returns the norm
 // before clipping. A non-finite norm throws (the caller decides whether to stop).
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// The factor clip_grad_norm scales by for a gradient norm: max_norm / (norm + 1e-6) above
+// max_norm, otherwise 1; a non-finite norm throws. `opt.step(clip_scale(grad_norm(ps), c))`
+// is clip_grad_norm then step() with the same bits and one pass over the gradients fewer.
+double clip_scale(double norm, double max_norm);
 double grad_norm(const std::vector<Tensor>& params);
 
 }  // namespace nmperm

@@ -333,8 +333,8 @@ EvalResult train(Model& model, const TrainConfig& cfg, const TrainData& data, bo
                  "(try a lower --lr)",
                  l, step, cfg.out_dir);
     backward(loss);
-    double gnorm = clip_grad_norm(params, cfg.clip > 0 ? cfg.clip : INFINITY);  // throws on NaN/Inf, before any step
-    opt.step();
+    double gnorm = grad_norm(params);
+    opt.step(clip_scale(gnorm, cfg.clip > 0 ? cfg.clip : INFINITY));  // throws on NaN/Inf, before any step
     ema = step == start ? l : 0.98 * ema + 0.02 * l;
     double el = bar.elapsed();
     double rate = double(step + 1 - start) / el;

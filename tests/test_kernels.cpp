@@ -213,6 +213,39 @@ TEST(Kernels, FusedAdamWEqualsOneParameterAtATime) {
   EXPECT_THROW_MSG(kernels::adamw({{small, wrong, 0, 0.0}}, wrong, wrong, hp, 1), "must match");
 }
 
+// Clipping inside the step (opt.step(clip_scale(norm, max))) gives the bits of scaling the
+// gradients first (clip_grad_norm, then step()), at steps that clip and steps that do not,
+// and leaves the gradients as they were.
+TEST(Kernels, ClippingInsideTheStepHasTheBitsOfClipThenStep) {
+  Generator gen(13);
+  std::vector<Tensor> fused, apart;
+  for (const Shape& s : {Shape{7}, Shape{150, 250}}) {
+    fused.push_back(randn(s, gen).set_requires_grad());
+    apart.push_back(fused.back().detach().clone().set_requires_grad());
+  }
+  kernels::AdamWParams hp{.lr = 0.05, .weight_decay = 0.1};
+  AdamW opt_fused(fused, hp), opt_apart(apart, hp);
+  for (double max_norm : {1.0, 1e9, 3.0}) {
+    for (size_t i = 0; i < fused.size(); ++i) {
+      Tensor g = randn(fused[i].shape(), gen);
+      fused[i].set_grad(g.clone());
+      apart[i].set_grad(g.clone());
+    }
+    std::vector<float> g_before = fused[1].grad().to_vector<float>();
+    double norm = grad_norm(fused);
+    EXPECT_EQ(clip_scale(norm, max_norm) == 1.0, norm <= max_norm);
+    opt_fused.step(clip_scale(norm, max_norm));
+    EXPECT_EQ(clip_grad_norm(apart, max_norm), norm);
+    opt_apart.step();
+    EXPECT_EQ(fused[1].grad().to_vector<float>(), g_before) << "the gradient is read, not rewritten";
+    for (size_t i = 0; i < fused.size(); ++i) {
+      EXPECT_EQ(fused[i].detach().to_vector<float>(), apart[i].detach().to_vector<float>()) << "max " << max_norm;
+      EXPECT_EQ(opt_fused.v[i].to_vector<float>(), opt_apart.v[i].to_vector<float>()) << "max " << max_norm;
+    }
+  }
+  EXPECT_THROW_MSG(clip_scale(NAN, 1.0), "NaN/Inf");
+}
+
 TEST(Kernels, ClipGradNormScalesToTheLimit) {
   Tensor a = zeros({2}, DType::F64).set_requires_grad(), b = zeros({1}, DType::F64).set_requires_grad();
   a.set_grad(from_vector<double>({3, 0}, {2}));

@@ -66,9 +66,9 @@ void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const Adam
       int64_t b = chunks[c].begin, e = b + chunks[c].size;
       T* pp = s.param.data<T>();
       const T* gp = grads[size_t(chunks[c].tensor)].data<T>();
-      T *mi = mp + s.offset, *vi = vp + s.offset, decay = T(1.0 - p.lr * s.weight_decay);
+      T *mi = mp + s.offset, *vi = vp + s.offset, decay = T(1.0 - p.lr * s.weight_decay), gs = T(s.grad_scale);
       for (int64_t i = b; i < e; ++i) {
-        T g = gp[i];
+        T g = gp[i] * gs;
         mi[i] = b1 * mi[i] + (T(1) - b1) * g;
         vi[i] = b2 * vi[i] + (T(1) - b2) * g * g;
         pp[i] = pp[i] * decay - step_size * mi[i] / (std::sqrt(vi[i]) * inv_sqrt_bc2 + eps);

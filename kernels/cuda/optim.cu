@@ -19,6 +19,7 @@ template <class T> struct AdamWChunk {
   T* v;
   int64_t n;
   T decay;
+  T grad_scale;
 };
 
 // One block per chunk: every parameter of the model in one launch.
@@ -26,7 +27,7 @@ template <class T>
 __global__ void adamw_kernel(const AdamWChunk<T>* chunks, T b1, T b2, T eps, T step_size, T inv_sqrt_bc2) {
   const AdamWChunk<T> c = chunks[blockIdx.x];
   for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) {
-    T gi = c.g[i];
+    T gi = c.g[i] * c.grad_scale;
     T mi = b1 * c.m[i] + (T(1) - b1) * gi;
     T vi = b2 * c.v[i] + (T(1) - b2) * gi * gi;
     c.m[i] = mi;
@@ -72,7 +73,7 @@ void adamw(const std::vector<AdamWSlot>& slots, Tensor& m, Tensor& v, const Adam
       const AdamWSlot& s = slots[size_t(c.tensor)];
       int64_t at = s.offset + c.begin;
       table.push_back({s.param.data<T>() + c.begin, grads[size_t(c.tensor)].data<T>() + c.begin, m.data<T>() + at,
-                       v.data<T>() + at, c.size, T(1.0 - hp.lr * s.weight_decay)});
+                       v.data<T>() + at, c.size, T(1.0 - hp.lr * s.weight_decay), T(s.grad_scale)});
     }
     Tensor dev = upload(table);
     T bc1 = T(1.0 - std::pow(hp.beta1, double(step))), bc2 = T(1.0 - std::pow(hp.beta2, double(step)));

@@ -265,7 +265,8 @@ TEST(CudaParity, AdamWStepsAndSumOfSquares) {
 
 // The whole optimizer on both devices: one fused launch over parameters of every test
 // size (several chunks for the largest), per-parameter decay, one without gradient, a
-// transposed gradient; then the fused sum of squares over all gradients.
+// transposed gradient, a step that scales the gradients as it reads them (clipping); then
+// the fused sum of squares over all gradients.
 TEST(CudaParity, FusedAdamWOverManyParameters) {
   REQUIRE_GPU();
   for (DType t : kTypes) {
@@ -284,8 +285,9 @@ TEST(CudaParity, FusedAdamWOverManyParameters) {
         cpu_params[i].set_grad(g);
         gpu_params[i].set_grad(gpu(g));
       }
-      on_cpu.step();
-      on_gpu.step();
+      const double grad_scale = step == 3 ? 0.37 : 1.0;  // clipping inside the step
+      on_cpu.step(grad_scale);
+      on_gpu.step(grad_scale);
     }
     std::vector<Tensor> cg, gg;
     for (size_t i = 0; i < std::size(kSizes); ++i) {

@@ -147,8 +147,7 @@ int main(int argc, char** argv) try {
       Tensor loss = cross_entropy(vit.forward(images), labels);
       backward(loss);
       profile::Region opt(profile::Family::Optimizer);
-      clip_grad_norm(vp, 1.0);
-      vopt.step();
+      vopt.step(clip_scale(grad_norm(vp), 1.0));
     };
     member(fmt::format("\"vit_ms\": {:.3f}", median_step_ms(warmup, steps, vit_step)));
     if (profiled) member(fmt::format("\"vit_profile\": {}", profile_json(steps, vit_step)));
@@ -180,8 +179,7 @@ int main(int argc, char** argv) try {
       Tensor loss = cross_entropy(reshape(llama.forward(x), {B * T, V}), y);
       backward(loss);
       profile::Region opt(profile::Family::Optimizer);
-      clip_grad_norm(lp, 1.0);
-      lopt.step();
+      lopt.step(clip_scale(grad_norm(lp), 1.0));
     };
     member(fmt::format("\"llama_ms\": {:.3f}", median_step_ms(warmup, steps, llama_step)));
     if (profiled) member(fmt::format("\"llama_profile\": {}", profile_json(steps, llama_step)));
