@@ -32,6 +32,9 @@ struct HostMemoryStats {
 };
 HostMemoryStats host_memory_stats();
 void release_host_cache();  // returns every cached free block to the system
+// At most this many bytes of free blocks stay cached (2 GiB by default); past it the
+// blocks freed longest ago go first. Returns the previous limit.
+size_t set_host_cache_limit(size_t bytes);
 
 // CUDA runtime entry points (core/cuda/runtime.cu, or core/cuda/stub.cpp which throws).
 // Device memory comes from a caching allocator (size classes, free lists, free-and-retry

@@ -8,6 +8,32 @@ namespace {
 
 using test::all_close;
 
+// The host cache keeps large freed blocks for reuse; past its limit the blocks freed
+// longest ago go back to the system, so recently freed ones stay.
+TEST(Storage, TheHostCacheLetsTheOldestFreeBlocksGo) {
+  release_host_cache();
+  const size_t MiB = size_t(1) << 20, old_limit = set_host_cache_limit(3 * MiB);
+  void* a = host_alloc(MiB);
+  void* b = host_alloc(MiB + MiB / 4);
+  host_free(a);
+  host_free(b);
+  EXPECT_EQ(host_memory_stats().cached_bytes, 2 * MiB + MiB / 4);
+  void* c = host_alloc(MiB + MiB / 2);
+  host_free(c);  // 3.75 MiB would pass the limit: a, the oldest, goes
+  EXPECT_EQ(host_memory_stats().cached_bytes, 2 * MiB + 3 * MiB / 4);
+  void* b2 = host_alloc(MiB + MiB / 4);
+  void* c2 = host_alloc(MiB + MiB / 2);
+  EXPECT_EQ(b2, b);
+  EXPECT_EQ(c2, c);
+  EXPECT_EQ(host_memory_stats().cached_bytes, 0u);
+  host_free(b2);
+  host_free(c2);
+  set_host_cache_limit(MiB);  // a lower limit lets blocks go at once
+  EXPECT_LE(host_memory_stats().cached_bytes, MiB);
+  set_host_cache_limit(old_limit);
+  release_host_cache();
+}
+
 TEST(Tensor, ViewsShareStorage) {
   Tensor x = arange(0, 12, 1, DType::F64);
   Tensor m = reshape(x, {3, 4});
