@@ -1,7 +1,7 @@
 // CPU matmul: one gemm call when the batch folds into M, otherwise a loop of gemm calls
-// (f32 through oneDNN's matmul or OpenBLAS by shape, f64 through OpenBLAS). Small per-batch products run one
-// OpenBLAS gemm per OpenMP thread with OpenBLAS set to a single thread; large ones let
-// the library thread each call.
+// (f32 through oneDNN's matmul or OpenBLAS by shape, f64 through OpenBLAS). Small
+// per-batch products run one OpenBLAS gemm per OpenMP thread with OpenBLAS set to a
+// single thread; large ones let the library thread each call.
 #include "kernels/matmul.h"
 #include "kernels/cpu/launchers.h"
 #include "kernels/runtime.h"
@@ -174,9 +174,8 @@ bool onednn_suits_f32(bool b_trans, int64_t N) { return b_trans || N < 1024; }
 std::string matmul_libraries() {
   const dnnl_version_t* v = dnnl_version();
   std::string onednn = fmt::format("oneDNN {}.{}.{}", v->major, v->minor, v->patch), openblas = "OpenBLAS " + blas_core();
-  return cpu::f32_through_onednn()
-             ? fmt::format("{} (f32, bf16), {} (f64, attention heads, f32 with B row-major and N >= 1024)", onednn, openblas)
-                                   : fmt::format("{} (f32, f64, attention heads), {} (bf16)", openblas, onednn);
+  if (!cpu::f32_through_onednn()) return fmt::format("{} (f32, f64, attention heads), {} (bf16)", openblas, onednn);
+  return fmt::format("{} (f32, bf16), {} (f64, attention heads, f32 with B row-major and N >= 1024)", onednn, openblas);
 }
 
 namespace cpu {
@@ -219,8 +218,9 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& c, double alpha, double be
     // or suits the shape better.
     auto onednn = [&](int64_t nb, int64_t rows, int64_t a_bstride, int64_t b_bstride, int64_t c_bstride) {
       if constexpr (std::is_same_v<T, float>)
-        return f32_through_onednn() && onednn_suits_f32(vb.trans, N) && dnnl_matmul(true, va.trans, vb.trans, nb, rows, N, K, alpha, A, va.ld, a_bstride,
-                                                   B, vb.ld, b_bstride, beta, C, ldc, c_bstride, bias_f32);
+        return f32_through_onednn() && onednn_suits_f32(vb.trans, N) &&
+               dnnl_matmul(true, va.trans, vb.trans, nb, rows, N, K, alpha, A, va.ld, a_bstride, B, vb.ld, b_bstride,
+                           beta, C, ldc, c_bstride, bias_f32);
       return false;
     };
     // Fold the batch into M when A is row-major and packed across batches and B is shared.
