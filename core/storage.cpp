@@ -39,6 +39,9 @@ struct HostCache {
     free_blocks.erase(it);
     return p;
   }
+  void shrink_to(size_t bytes) {  // the oldest free blocks go back to the system
+    while (stats.cached_bytes > bytes) std::free(take(free_order.begin()->second));
+  }
 };
 HostCache& cache() {
   static HostCache* c = new HostCache();  // never destroyed: frees may run during static destruction
@@ -104,7 +107,7 @@ void host_free(void* p) {
     std::free(p);
     return;
   }
-  while (c.stats.cached_bytes + cls > c.limit) std::free(c.take(c.free_order.begin()->second));  // oldest first
+  c.shrink_to(c.limit - cls);
   uint64_t now = c.clock++;
   c.free_order.emplace(now, c.free_blocks.emplace(cls, std::make_pair(now, p)));
   c.stats.cached_bytes += cls;
@@ -115,7 +118,7 @@ size_t set_host_cache_limit(size_t bytes) {
   std::lock_guard lock(c.mu);
   size_t old = c.limit;
   c.limit = bytes;
-  while (c.stats.cached_bytes > c.limit) std::free(c.take(c.free_order.begin()->second));
+  c.shrink_to(bytes);
   return old;
 }
 

@@ -4,8 +4,8 @@
 // PyTorch beside it; --vit-config / --llama-config take any Hugging Face config.json
 // instead (random weights at its shapes), to see how the figures move with width.
 // Prints one JSON object with the median step time of each model, and of the Llama's
-// evaluation (forward and loss without gradients, the unit of `nmperm eval`, which under
-// --precision bf16/f16 keeps the linear weights in 16 bits as `nmperm eval` does).
+// evaluation (forward and loss without gradients, the unit of `nmperm eval`; under
+// --precision bf16/f16 the linear weights are kept in 16 bits, as `nmperm eval` keeps them).
 // --profile adds, per model, the host milliseconds per step in each op family
 // (core/profile.h), measured over separate steps after the timed ones; "autograd and
 // other" is the rest of the step (graph building and walking, views, the loop itself).
